@@ -1,0 +1,193 @@
+//! The HTTP API (axum): submit, status, list, cancel, health, readiness and metrics.
+
+mod error;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use view::{Created, JobList, JobView};
+
+use crate::broker::Broker;
+use crate::job::{JobStatus, is_valid_job_id, parse_json_spec};
+use crate::metrics;
+use crate::state::{StateStore, Transition, now_ms};
+use crate::storage::Storage;
+use crate::submit::Submitter;
+
+pub struct ApiContext {
+    pub submitter: Submitter,
+    pub state: StateStore,
+    pub broker: Broker,
+    pub storage: Storage,
+    /// Set while the process drains: readiness turns false so no new work is routed here.
+    pub draining: CancellationToken,
+}
+
+pub fn router(ctx: Arc<ApiContext>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/{id}", get(show))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { metrics::render() }))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(ctx)
+}
+
+/// Serves on an already-bound listener until `shutdown`, then finishes open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: Arc<ApiContext>,
+    max_body_bytes: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(ctx, max_body_bytes))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+async fn submit(
+    State(ctx): State<Arc<ApiContext>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let key = match headers.get(IDEMPOTENCY_HEADER) {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 200 && k.chars().all(|c| c.is_ascii_graphic()))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Idempotency-Key must be 1-200 visible ASCII characters".into(),
+                    )
+                })?;
+            Some(key.to_string())
+        }
+    };
+    let spec = parse_json_spec(&body)?;
+    let submitted = ctx.submitter.submit(&spec, "http", key.as_deref()).await?;
+    let status = if submitted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(Created {
+            id: submitted.id,
+            created: submitted.created,
+        }),
+    ))
+}
+
+fn checked_id(id: &str) -> Result<(), ApiError> {
+    if is_valid_job_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(id.to_string()))
+    }
+}
+
+async fn show(
+    State(ctx): State<Arc<ApiContext>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    checked_id(&id)?;
+    let job = ctx.state.get(&id).await?;
+    Ok(Json(JobView::from_record(job, now_ms())))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(ctx): State<Arc<ApiContext>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(JobStatus::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status `{text}` is not one of queued, planning, running, succeeded, failed, cancelled"
+            ))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let now = now_ms();
+    let jobs = ctx
+        .state
+        .list(status, limit)
+        .await?
+        .into_iter()
+        .map(|job| JobView::from_record(job, now))
+        .collect();
+    Ok(Json(JobList { jobs }))
+}
+
+async fn cancel(
+    State(ctx): State<Arc<ApiContext>>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    checked_id(&id)?;
+    let fields = [("finished_ms", now_ms().to_string())];
+    match ctx.state.move_to(&id, JobStatus::Cancelled, &fields).await? {
+        Transition::Moved(_) => {
+            metrics::JOBS_FINISHED.with_label_values(&["cancelled"]).inc();
+            tracing::info!(job_id = %id, "job cancelled");
+        }
+        Transition::Refused(JobStatus::Cancelled) => {}
+        Transition::Refused(status) => {
+            return Err(ApiError::Conflict(format!(
+                "job {id} is already {status}; only queued, planning or running jobs can be cancelled"
+            )));
+        }
+    }
+    let job = ctx.state.get(&id).await?;
+    Ok(Json(JobView::from_record(job, now_ms())))
+}
+
+/// 200 when the broker, Redis and S3 all answer within 2 s, else 503 naming what failed.
+async fn ready(State(ctx): State<Arc<ApiContext>>) -> impl IntoResponse {
+    let limit = Duration::from_secs(2);
+    let check = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| match result {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => e,
+        Err(_) => "timed out".to_string(),
+    };
+    let (broker, redis, s3) = tokio::join!(
+        tokio::time::timeout(limit, async { ctx.broker.ping().await.map_err(|e| e.to_string()) }),
+        tokio::time::timeout(limit, async { ctx.state.ping().await.map_err(|e| e.to_string()) }),
+        tokio::time::timeout(limit, async { ctx.storage.ping().await.map_err(|e| e.to_string()) }),
+    );
+    let checks = serde_json::json!({
+        "broker": check(broker),
+        "redis": check(redis),
+        "s3": check(s3),
+        "draining": ctx.draining.is_cancelled(),
+    });
+    let ok = ["broker", "redis", "s3"].iter().all(|k| checks[k] == "ok") && !ctx.draining.is_cancelled();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(serde_json::json!({"ready": ok, "checks": checks})))
+}

@@ -1,0 +1,111 @@
+//! What the API shows of a job (and what the CLI reads back).
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobSpec, JobStatus};
+use crate::state::JobRecord;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobView {
+    pub id: String,
+    pub name: String,
+    pub status: JobStatus,
+    pub pool: String,
+    pub source: String,
+    pub model_sha256: Option<String>,
+    pub progress: Progress,
+    pub timings: Timings,
+    pub error: Option<String>,
+    /// Folder holding the parts, `_manifest.json` and `_SUCCESS`.
+    pub output_uri: String,
+    pub manifest_uri: String,
+    pub spec: JobSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    pub shards_total: u64,
+    pub shards_done: u64,
+    /// Rows in the input (known once planned).
+    pub rows_total: u64,
+    /// Rows written to committed parts.
+    pub rows_done: u64,
+    /// Rows listed in committed errors parts.
+    pub rows_failed: u64,
+    /// Rows processed by shards still running.
+    pub rows_in_flight: u64,
+    /// 0 to 1.
+    pub fraction: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Timings {
+    pub created_ms: u64,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// From start of planning to finish (or to now while running).
+    pub elapsed_seconds: Option<f64>,
+    pub rows_per_second: Option<f64>,
+}
+
+impl JobView {
+    pub fn from_record(job: JobRecord, now_ms: u64) -> Self {
+        let processed = job.rows_done + job.rows_failed + job.rows_in_flight;
+        let fraction = if job.status == JobStatus::Succeeded {
+            1.0
+        } else if job.rows_total > 0 {
+            (processed as f64 / job.rows_total as f64).min(1.0)
+        } else {
+            0.0
+        };
+        let elapsed_seconds = job
+            .started_ms
+            .map(|s| job.finished_ms.unwrap_or(now_ms).saturating_sub(s) as f64 / 1000.0);
+        let rows_per_second = elapsed_seconds
+            .filter(|&s| s > 0.0)
+            .map(|s| (job.rows_done + job.rows_in_flight) as f64 / s);
+        let output = job.spec.output_uri();
+        Self {
+            id: job.id,
+            name: job.name,
+            status: job.status,
+            pool: job.pool,
+            source: job.source,
+            model_sha256: job.model_sha256,
+            progress: Progress {
+                shards_total: job.shards_total,
+                shards_done: job.shards_done,
+                rows_total: job.rows_total,
+                rows_done: job.rows_done,
+                rows_failed: job.rows_failed,
+                rows_in_flight: job.rows_in_flight,
+                fraction,
+            },
+            timings: Timings {
+                created_ms: job.created_ms,
+                started_ms: job.started_ms,
+                finished_ms: job.finished_ms,
+                elapsed_seconds,
+                rows_per_second,
+            },
+            error: job.error,
+            output_uri: output.to_string(),
+            manifest_uri: output.join("_manifest.json").to_string(),
+            spec: job.spec,
+        }
+    }
+}
+
+/// `GET /v1/jobs` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+/// `POST /v1/jobs` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Created {
+    pub id: String,
+    /// False when the `Idempotency-Key` matched an earlier submission.
+    pub created: bool,
+}

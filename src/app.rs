@@ -1,0 +1,192 @@
+//! Composition root: builds the clients from settings, runs the requested roles, and drains
+//! them on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiContext};
+use crate::broker::{Broker, Topology};
+use crate::settings::Settings;
+use crate::state::StateStore;
+use crate::storage::Storage;
+use crate::submit::Submitter;
+use crate::worker::{self, WorkerContext};
+
+/// Which roles one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+}
+
+impl Roles {
+    pub const API: Roles = Roles {
+        api: true,
+        worker: false,
+    };
+    pub const WORKER: Roles = Roles {
+        api: false,
+        worker: true,
+    };
+    pub const SERVE: Roles = Roles {
+        api: true,
+        worker: true,
+    };
+}
+
+/// The clients every role shares.
+#[derive(Clone)]
+pub struct Services {
+    pub settings: Arc<Settings>,
+    pub state: StateStore,
+    pub broker: Broker,
+    pub storage: Storage,
+}
+
+/// How long to wait for RabbitMQ and Redis at start (they may still be booting).
+const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+
+impl Services {
+    pub async fn connect(settings: Arc<Settings>) -> anyhow::Result<Self> {
+        let storage = Storage::connect(&settings.s3).await;
+        let state = retry("redis", || StateStore::connect(&settings.redis.url, &settings.prefix)).await?;
+        let topology = Topology::new(&settings.prefix, &settings.amqp.retry_delays_ms);
+        let broker = retry("rabbitmq", || Broker::connect(&settings.amqp.url, topology.clone())).await?;
+        Ok(Self {
+            settings,
+            state,
+            broker,
+            storage,
+        })
+    }
+}
+
+async fn retry<T, E, F, Fut>(what: &str, mut connect: F) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match connect().await {
+            Ok(value) => return Ok(value),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(service = what, error = %e, "not reachable yet; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("connecting to {what} (gave up after {CONNECT_PATIENCE:?})"));
+            }
+        }
+    }
+}
+
+/// A started process: where its API listens, and a handle to wait for its end.
+pub struct Running {
+    pub api_addr: Option<SocketAddr>,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Resolves once every role has drained after shutdown.
+    pub async fn wait(self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Connects and starts `roles`; they stop when `shutdown` is cancelled.
+pub async fn start(
+    settings: Settings,
+    roles: Roles,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    crate::metrics::init();
+    let services = Services::connect(Arc::new(settings)).await?;
+    let tracker = TaskTracker::new();
+    let mut api_addr = None;
+    // The API keeps answering (readiness false) while the worker drains, then stops.
+    let api_stop = CancellationToken::new();
+    if roles.api {
+        let listen = &services.settings.api.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the API to {listen} (api.listen)"))?;
+        api_addr = Some(listener.local_addr()?);
+        tracing::info!(addr = %api_addr.expect("bound"), "API listening");
+        let ctx = Arc::new(ApiContext {
+            submitter: Submitter::new(
+                services.state.clone(),
+                services.broker.clone(),
+                services.storage.clone(),
+            ),
+            state: services.state.clone(),
+            broker: services.broker.clone(),
+            storage: services.storage.clone(),
+            draining: shutdown.clone(),
+        });
+        let max_body = services.settings.api.max_body_bytes;
+        let stop = api_stop.clone();
+        tracker.spawn(async move {
+            if let Err(e) = api::serve(listener, ctx, max_body, stop).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+    }
+    let worker_done = CancellationToken::new();
+    if roles.worker {
+        let ctx = Arc::new(WorkerContext::new(
+            services.settings.clone(),
+            services.broker.clone(),
+            services.state.clone(),
+            services.storage.clone(),
+        ));
+        let shutdown = shutdown.clone();
+        let done = worker_done.clone();
+        tracker.spawn(async move {
+            worker::run(ctx, shutdown).await;
+            done.cancel();
+        });
+    } else {
+        worker_done.cancel();
+    }
+    tracker.spawn(async move {
+        shutdown.cancelled().await;
+        worker_done.cancelled().await;
+        api_stop.cancel();
+    });
+    Ok(Running { api_addr, tracker })
+}
+
+/// A token cancelled on the first SIGINT/SIGTERM; a second signal exits at once (unacked
+/// tasks return to the queue when the connection drops, so nothing is lost either way).
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        for count in 1.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if count == 1 {
+                tracing::info!("shutting down: finishing in-flight work (signal again to exit now)");
+                trigger.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}

@@ -1,0 +1,294 @@
+//! RabbitMQ adapter (lapin): topology, publishing with confirms, consuming with bounded
+//! prefetch, and the retry (TTL back-off) and dead-letter paths.
+
+mod topology;
+
+use std::sync::Arc;
+
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use tokio::sync::Mutex;
+
+pub use lapin::message::Delivery;
+pub use topology::Topology;
+
+use crate::job::Pool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("RabbitMQ at {url}: {source}; is the broker running and the URL (amqp.url) right?")]
+    Connect {
+        url: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("RabbitMQ {op}: {source}; will retry")]
+    Channel {
+        op: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("RabbitMQ refused the message to {exchange}/{routing_key} (nack)")]
+    Nacked {
+        exchange: String,
+        routing_key: String,
+    },
+    #[error("RabbitMQ could not route the message to {exchange}/{routing_key}: no queue bound (was the topology declared?)")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+}
+
+impl BrokerError {
+    /// Every broker failure is worth retrying once the broker is back.
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+fn channel_err(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
+    move |source| BrokerError::Channel { op, source }
+}
+
+/// A connection with one publishing channel (publisher confirms on). Reconnects on demand:
+/// after a broker restart the next publish opens a fresh connection.
+#[derive(Clone)]
+pub struct Broker {
+    url: String,
+    topology: Topology,
+    inner: Arc<Mutex<Option<Live>>>,
+}
+
+struct Live {
+    connection: Connection,
+    publisher: Channel,
+}
+
+impl Broker {
+    /// Connects and declares the topology (idempotent).
+    pub async fn connect(url: &str, topology: Topology) -> Result<Self, BrokerError> {
+        let broker = Self {
+            url: url.to_string(),
+            topology,
+            inner: Arc::new(Mutex::new(None)),
+        };
+        broker.publisher().await?;
+        Ok(broker)
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    async fn open(&self) -> Result<Live, BrokerError> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("sluice-{}", std::process::id()).into());
+        let connection = Connection::connect(&self.url, properties)
+            .await
+            .map_err(|source| BrokerError::Connect {
+                url: redact(&self.url),
+                source,
+            })?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(channel_err("open channel"))?;
+        self.topology.declare(&publisher).await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(channel_err("confirm select"))?;
+        Ok(Live {
+            connection,
+            publisher,
+        })
+    }
+
+    /// The publishing channel, reconnecting when the old one is gone.
+    async fn publisher(&self) -> Result<Channel, BrokerError> {
+        self.channel(false).await
+    }
+
+    /// With `fresh`, a new channel on the shared connection; else the publishing channel.
+    async fn channel(&self, fresh: bool) -> Result<Channel, BrokerError> {
+        let mut inner = self.inner.lock().await;
+        let usable = inner.as_ref().is_some_and(|live| {
+            live.connection.status().connected() && live.publisher.status().connected()
+        });
+        if !usable {
+            *inner = Some(self.open().await?);
+        }
+        let live = inner.as_ref().expect("connection opened above");
+        if fresh {
+            live.connection
+                .create_channel()
+                .await
+                .map_err(channel_err("open channel"))
+        } else {
+            Ok(live.publisher.clone())
+        }
+    }
+
+    /// Whether the broker answers (opens a connection when none is up).
+    pub async fn ping(&self) -> Result<(), BrokerError> {
+        self.publisher().await.map(|_| ())
+    }
+
+    /// Publishes durably and waits for the broker's confirm; a nack or an unroutable message
+    /// is an error.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let channel = self.publisher().await?;
+        let properties = properties
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"));
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                properties,
+            )
+            .await
+            .map_err(channel_err("publish"))?
+            .await
+            .map_err(channel_err("publish confirm"))?;
+        if confirm.is_nack() {
+            return Err(BrokerError::Nacked {
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+            });
+        }
+        if confirm.take_message().is_some() {
+            return Err(BrokerError::Unroutable {
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Publishes a task for `pool` with the job's priority.
+    pub async fn publish_task(&self, pool: Pool, priority: u8, body: &[u8]) -> Result<(), BrokerError> {
+        let properties = BasicProperties::default().with_priority(priority);
+        self.publish(
+            &self.topology.tasks_exchange(),
+            &Topology::task_routing_key(pool),
+            body,
+            properties,
+        )
+        .await
+    }
+
+    /// Sends a delivery to the retry queue of `level`; it comes back to its queue after
+    /// that level's delay. The caller acks the original afterwards.
+    pub async fn retry_later(&self, delivery: &Delivery, level: usize) -> Result<(), BrokerError> {
+        let level = level.min(self.topology.retry_levels().saturating_sub(1));
+        self.publish(
+            &self.topology.retry_exchange(level),
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            delivery.properties.clone(),
+        )
+        .await
+    }
+
+    /// Sends a delivery to the dead-letter queue with the reason in a header.
+    pub async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
+        let mut headers = delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        headers.insert(
+            "x-sluice-reason".into(),
+            AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            "x-sluice-routing-key".into(),
+            AMQPValue::LongString(delivery.routing_key.as_str().into()),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        self.publish(&self.topology.dead_exchange(), "", &delivery.data, properties)
+            .await
+    }
+
+    /// A consumer of `pool`'s task queue on its own channel, holding at most `prefetch`
+    /// unacknowledged deliveries.
+    pub async fn consume(&self, pool: Pool, prefetch: u16) -> Result<Consumer, BrokerError> {
+        let channel = self.channel(true).await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(channel_err("qos"))?;
+        let tag = format!("sluice-worker-{}-{}", std::process::id(), uuid::Uuid::new_v4());
+        let consumer = channel
+            .basic_consume(
+                self.topology.task_queue(pool).into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(channel_err("consume"))?;
+        Ok(consumer)
+    }
+
+    /// Exact number of ready messages in a queue (a passive declare, not the lagging
+    /// management API).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        let channel = self.publisher().await?;
+        let queue = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(channel_err("queue declare (passive)"))?;
+        Ok(queue.message_count())
+    }
+}
+
+/// The URL without its password, for errors and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+}

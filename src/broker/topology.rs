@@ -1,0 +1,156 @@
+//! Names and idempotent declaration of every exchange and queue sluice uses.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+use super::{BrokerError, channel_err};
+use crate::job::Pool;
+
+/// Highest task priority (job specs use 0-9).
+const MAX_PRIORITY: u8 = 9;
+
+/// The broker layout under one prefix:
+/// - `{p}.tasks` (direct) → one durable queue per (kind, pool): `{p}.inference.cpu|gpu`;
+/// - `{p}.retry.{n}` (fanout) → queue `{p}.retry.{n}` whose TTL dead-letters back to
+///   `{p}.tasks` with the original routing key: the back-off ladder;
+/// - `{p}.dead` (fanout) → queue `{p}.dead`: tasks that failed for good, with the reason.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+    retry_delays_ms: Vec<u64>,
+}
+
+impl Topology {
+    pub fn new(prefix: &str, retry_delays_ms: &[u64]) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            retry_delays_ms: retry_delays_ms.to_vec(),
+        }
+    }
+
+    pub fn tasks_exchange(&self) -> String {
+        format!("{}.tasks", self.prefix)
+    }
+
+    pub fn task_routing_key(pool: Pool) -> String {
+        format!("inference.{}", pool.as_str())
+    }
+
+    pub fn task_queue(&self, pool: Pool) -> String {
+        format!("{}.inference.{}", self.prefix, pool.as_str())
+    }
+
+    pub fn retry_levels(&self) -> usize {
+        self.retry_delays_ms.len()
+    }
+
+    pub fn retry_exchange(&self, level: usize) -> String {
+        format!("{}.retry.{level}", self.prefix)
+    }
+
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    pub(super) async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let tasks = self.tasks_exchange();
+        channel
+            .exchange_declare(
+                tasks.as_str().into(),
+                ExchangeKind::Direct,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(channel_err("declare tasks exchange"))?;
+        for pool in [Pool::Cpu, Pool::Gpu] {
+            let mut args = FieldTable::default();
+            args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(MAX_PRIORITY));
+            let queue = self.task_queue(pool);
+            channel
+                .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
+                .await
+                .map_err(channel_err("declare task queue"))?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    tasks.as_str().into(),
+                    Self::task_routing_key(pool).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(channel_err("bind task queue"))?;
+        }
+        for (level, delay) in self.retry_delays_ms.iter().enumerate() {
+            let name = self.retry_exchange(level);
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    ExchangeKind::Fanout,
+                    durable_exchange,
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(channel_err("declare retry exchange"))?;
+            let mut args = FieldTable::default();
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(*delay as i64));
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(tasks.as_str().into()),
+            );
+            channel
+                .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
+                .await
+                .map_err(channel_err("declare retry queue"))?;
+            channel
+                .queue_bind(
+                    name.as_str().into(),
+                    name.as_str().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(channel_err("bind retry queue"))?;
+        }
+        let dead = self.dead_exchange();
+        channel
+            .exchange_declare(
+                dead.as_str().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(channel_err("declare dead-letter exchange"))?;
+        channel
+            .queue_declare(
+                self.dead_queue().as_str().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(channel_err("declare dead-letter queue"))?;
+        channel
+            .queue_bind(
+                self.dead_queue().as_str().into(),
+                dead.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(channel_err("bind dead-letter queue"))?;
+        Ok(())
+    }
+}

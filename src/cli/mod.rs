@@ -1,0 +1,228 @@
+//! The command line: role commands (`api`, `worker`, `serve`) and the client commands
+//! (`submit`, `status`, `jobs`, `cancel`, `model push`) that talk to the HTTP API.
+
+pub mod client;
+mod model_push;
+mod progress;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+pub use client::{Client, ClientError};
+pub use model_push::{PushOptions, push};
+
+use crate::app::{self, Roles};
+use crate::job::{Pool, parse_json_spec, parse_toml_spec};
+use crate::settings::Settings;
+use crate::storage::Storage;
+use crate::uri::S3Uri;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Batch inference jobs on ONNX Runtime, queued on RabbitMQ")]
+pub struct Cli {
+    /// Settings file (default: ./sluice.toml when present). `SLUICE__SECTION__KEY`
+    /// environment variables override it.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// HTTP API: submit, status, cancel, list, health, metrics.
+    Api,
+    /// Take tasks of one pool and run them.
+    Worker {
+        #[arg(long)]
+        pool: Option<Pool>,
+    },
+    /// API and worker in one process, for a single machine.
+    Serve {
+        #[arg(long)]
+        pool: Option<Pool>,
+    },
+    /// Submit a job spec (TOML or JSON file).
+    Submit {
+        file: PathBuf,
+        /// Follow the job with a progress bar until it ends; exit status 0 only on success.
+        #[arg(long)]
+        wait: bool,
+        /// Resubmitting with the same key returns the same job instead of a new one.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Show a job.
+    Status {
+        id: String,
+        /// Keep showing progress until the job ends.
+        #[arg(long)]
+        follow: bool,
+        /// Print the job as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Cancel a job: running shards stop after their current chunk.
+    Cancel { id: String },
+    /// Model packages.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Upload DIR (model.onnx + tokenizer.json [+ sluice-model.toml]) as a package at URI.
+    Push {
+        dir: PathBuf,
+        uri: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Tokens per row after truncation (used when DIR has no sluice-model.toml).
+        #[arg(long, default_value_t = 256)]
+        max_length: usize,
+        /// Embedding size (used when DIR has no sluice-model.toml).
+        #[arg(long, default_value_t = 384)]
+        dimension: usize,
+        /// Weight precision of model.onnx: fp32, fp16 or int8.
+        #[arg(long, default_value = "fp32")]
+        precision: String,
+    },
+}
+
+/// Runs one command; the exit status is the returned code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Api => run_roles(settings, Roles::API).await,
+        Command::Worker { pool } => {
+            if let Some(pool) = pool {
+                settings.worker.pool = pool;
+            }
+            run_roles(settings, Roles::WORKER).await
+        }
+        Command::Serve { pool } => {
+            if let Some(pool) = pool {
+                settings.worker.pool = pool;
+            }
+            run_roles(settings, Roles::SERVE).await
+        }
+        Command::Submit {
+            file,
+            wait,
+            idempotency_key,
+        } => {
+            let spec = read_spec(&file)?;
+            let client = Client::new(&settings.api.url);
+            let created = match client.submit(&spec, idempotency_key.as_deref()).await {
+                Ok(created) => created,
+                Err(ClientError::Api { message, .. }) => {
+                    eprintln!("{}: rejected: {message}", file.display());
+                    return Ok(2);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if created.created {
+                eprintln!("submitted {} as job {}", file.display(), created.id);
+            } else {
+                eprintln!("already submitted with this idempotency key: job {}", created.id);
+            }
+            println!("{}", created.id);
+            if wait {
+                let job = progress::follow(&client, &created.id).await?;
+                return Ok(progress::exit_code(&job));
+            }
+            Ok(0)
+        }
+        Command::Status { id, follow, json } => {
+            let client = Client::new(&settings.api.url);
+            let job = if follow {
+                progress::follow(&client, &id).await?
+            } else {
+                client.job(&id).await?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else if !follow {
+                progress::print_job(&job);
+            }
+            Ok(if follow { progress::exit_code(&job) } else { 0 })
+        }
+        Command::Jobs { status, limit } => {
+            let client = Client::new(&settings.api.url);
+            let list = client.jobs(status.as_deref(), limit).await?;
+            progress::print_table(&list.jobs);
+            Ok(0)
+        }
+        Command::Cancel { id } => {
+            let client = Client::new(&settings.api.url);
+            let job = client.cancel(&id).await?;
+            eprintln!("job {} is {}", job.id, job.status);
+            Ok(0)
+        }
+        Command::Model {
+            command:
+                ModelCommand::Push {
+                    dir,
+                    uri,
+                    name,
+                    max_length,
+                    dimension,
+                    precision,
+                },
+        } => {
+            let target = S3Uri::parse(&uri).map_err(anyhow::Error::msg)?;
+            let storage = Storage::connect(&settings.s3).await;
+            storage
+                .create_bucket(&target.bucket)
+                .await
+                .with_context(|| format!("making sure bucket {} exists", target.bucket))?;
+            let options = PushOptions {
+                name,
+                max_length,
+                dimension,
+                precision,
+            };
+            let manifest = push(&storage, &dir, &target, &options).await?;
+            eprintln!(
+                "pushed {} ({} task, model sha256 {}) to {}",
+                manifest.name,
+                "embed",
+                manifest.model_sha256(),
+                target.as_prefix()
+            );
+            Ok(0)
+        }
+    }
+}
+
+async fn run_roles(settings: Settings, roles: Roles) -> anyhow::Result<i32> {
+    let shutdown = app::shutdown_on_signals();
+    let running = app::start(settings, roles, shutdown).await?;
+    running.wait().await;
+    Ok(0)
+}
+
+/// Reads a spec file: `.json` as JSON, anything else as TOML.
+pub fn read_spec(path: &Path) -> anyhow::Result<crate::job::JobSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
+        parse_json_spec(text.as_bytes())
+    } else {
+        parse_toml_spec(&text)
+    };
+    match parsed {
+        Ok(spec) => Ok(spec),
+        Err(e) => bail!("{}: {e}", path.display()),
+    }
+}

@@ -1,0 +1,106 @@
+//! `sluice model push DIR s3://…`: checks a local model folder, writes its manifest with the
+//! sha256 of every file, and uploads it (manifest last, so a half-pushed package is never
+//! seen as complete).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use crate::engine::package::{
+    self, FileDigest, IoNames, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask, Pooling,
+    TOKENIZER_FILE, digest_file,
+};
+use crate::storage::Storage;
+use crate::uri::S3Uri;
+
+/// Options for a folder that has no `sluice-model.toml` of its own.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    pub name: Option<String>,
+    pub max_length: usize,
+    pub dimension: usize,
+    pub precision: String,
+}
+
+pub async fn push(storage: &Storage, dir: &Path, target: &S3Uri, options: &PushOptions) -> anyhow::Result<ModelManifest> {
+    for required in [MODEL_FILE, TOKENIZER_FILE] {
+        if !dir.join(required).is_file() {
+            bail!("{}: no {required} in the folder (a model package needs {MODEL_FILE} and {TOKENIZER_FILE})", dir.display());
+        }
+    }
+    let mut manifest = match std::fs::read_to_string(dir.join(MANIFEST_FILE)) {
+        Ok(text) => {
+            // An existing manifest supplies task, pooling and names; digests are recomputed.
+            let mut value: toml::Value = toml::from_str(&text).with_context(|| format!("{}/{MANIFEST_FILE}", dir.display()))?;
+            if let Some(table) = value.as_table_mut() {
+                table.remove("files");
+            }
+            let mut with_files = value.as_table().cloned().unwrap_or_default();
+            with_files.insert("files".into(), toml::Value::Table(Default::default()));
+            toml::Value::Table(with_files)
+                .try_into::<ModelManifest>()
+                .with_context(|| format!("{}/{MANIFEST_FILE}", dir.display()))?
+        }
+        Err(_) => ModelManifest {
+            name: options.name.clone().unwrap_or_else(|| {
+                dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned())
+            }),
+            task: ModelTask::Embed,
+            precision: options.precision.clone(),
+            max_length: options.max_length,
+            pooling: pooling_from_sentence_transformers(dir)?,
+            normalize: true,
+            dimension: options.dimension,
+            names: IoNames::default(),
+            files: BTreeMap::new(),
+        },
+    };
+    let mut files: BTreeMap<String, FileDigest> = BTreeMap::new();
+    for name in [MODEL_FILE, TOKENIZER_FILE] {
+        let digest = digest_file(&dir.join(name)).with_context(|| format!("reading {}/{name}", dir.display()))?;
+        files.insert(name.to_string(), digest);
+    }
+    // Check the tokenizer loads before anyone else tries.
+    package_check_tokenizer(dir, manifest.max_length)?;
+    manifest.files = files;
+    let text = manifest.to_toml();
+    ModelManifest::parse(&text).map_err(anyhow::Error::msg)?;
+    let target = target.as_prefix();
+    for name in [MODEL_FILE, TOKENIZER_FILE] {
+        storage
+            .put_file(&target.join(name), &dir.join(name))
+            .await
+            .with_context(|| format!("uploading {name}"))?;
+    }
+    storage
+        .put(&target.join(MANIFEST_FILE), text.into_bytes(), "application/toml")
+        .await
+        .context("uploading the manifest")?;
+    Ok(manifest)
+}
+
+fn package_check_tokenizer(dir: &Path, max_length: usize) -> anyhow::Result<()> {
+    crate::engine::load_tokenizer(&dir.join(package::TOKENIZER_FILE), max_length)?;
+    Ok(())
+}
+
+/// sentence-transformers folders say their pooling in `1_Pooling/config.json` (or the
+/// `pooling_config.json` our asset script copies out): honour it.
+fn pooling_from_sentence_transformers(dir: &Path) -> anyhow::Result<Pooling> {
+    for candidate in ["pooling_config.json", "1_Pooling/config.json"] {
+        let path = dir.join(candidate);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let config: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+            let flag = |name: &str| config.get(name).and_then(|v| v.as_bool()).unwrap_or(false);
+            if flag("pooling_mode_mean_tokens") {
+                return Ok(Pooling::Mean);
+            }
+            if flag("pooling_mode_cls_token") {
+                return Ok(Pooling::Cls);
+            }
+            bail!("{}: only mean and CLS pooling are supported", path.display());
+        }
+    }
+    Ok(Pooling::Mean)
+}

@@ -1,0 +1,344 @@
+//! The inference engine: a model on its own OS thread behind a cloneable async handle.
+//! Tokenization, length-ordered batching, ONNX Runtime and pooling all run on that thread,
+//! never on tokio's.
+
+mod batcher;
+mod ort_backend;
+pub mod package;
+mod pooling;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokenizers::Tokenizer;
+use tokio::sync::{mpsc, oneshot};
+
+pub use batcher::{BatchPlan, plan_batches};
+pub use ort_backend::OrtBackend;
+pub use package::{ModelManifest, Pooling};
+
+use crate::metrics;
+use crate::settings::EngineSettings;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    #[error("model: {0}")]
+    Model(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("the engine thread has stopped")]
+    Stopped,
+}
+
+impl EngineError {
+    /// Setup problems (library, model, tokenizer) will not fix themselves; a failed run or a
+    /// vanished thread may.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EngineError::Inference(_) | EngineError::Stopped)
+    }
+}
+
+/// One padded batch of token ids, row-major `[rows, seq]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBatch {
+    pub rows: usize,
+    pub seq: usize,
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+}
+
+/// What turns token batches into hidden states: ONNX Runtime, or a fake in tests.
+pub trait InferenceBackend: Send {
+    /// Hidden states `[rows, seq, dim]`, row-major.
+    fn hidden_states(&mut self, batch: &TokenBatch) -> Result<Vec<f32>, EngineError>;
+}
+
+/// Engine-wide knobs the thread needs.
+#[derive(Debug, Clone)]
+struct EngineConfig {
+    max_batch_rows: usize,
+    max_batch_tokens: usize,
+    pooling: Pooling,
+    normalize: bool,
+    dimension: usize,
+}
+
+struct Request {
+    texts: Vec<String>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>,
+}
+
+/// Statistics of one `embed` call, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbedStats {
+    pub tokens: usize,
+    pub padded_tokens: usize,
+    pub batches: usize,
+}
+
+/// A cloneable handle to a model running on its own thread.
+#[derive(Clone)]
+pub struct Embedder {
+    requests: mpsc::Sender<Request>,
+    dimension: usize,
+    model_sha256: Arc<str>,
+}
+
+impl Embedder {
+    /// Loads the model with ONNX Runtime (blocking: call from `spawn_blocking` or a plain
+    /// thread) and starts its thread.
+    pub fn load(
+        dir: &Path,
+        manifest: &ModelManifest,
+        settings: &EngineSettings,
+    ) -> Result<Self, EngineError> {
+        let backend = OrtBackend::load(
+            &dir.join(package::MODEL_FILE),
+            &manifest.names,
+            manifest.dimension,
+            settings,
+        )?;
+        let tokenizer = load_tokenizer(&dir.join(package::TOKENIZER_FILE), manifest.max_length)?;
+        let embedder = Self::start(Box::new(backend), tokenizer, manifest, settings);
+        Ok(embedder)
+    }
+
+    /// Starts the engine thread around any backend.
+    pub fn start(
+        backend: Box<dyn InferenceBackend>,
+        tokenizer: Tokenizer,
+        manifest: &ModelManifest,
+        settings: &EngineSettings,
+    ) -> Self {
+        let config = EngineConfig {
+            max_batch_rows: settings.max_batch_rows,
+            max_batch_tokens: settings.max_batch_tokens,
+            pooling: manifest.pooling,
+            normalize: manifest.normalize,
+            dimension: manifest.dimension,
+        };
+        // Capacity 1: one request waits while one runs, so the model never idles between
+        // chunks and memory stays bounded.
+        let (requests, mut receiver) = mpsc::channel::<Request>(1);
+        let name = format!("sluice-engine-{}", &manifest.model_sha256()[..8.min(manifest.model_sha256().len())]);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let mut backend = backend;
+                while let Some(request) = receiver.blocking_recv() {
+                    let result =
+                        embed_blocking(backend.as_mut(), &tokenizer, &config, &request.texts)
+                            .map(|(vectors, _)| vectors);
+                    // The caller may have gone (cancelled); nothing to do then.
+                    let _ = request.reply.send(result);
+                }
+            })
+            .expect("spawning the engine thread");
+        Self {
+            requests,
+            dimension: manifest.dimension,
+            model_sha256: manifest.model_sha256().into(),
+        }
+    }
+
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    pub fn model_sha256(&self) -> &str {
+        &self.model_sha256
+    }
+
+    /// One embedding per text, in the same order.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { texts, reply })
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        answer.await.map_err(|_| EngineError::Stopped)?
+    }
+}
+
+/// Loads a tokenizer for batching by the engine: the file's own padding is dropped (the
+/// engine pads each batch to its longest row) and truncation set to the model's limit.
+pub fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer, EngineError> {
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", path.display())))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length,
+            ..Default::default()
+        }))
+        .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", path.display())))?;
+    Ok(tokenizer)
+}
+
+/// Tokenizes, batches by length under the token budget, runs and pools; results come back in
+/// input order.
+fn embed_blocking(
+    backend: &mut dyn InferenceBackend,
+    tokenizer: &Tokenizer,
+    config: &EngineConfig,
+    texts: &[String],
+) -> Result<(Vec<Vec<f32>>, EmbedStats), EngineError> {
+    let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let encodings = tokenizer
+        .encode_batch(inputs, true)
+        .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
+    let plans = plan_batches(&lengths, config.max_batch_rows, config.max_batch_tokens);
+    let mut results: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+    let mut stats = EmbedStats {
+        tokens: lengths.iter().sum(),
+        ..Default::default()
+    };
+    for plan in plans {
+        let rows = plan.rows.len();
+        let seq = plan.seq_len.max(1);
+        let mut batch = TokenBatch {
+            rows,
+            seq,
+            input_ids: vec![0; rows * seq],
+            attention_mask: vec![0; rows * seq],
+            token_type_ids: vec![0; rows * seq],
+        };
+        for (slot, &index) in plan.rows.iter().enumerate() {
+            let encoding = &encodings[index];
+            let base = slot * seq;
+            for (t, ((&id, &mask), &kind)) in encoding
+                .get_ids()
+                .iter()
+                .zip(encoding.get_attention_mask())
+                .zip(encoding.get_type_ids())
+                .enumerate()
+            {
+                batch.input_ids[base + t] = id as i64;
+                batch.attention_mask[base + t] = mask as i64;
+                batch.token_type_ids[base + t] = kind as i64;
+            }
+        }
+        let started = Instant::now();
+        let hidden = backend.hidden_states(&batch)?;
+        metrics::INFERENCE_BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+        metrics::INFERENCE_BATCH_ROWS.observe(rows as f64);
+        stats.padded_tokens += rows * seq;
+        stats.batches += 1;
+        let pooled = pooling::pool(
+            &hidden,
+            &batch.attention_mask,
+            rows,
+            seq,
+            config.dimension,
+            config.pooling,
+            config.normalize,
+        );
+        for (index, vector) in plan.rows.iter().zip(pooled) {
+            results[*index] = vector;
+        }
+    }
+    metrics::INFERENCE_TOKENS
+        .with_label_values(&["real"])
+        .inc_by(stats.tokens as u64);
+    metrics::INFERENCE_TOKENS
+        .with_label_values(&["padded"])
+        .inc_by(stats.padded_tokens as u64);
+    Ok((results, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::package::{FileDigest, IoNames, ModelTask};
+    use super::*;
+
+    /// Hidden state of every token = [token id, 1]: mean pooling then gives the mean id of
+    /// the row's real tokens, which shows rows are batched, padded and re-ordered right.
+    struct EchoBackend;
+
+    impl InferenceBackend for EchoBackend {
+        fn hidden_states(&mut self, batch: &TokenBatch) -> Result<Vec<f32>, EngineError> {
+            Ok(batch
+                .input_ids
+                .iter()
+                .flat_map(|&id| [id as f32, 1.0])
+                .collect())
+        }
+    }
+
+    fn word_level_tokenizer() -> Tokenizer {
+        let json = serde_json::json!({
+            "version": "1.0",
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "a": 1, "b": 2, "c": 3, "d": 4}, "unk_token": "[UNK]"},
+            "pre_tokenizer": {"type": "Whitespace"}
+        });
+        Tokenizer::from_bytes(json.to_string().as_bytes()).unwrap()
+    }
+
+    fn manifest() -> ModelManifest {
+        let digest = FileDigest {
+            sha256: "0123456789abcdef".into(),
+            size: 1,
+        };
+        ModelManifest {
+            name: "echo".into(),
+            task: ModelTask::Embed,
+            precision: "fp32".into(),
+            max_length: 8,
+            pooling: Pooling::Mean,
+            normalize: false,
+            dimension: 2,
+            names: IoNames::default(),
+            files: BTreeMap::from([
+                (package::MODEL_FILE.to_string(), digest.clone()),
+                (package::TOKENIZER_FILE.to_string(), digest),
+            ]),
+        }
+    }
+
+    #[tokio::test]
+    async fn results_come_back_in_input_order_despite_length_sorting() {
+        let settings = EngineSettings {
+            max_batch_rows: 2,
+            max_batch_tokens: 6,
+            ..Default::default()
+        };
+        let embedder = Embedder::start(
+            Box::new(EchoBackend),
+            word_level_tokenizer(),
+            &manifest(),
+            &settings,
+        );
+        let texts = vec!["d d d d".to_string(), "a".into(), "b c".into(), "c".into()];
+        let vectors = embedder.embed(texts).await.unwrap();
+        let means: Vec<f32> = vectors.iter().map(|v| v[0]).collect();
+        assert_eq!(means, vec![4.0, 1.0, 2.5, 3.0]);
+        assert!(vectors.iter().all(|v| v[1] == 1.0));
+    }
+
+    #[test]
+    fn padding_is_counted_and_bounded_by_sorting() {
+        let texts: Vec<String> = ["a", "a b c d", "b", "c d"].iter().map(|s| s.to_string()).collect();
+        let config = EngineConfig {
+            max_batch_rows: 2,
+            max_batch_tokens: 100,
+            pooling: Pooling::Mean,
+            normalize: false,
+            dimension: 2,
+        };
+        let (_, stats) =
+            embed_blocking(&mut EchoBackend, &word_level_tokenizer(), &config, &texts).unwrap();
+        assert_eq!(stats.tokens, 8);
+        // Sorted: [a, b] pads to 1, [c d, a b c d] pads to 4 → 2 + 8.
+        assert_eq!(stats.padded_tokens, 10);
+        assert_eq!(stats.batches, 2);
+    }
+}

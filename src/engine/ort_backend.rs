@@ -1,0 +1,150 @@
+//! The ONNX Runtime backend: loads the runtime library once per process and runs a model
+//! session on padded token batches.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::Tensor;
+
+use super::package::IoNames;
+use super::{EngineError, InferenceBackend, TokenBatch};
+use crate::settings::EngineSettings;
+
+static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// Loads `libonnxruntime` (from settings, else `ORT_DYLIB_PATH`) once per process.
+fn runtime(settings: &EngineSettings) -> Result<&'static Environment, EngineError> {
+    let result = RUNTIME.get_or_init(|| {
+        let path = if settings.ort_dylib_path.is_empty() {
+            std::env::var("ORT_DYLIB_PATH").map_err(|_| {
+                "no ONNX Runtime library configured: set engine.ort_dylib_path \
+                 (SLUICE__ENGINE__ORT_DYLIB_PATH) or ORT_DYLIB_PATH to libonnxruntime.so.1.31.1"
+                    .to_string()
+            })?
+        } else {
+            settings.ort_dylib_path.clone()
+        };
+        let builder = ort::init_from(&path)
+            .map_err(|e| format!("loading ONNX Runtime from {path}: {e}"))?;
+        builder
+            .with_name("sluice")
+            .build()
+            .map_err(|e| format!("starting ONNX Runtime from {path}: {e}"))
+    });
+    result
+        .as_ref()
+        .map_err(|message| EngineError::Runtime(message.clone()))
+}
+
+pub struct OrtBackend {
+    session: Session,
+    input_ids: String,
+    attention_mask: String,
+    token_type_ids: Option<String>,
+    output: String,
+    dimension: usize,
+}
+
+fn build_session(
+    env: &Environment,
+    model: &Path,
+    settings: &EngineSettings,
+) -> ort::Result<Session> {
+    Ok(Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::All)?
+        .with_intra_threads(settings.intra_op_threads)?
+        .with_inter_threads(settings.inter_op_threads)?
+        .commit_from_file(model)?)
+}
+
+impl OrtBackend {
+    pub fn load(
+        model: &Path,
+        names: &IoNames,
+        dimension: usize,
+        settings: &EngineSettings,
+    ) -> Result<Self, EngineError> {
+        let env = runtime(settings)?;
+        let session = build_session(env, model, settings)
+            .map_err(|e| EngineError::Model(format!("{}: {e}", model.display())))?;
+        let inputs: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
+        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let pick = |wanted: &Option<String>, conventional: &str, required: bool| {
+            let name = wanted.clone().unwrap_or_else(|| conventional.to_string());
+            if inputs.contains(&name) {
+                Ok(Some(name))
+            } else if required || wanted.is_some() {
+                Err(EngineError::Model(format!(
+                    "{}: the model has no input `{name}` (its inputs: {})",
+                    model.display(),
+                    inputs.join(", ")
+                )))
+            } else {
+                Ok(None)
+            }
+        };
+        let input_ids = pick(&names.input_ids, "input_ids", true)?.expect("required");
+        let attention_mask = pick(&names.attention_mask, "attention_mask", true)?.expect("required");
+        let token_type_ids = pick(&names.token_type_ids, "token_type_ids", false)?;
+        let output = match &names.output {
+            Some(name) if outputs.contains(name) => name.clone(),
+            Some(name) => {
+                return Err(EngineError::Model(format!(
+                    "{}: the model has no output `{name}` (its outputs: {})",
+                    model.display(),
+                    outputs.join(", ")
+                )));
+            }
+            None => outputs.first().cloned().ok_or_else(|| {
+                EngineError::Model(format!("{}: the model has no outputs", model.display()))
+            })?,
+        };
+        Ok(Self {
+            session,
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output,
+            dimension,
+        })
+    }
+}
+
+impl InferenceBackend for OrtBackend {
+    fn hidden_states(&mut self, batch: &TokenBatch) -> Result<Vec<f32>, EngineError> {
+        let shape = vec![batch.rows as i64, batch.seq as i64];
+        let tensor = |data: &Vec<i64>| {
+            Tensor::from_array((shape.clone(), data.clone()))
+                .map_err(|e| EngineError::Inference(format!("building input tensor: {e}")))
+        };
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
+            (self.input_ids.as_str().into(), tensor(&batch.input_ids)?.into()),
+            (
+                self.attention_mask.as_str().into(),
+                tensor(&batch.attention_mask)?.into(),
+            ),
+        ];
+        if let Some(name) = &self.token_type_ids {
+            inputs.push((name.as_str().into(), tensor(&batch.token_type_ids)?.into()));
+        }
+        let outputs = self
+            .session
+            .run(inputs)
+            .map_err(|e| EngineError::Inference(format!("session run: {e}")))?;
+        let (shape, data) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| EngineError::Inference(format!("reading output `{}`: {e}", self.output)))?;
+        let expected = [batch.rows as i64, batch.seq as i64, self.dimension as i64];
+        if shape[..] != expected[..] {
+            return Err(EngineError::Model(format!(
+                "output `{}` has shape {:?}, expected {:?} (is `dimension` in the package right?)",
+                self.output, &shape[..], expected
+            )));
+        }
+        Ok(data.to_vec())
+    }
+}

@@ -1,0 +1,170 @@
+//! Model packages: the `sluice-model.toml` manifest that sits beside `model.onnx` and
+//! `tokenizer.json`, with the sha256 of each file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const MANIFEST_FILE: &str = "sluice-model.toml";
+pub const MODEL_FILE: &str = "model.onnx";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelManifest {
+    pub name: String,
+    pub task: ModelTask,
+    /// Weights as stored: `fp32`, `fp16` or `int8`.
+    #[serde(default = "default_precision")]
+    pub precision: String,
+    /// Rows are truncated to this many tokens.
+    pub max_length: usize,
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// L2-normalise embeddings.
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// Embedding size, checked against the model's output.
+    pub dimension: usize,
+    /// Graph input/output names; left out, they are read from the model by convention
+    /// (`input_ids`, `attention_mask`, `token_type_ids`, first output).
+    #[serde(default)]
+    pub names: IoNames,
+    /// sha256 and size of every file in the package.
+    pub files: BTreeMap<String, FileDigest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelTask {
+    Embed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// Mean of the token vectors under the attention mask (sentence-transformers' default).
+    #[default]
+    Mean,
+    /// The first token's vector.
+    Cls,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IoNames {
+    pub input_ids: Option<String>,
+    pub attention_mask: Option<String>,
+    pub token_type_ids: Option<String>,
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDigest {
+    pub sha256: String,
+    pub size: u64,
+}
+
+fn default_precision() -> String {
+    "fp32".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ModelManifest {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let manifest: ModelManifest =
+            toml::from_str(text).map_err(|e| format!("{MANIFEST_FILE}: {e}"))?;
+        for required in [MODEL_FILE, TOKENIZER_FILE] {
+            if !manifest.files.contains_key(required) {
+                return Err(format!("{MANIFEST_FILE}: [files] has no entry for {required}"));
+            }
+        }
+        if manifest.max_length == 0 || manifest.dimension == 0 {
+            return Err(format!("{MANIFEST_FILE}: max_length and dimension must be positive"));
+        }
+        Ok(manifest)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("manifest serialises")
+    }
+
+    /// The model file's sha256: what identifies the package's behaviour.
+    pub fn model_sha256(&self) -> &str {
+        &self.files[MODEL_FILE].sha256
+    }
+}
+
+/// sha256 (hex) and size of a local file, streamed.
+pub fn digest_file(path: &Path) -> std::io::Result<FileDigest> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buffer[..n]);
+    }
+    Ok(FileDigest {
+        sha256: hex::encode(hasher.finalize()),
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_and_requires_files() {
+        let mut files = BTreeMap::new();
+        for f in [MODEL_FILE, TOKENIZER_FILE] {
+            files.insert(
+                f.to_string(),
+                FileDigest {
+                    sha256: "ab".into(),
+                    size: 1,
+                },
+            );
+        }
+        let manifest = ModelManifest {
+            name: "m".into(),
+            task: ModelTask::Embed,
+            precision: "int8".into(),
+            max_length: 256,
+            pooling: Pooling::Mean,
+            normalize: true,
+            dimension: 384,
+            names: IoNames::default(),
+            files,
+        };
+        let text = manifest.to_toml();
+        assert_eq!(ModelManifest::parse(&text).unwrap(), manifest);
+        let without_tokenizer = text.replace("[files.\"tokenizer.json\"]", "[files.\"other\"]");
+        assert!(ModelManifest::parse(&without_tokenizer).unwrap_err().contains("tokenizer.json"));
+    }
+
+    #[test]
+    fn digests_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let digest = digest_file(&path).unwrap();
+        assert_eq!(digest.size, 3);
+        assert_eq!(
+            digest.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! Job contracts shared by every role: the spec users submit, task messages, and the status
+//! state machine. Pure types, no I/O.
+
+mod spec;
+mod status;
+mod task;
+
+pub use spec::{
+    API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OutputFormat, OutputSpec, Pool,
+    SpecError, Task, parse_json_spec, parse_toml_spec,
+};
+pub use status::JobStatus;
+pub use task::{InputPiece, ShardTask, TaskMessage};
+
+/// A job's id: a UUIDv7, so ids sort by creation time.
+pub fn new_job_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// True for strings `new_job_id` could have produced; guards Redis keys built from user input.
+pub fn is_valid_job_id(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok()
+}

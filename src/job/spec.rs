@@ -1,0 +1,375 @@
+//! The job spec users submit (TOML for the CLI, JSON over HTTP), and its validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::uri::S3Uri;
+
+pub const API_VERSION: &str = "sluice/v1";
+
+/// One bulk-inference job, as submitted. Unknown fields are refused so typos never pass
+/// silently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Must be `sluice/v1`.
+    pub api_version: String,
+    pub kind: JobKind,
+    /// Human-readable name, shown in listings.
+    pub name: String,
+    /// Model package: the S3 folder holding `sluice-model.toml`, `model.onnx`, `tokenizer.json`.
+    pub model: String,
+    pub task: Task,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    #[serde(default)]
+    pub pool: Pool,
+    /// 0 (lowest) to 9 (highest); higher-priority tasks are delivered first.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Fraction of rows (0 to 1) that may fail before the whole job fails.
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
+}
+
+fn default_priority() -> u8 {
+    5
+}
+
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Inference,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Sentence embeddings: one vector per row.
+    Embed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
+    #[default]
+    Cpu,
+    Gpu,
+}
+
+impl Pool {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pool::Cpu => "cpu",
+            Pool::Gpu => "gpu",
+        }
+    }
+}
+
+impl std::str::FromStr for Pool {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(Pool::Cpu),
+            "gpu" => Ok(Pool::Gpu),
+            other => Err(format!("unknown pool `{other}` (expected cpu or gpu)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// One object (`s3://b/data.jsonl`) or a folder (`s3://b/data/`, every object under it).
+    pub uri: String,
+    pub format: InputFormat,
+    /// Field (JSONL) or column (CSV) holding the text.
+    #[serde(default = "default_text_field")]
+    pub text_field: String,
+    /// Field or column holding the row id; without one, rows are identified as
+    /// `<object key>:<line>`.
+    #[serde(default)]
+    pub id_field: Option<String>,
+}
+
+fn default_text_field() -> String {
+    "text".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Folder the parts, `_manifest.json` and `_SUCCESS` are written under.
+    pub uri: String,
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Jsonl,
+}
+
+/// A spec that cannot be accepted, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+#[error("job spec field `{field}`: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Builds the error from a serde failure, naming the exact field: for an unknown or
+    /// missing field serde reports the parent's path and names the field in the message.
+    fn from_serde(path: String, message: String) -> Self {
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|marker| message.split_once(marker))
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(name, _)| name.to_string());
+        let path = if path == "." { String::new() } else { path };
+        let field = match (path.is_empty(), named) {
+            (true, Some(name)) => name,
+            (false, Some(name)) => format!("{path}.{name}"),
+            (true, None) => "(document)".to_string(),
+            (false, None) => path,
+        };
+        // serde_json appends "at line L column C": keep it, it helps find the spot.
+        Self { field, message }
+    }
+}
+
+/// Parses a JSON spec (the HTTP body) and validates it.
+pub fn parse_json_spec(body: &[u8]) -> Result<JobSpec, SpecError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let spec: JobSpec = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| SpecError::from_serde(e.path().to_string(), e.inner().to_string()))?;
+    deserializer
+        .end()
+        .map_err(|e| SpecError::new("(document)", e.to_string()))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Parses a TOML spec (a file in `jobs/`) and validates it.
+pub fn parse_toml_spec(text: &str) -> Result<JobSpec, SpecError> {
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| SpecError::new("(document)", e.to_string()))?;
+    let spec: JobSpec = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let inner = e.inner().message().to_string();
+        SpecError::from_serde(e.path().to_string(), inner)
+    })?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+impl JobSpec {
+    /// Checks what types alone cannot; the first problem found is reported.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.api_version != API_VERSION {
+            return Err(SpecError::new(
+                "api_version",
+                format!("`{}` is not supported (use `{API_VERSION}`)", self.api_version),
+            ));
+        }
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 128
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c));
+        if !name_ok {
+            return Err(SpecError::new(
+                "name",
+                "must be 1-128 characters of letters, digits, space, '-', '_' or '.'",
+            ));
+        }
+        S3Uri::parse(&self.model).map_err(|e| SpecError::new("model", e))?;
+        let input = S3Uri::parse(&self.input.uri).map_err(|e| SpecError::new("input.uri", e))?;
+        if input.key.is_empty() && !self.input.uri.ends_with('/') {
+            // A whole bucket is allowed, but only when asked for explicitly.
+            return Err(SpecError::new(
+                "input.uri",
+                "names a bucket, not an object: add a key, or end with '/' to read every object",
+            ));
+        }
+        let output =
+            S3Uri::parse(&self.output.uri).map_err(|e| SpecError::new("output.uri", e))?;
+        if input.as_prefix().contains(&output) || output.as_prefix().contains(&input) {
+            return Err(SpecError::new(
+                "output.uri",
+                format!(
+                    "`{}` overlaps the input `{}`: outputs would be read back as input",
+                    self.output.uri, self.input.uri
+                ),
+            ));
+        }
+        if self.input.text_field.trim().is_empty() {
+            return Err(SpecError::new("input.text_field", "must not be empty"));
+        }
+        if matches!(&self.input.id_field, Some(f) if f.trim().is_empty()) {
+            return Err(SpecError::new(
+                "input.id_field",
+                "must not be empty (leave it out to use line numbers)",
+            ));
+        }
+        if self.priority > 9 {
+            return Err(SpecError::new(
+                "priority",
+                format!("{} is out of range 0-9", self.priority),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_error_rate) {
+            return Err(SpecError::new(
+                "max_error_rate",
+                format!("{} is out of range 0-1", self.max_error_rate),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn model_uri(&self) -> S3Uri {
+        S3Uri::parse(&self.model).expect("validated spec").as_prefix()
+    }
+
+    pub fn input_uri(&self) -> S3Uri {
+        S3Uri::parse(&self.input.uri).expect("validated spec")
+    }
+
+    pub fn output_uri(&self) -> S3Uri {
+        S3Uri::parse(&self.output.uri)
+            .expect("validated spec")
+            .as_prefix()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid_json() -> serde_json::Value {
+        serde_json::json!({
+            "api_version": "sluice/v1",
+            "kind": "inference",
+            "name": "reviews",
+            "model": "s3://models/minilm",
+            "task": "embed",
+            "input": {"uri": "s3://data/in.jsonl", "format": "jsonl", "text_field": "text", "id_field": "id"},
+            "output": {"uri": "s3://data/out/"}
+        })
+    }
+
+    fn parse(value: serde_json::Value) -> Result<JobSpec, SpecError> {
+        parse_json_spec(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn valid_spec_gets_defaults() {
+        let spec = parse(valid_json()).unwrap();
+        assert_eq!(spec.pool, Pool::Cpu);
+        assert_eq!(spec.priority, 5);
+        assert_eq!(spec.output_uri().key, "out/");
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let mut v = valid_json();
+        v["input"]["colour"] = "red".into();
+        let err = parse(v).unwrap_err();
+        assert_eq!(err.field, "input.colour");
+        assert!(err.message.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let mut v = valid_json();
+        v["priority"] = "high".into();
+        assert_eq!(parse(v).unwrap_err().field, "priority");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let mut v = valid_json();
+        v.as_object_mut().unwrap().remove("model");
+        let err = parse(v).unwrap_err();
+        assert_eq!(err.field, "model");
+        assert!(err.message.contains("missing field"));
+    }
+
+    #[test]
+    fn bad_enum_value_is_named() {
+        let mut v = valid_json();
+        v["input"]["format"] = "xml".into();
+        assert_eq!(parse(v).unwrap_err().field, "input.format");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let mut v = valid_json();
+        v["max_error_rate"] = 1.5.into();
+        assert_eq!(parse(v).unwrap_err().field, "max_error_rate");
+        let mut v = valid_json();
+        v["model"] = "http://x/y".into();
+        assert_eq!(parse(v).unwrap_err().field, "model");
+    }
+
+    #[test]
+    fn output_inside_input_is_refused() {
+        let mut v = valid_json();
+        v["input"]["uri"] = "s3://data/".into();
+        assert_eq!(parse(v).unwrap_err().field, "output.uri");
+    }
+
+    #[test]
+    fn toml_specs_in_jobs_folder_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                parse_toml_spec(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no job specs in jobs/");
+    }
+
+    #[test]
+    fn toml_unknown_field_is_named() {
+        let text = r#"
+api_version = "sluice/v1"
+kind = "inference"
+name = "x"
+model = "s3://models/m"
+task = "embed"
+[input]
+uri = "s3://data/in.csv"
+format = "csv"
+txt_field = "text"
+[output]
+uri = "s3://data/out/"
+"#;
+        let err = parse_toml_spec(text).unwrap_err();
+        assert_eq!(err.field, "input.txt_field", "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! The `sluice` binary: parse the command line, set up logging, hand over to the library.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,aws=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = sluice::cli::Cli::parse();
+    match sluice::cli::run(cli).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Every Prometheus metric sluice exports, declared once, prefix `sluice_`, units in names.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(collector: C) -> C {
+    REGISTRY
+        .register(Box::new(collector.clone()))
+        .expect("metric registered once");
+    collector
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    register(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric"))
+}
+
+/// Jobs accepted, by front door (`http`).
+pub static JOBS_SUBMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("sluice_jobs_submitted_total", "Jobs accepted, by source.", &["source"])
+});
+
+/// Jobs that reached a terminal status.
+pub static JOBS_FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("sluice_jobs_finished_total", "Jobs finished, by final status.", &["status"])
+});
+
+/// Task deliveries handled by workers: kind `plan|shard`, outcome
+/// `ok|retried|dead_lettered|skipped`.
+pub static TASKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("sluice_tasks_total", "Task deliveries handled, by kind and outcome.", &["kind", "outcome"])
+});
+
+/// Tasks a worker holds right now.
+pub static TASKS_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new("sluice_tasks_in_flight", "Tasks being processed by this process.").expect("valid metric"))
+});
+
+/// Input rows processed: outcome `ok|failed`.
+pub static ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("sluice_rows_total", "Input rows processed, by outcome.", &["outcome"])
+});
+
+pub static SHARD_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "sluice_shard_seconds",
+        "Time to process one shard, from receipt to commit.",
+        vec![0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+    )
+});
+
+pub static INFERENCE_BATCH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "sluice_inference_batch_seconds",
+        "ONNX Runtime time per batch.",
+        vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+    )
+});
+
+pub static INFERENCE_BATCH_ROWS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "sluice_inference_batch_rows",
+        "Rows per inference batch.",
+        vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+    )
+});
+
+/// Tokens fed to the model: kind `real|padded` (padded includes the real ones).
+pub static INFERENCE_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("sluice_inference_tokens_total", "Tokens fed to the model, real and padded.", &["kind"])
+});
+
+/// Forces registration of every metric so `/metrics` lists them from the start.
+pub fn init() {
+    LazyLock::force(&JOBS_SUBMITTED);
+    LazyLock::force(&JOBS_FINISHED);
+    LazyLock::force(&TASKS);
+    LazyLock::force(&TASKS_IN_FLIGHT);
+    LazyLock::force(&ROWS);
+    LazyLock::force(&SHARD_SECONDS);
+    LazyLock::force(&INFERENCE_BATCH_SECONDS);
+    LazyLock::force(&INFERENCE_BATCH_ROWS);
+    LazyLock::force(&INFERENCE_TOKENS);
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    init();
+    let mut buffer = Vec::new();
+    TextEncoder::new()
+        .encode(&REGISTRY.gather(), &mut buffer)
+        .expect("text encoding cannot fail");
+    String::from_utf8(buffer).expect("prometheus text is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_renders_with_the_prefix() {
+        super::ROWS.with_label_values(&["ok"]).inc();
+        let text = super::render();
+        assert!(text.contains("sluice_rows_total"), "{text}");
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            assert!(line.starts_with("sluice_"), "{line}");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Typed settings: built-in defaults → `sluice.toml` → `SLUICE__…` environment → `validate()`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything sluice can be configured with. One value is built at start and passed down.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Namespace for every queue, exchange and Redis key, so several deployments (or tests)
+    /// can share one broker and one Redis without seeing each other.
+    pub prefix: String,
+    pub amqp: AmqpSettings,
+    pub redis: RedisSettings,
+    pub s3: S3Settings,
+    pub api: ApiSettings,
+    pub worker: WorkerSettings,
+    pub engine: EngineSettings,
+    pub planner: PlannerSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSettings {
+    pub url: String,
+    /// Deliveries a worker holds unacknowledged at once (per consumer).
+    pub prefetch: u16,
+    /// Back-off of each retry, in milliseconds; its length is the number of retries before a
+    /// task is dead-lettered.
+    pub retry_delays_ms: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// Endpoint of an S3-compatible server; empty means AWS itself.
+    pub endpoint: String,
+    pub region: String,
+    /// Static credentials; empty means the standard AWS chain (env, profile, instance role).
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style addressing (`http://host/bucket/key`), which MinIO and moto need.
+    pub force_path_style: bool,
+    /// Output parts are uploaded in multipart chunks of this size (S3's minimum is 5 MiB).
+    pub part_size_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Address the HTTP API listens on (`api` and `serve`).
+    pub listen: String,
+    /// Base URL the CLI talks to.
+    pub url: String,
+    /// Largest accepted job spec, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Which pool's tasks this worker takes.
+    pub pool: crate::job::Pool,
+    /// Tasks processed at once by one worker process.
+    pub concurrency: usize,
+    /// Local folder where model packages are cached by sha256.
+    pub model_cache_dir: PathBuf,
+    /// On SIGTERM, how long in-flight tasks may run before the worker gives them back.
+    pub shutdown_grace_secs: u64,
+    /// Rows parsed and sent to the engine at once; cancellation is checked between chunks.
+    pub chunk_rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Path of `libonnxruntime.so.1.31.x`; empty means the `ORT_DYLIB_PATH` the runtime reads.
+    pub ort_dylib_path: String,
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+    /// Most rows in one inference batch.
+    pub max_batch_rows: usize,
+    /// Most padded tokens (rows × longest row) in one inference batch.
+    pub max_batch_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlannerSettings {
+    /// Target input bytes per shard; small objects are grouped up to this size.
+    pub shard_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            prefix: "sluice".into(),
+            amqp: AmqpSettings::default(),
+            redis: RedisSettings::default(),
+            s3: S3Settings::default(),
+            api: ApiSettings::default(),
+            worker: WorkerSettings::default(),
+            engine: EngineSettings::default(),
+            planner: PlannerSettings::default(),
+        }
+    }
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefetch: 2,
+            retry_delays_ms: vec![1_000, 5_000, 30_000],
+        }
+    }
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+        }
+    }
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:9000".into(),
+            region: "us-east-1".into(),
+            access_key_id: "sluice".into(),
+            secret_access_key: "sluice-secret".into(),
+            force_path_style: true,
+            part_size_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            url: "http://127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        let cache = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".cache/sluice/models");
+        Self {
+            pool: crate::job::Pool::Cpu,
+            concurrency: 1,
+            model_cache_dir: cache,
+            shutdown_grace_secs: 30,
+            chunk_rows: 256,
+        }
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            ort_dylib_path: String::new(),
+            intra_op_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            inter_op_threads: 1,
+            max_batch_rows: 32,
+            max_batch_tokens: 32 * 128,
+        }
+    }
+}
+
+impl Default for PlannerSettings {
+    fn default() -> Self {
+        Self {
+            shard_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A setting that is missing or out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("settings: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("setting {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Settings {
+    /// Defaults, then `file` (or `./sluice.toml` when it exists), then `SLUICE__SECTION__KEY`
+    /// environment variables (e.g. `SLUICE__AMQP__URL`), then validation.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let defaults = config::Config::try_from(&Settings::default())?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        match file {
+            Some(path) => builder = builder.add_source(config::File::from(path).required(true)),
+            None => builder = builder.add_source(config::File::with_name("sluice").required(false)),
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("SLUICE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("amqp.retry_delays_ms")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |field, reason: &str| {
+            Err(SettingsError::Invalid {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.prefix.is_empty()
+            || !self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid("prefix", "must be non-empty, letters, digits, '-' or '_'");
+        }
+        if self.amqp.prefetch == 0 {
+            return invalid("amqp.prefetch", "must be at least 1");
+        }
+        if self.worker.concurrency == 0 {
+            return invalid("worker.concurrency", "must be at least 1");
+        }
+        if self.worker.chunk_rows == 0 {
+            return invalid("worker.chunk_rows", "must be at least 1");
+        }
+        if self.engine.max_batch_rows == 0 {
+            return invalid("engine.max_batch_rows", "must be at least 1");
+        }
+        if self.engine.intra_op_threads == 0 {
+            return invalid("engine.intra_op_threads", "must be at least 1");
+        }
+        if self.planner.shard_bytes < 1024 {
+            return invalid("planner.shard_bytes", "must be at least 1024");
+        }
+        if self.s3.part_size_bytes < 5 * 1024 * 1024 {
+            return invalid("s3.part_size_bytes", "S3 needs multipart parts of at least 5 MiB");
+        }
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("api.listen", "must be HOST:PORT, e.g. 127.0.0.1:8080");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "prefix = \"from-file\"\n[planner]\nshard_bytes = 4096\n").unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(settings.prefix, "from-file");
+        assert_eq!(settings.planner.shard_bytes, 4096);
+        assert_eq!(settings.amqp, AmqpSettings::default());
+    }
+
+    #[test]
+    fn bad_value_names_the_field() {
+        let mut settings = Settings::default();
+        settings.planner.shard_bytes = 1;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("planner.shard_bytes"), "{err}");
+    }
+}

@@ -1,0 +1,336 @@
+//! Redis job store: job records, atomic status transitions (Lua), shard commits and progress
+//! counters, idempotency keys and per-task attempt counts, all under one key prefix.
+
+mod record;
+mod scripts;
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+
+pub use record::{JobRecord, ShardCommit};
+
+use crate::job::JobStatus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("redis unavailable ({0}); will retry")]
+    Unavailable(#[from] redis::RedisError),
+    #[error("job {0} not found")]
+    NotFound(String),
+    #[error("job record {id} is corrupt: {reason}")]
+    Corrupt { id: String, reason: String },
+}
+
+impl StateError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StateError::Unavailable(_))
+    }
+}
+
+/// Outcome of a status change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Moved; holds the previous status.
+    Moved(JobStatus),
+    /// Refused: the job is in this status, from which the move is not allowed.
+    Refused(JobStatus),
+}
+
+/// Outcome of committing one shard's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// False when the shard had already been committed (a redelivery).
+    pub newly_committed: bool,
+    pub shards_done: u64,
+    pub shards_total: u64,
+    pub status: JobStatus,
+}
+
+impl CommitOutcome {
+    pub fn all_done(&self) -> bool {
+        self.shards_total > 0 && self.shards_done >= self.shards_total
+    }
+}
+
+/// What a new job starts with.
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub spec_json: &'a str,
+    pub pool: &'a str,
+    pub source: &'a str,
+    pub idempotency_key: Option<&'a str>,
+}
+
+#[derive(Clone)]
+pub struct StateStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
+
+impl StateStore {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StateError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(10)));
+        let conn = client.get_connection_manager_with_config(config).await?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn job_key(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+    fn shards_key(&self, id: &str) -> String {
+        format!("{}:job:{id}:shards", self.prefix)
+    }
+    fn live_key(&self, id: &str) -> String {
+        format!("{}:job:{id}:live", self.prefix)
+    }
+    fn attempts_key(&self, id: &str) -> String {
+        format!("{}:job:{id}:attempts", self.prefix)
+    }
+    fn jobs_key(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+    fn idempotency_key(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.prefix)
+    }
+
+    pub async fn ping(&self) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Creates a queued job, unless the idempotency key already names one: then that job's
+    /// id comes back and `created` is false. Atomic: concurrent duplicates make one job.
+    pub async fn create_job(&self, job: NewJob<'_>) -> Result<(String, bool), StateError> {
+        let mut conn = self.conn.clone();
+        let idem = job
+            .idempotency_key
+            .map(|k| self.idempotency_key(k))
+            .unwrap_or_default();
+        let now = now_ms().to_string();
+        let (created, id): (i64, String) = scripts::CREATE_JOB
+            .key(self.job_key(job.id))
+            .key(self.jobs_key())
+            .key(idem)
+            .arg(job.id)
+            .arg(&now)
+            .arg(IDEMPOTENCY_TTL_SECS)
+            .arg(&[
+                ("name", job.name),
+                ("spec", job.spec_json),
+                ("pool", job.pool),
+                ("source", job.source),
+                ("idempotency_key", job.idempotency_key.unwrap_or("")),
+                ("status", JobStatus::Queued.as_str()),
+                ("created_ms", now.as_str()),
+            ])
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((id, created == 1))
+    }
+
+    /// Removes a job that could not be queued, so a failed submission leaves nothing behind.
+    pub async fn delete_job(&self, id: &str, idempotency_key: Option<&str>) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(self.job_key(id))
+            .zrem(self.jobs_key(), id);
+        if let Some(key) = idempotency_key {
+            pipe.del(self.idempotency_key(key));
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<JobRecord, StateError> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = conn.hgetall(self.job_key(id)).await?;
+        if fields.is_empty() {
+            return Err(StateError::NotFound(id.to_string()));
+        }
+        let live: HashMap<String, u64> = conn.hgetall(self.live_key(id)).await?;
+        JobRecord::from_fields(id, fields, live.values().sum())
+    }
+
+    pub async fn status(&self, id: &str) -> Result<JobStatus, StateError> {
+        let mut conn = self.conn.clone();
+        let status: Option<String> = conn.hget(self.job_key(id), "status").await?;
+        let status = status.ok_or_else(|| StateError::NotFound(id.to_string()))?;
+        JobStatus::parse(&status).ok_or_else(|| StateError::Corrupt {
+            id: id.to_string(),
+            reason: format!("unknown status `{status}`"),
+        })
+    }
+
+    /// Newest first, optionally only jobs in `status`.
+    pub async fn list(
+        &self,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StateError> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        let page = 200isize;
+        let mut start = 0isize;
+        while out.len() < limit {
+            let ids: Vec<String> = conn
+                .zrevrange(self.jobs_key(), start, start + page - 1)
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            start += page;
+            for id in ids {
+                match self.get(&id).await {
+                    Ok(job) if status.is_none_or(|s| s == job.status) => out.push(job),
+                    Ok(_) | Err(StateError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves the job to `to` if its current status is one of `from`, setting `fields` in
+    /// the same atomic step.
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: &[JobStatus],
+        to: JobStatus,
+        fields: &[(&str, String)],
+    ) -> Result<Transition, StateError> {
+        let mut conn = self.conn.clone();
+        let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let (moved, current): (i64, String) = scripts::TRANSITION
+            .key(self.job_key(id))
+            .arg(to.as_str())
+            .arg(allowed.join(","))
+            .arg(fields)
+            .invoke_async(&mut conn)
+            .await?;
+        if moved == -1 {
+            return Err(StateError::NotFound(id.to_string()));
+        }
+        let current = JobStatus::parse(&current).ok_or_else(|| StateError::Corrupt {
+            id: id.to_string(),
+            reason: format!("unknown status `{current}`"),
+        })?;
+        Ok(if moved == 1 {
+            Transition::Moved(current)
+        } else {
+            Transition::Refused(current)
+        })
+    }
+
+    /// Moves along the state machine's own table (`JobStatus::allowed_from`).
+    pub async fn move_to(
+        &self,
+        id: &str,
+        to: JobStatus,
+        fields: &[(&str, String)],
+    ) -> Result<Transition, StateError> {
+        self.transition(id, to.allowed_from(), to, fields).await
+    }
+
+    /// Sets fields without a status change (plan results, model hash).
+    pub async fn set_fields(&self, id: &str, fields: &[(&str, String)]) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.hset_multiple(self.job_key(id), fields).await?;
+        Ok(())
+    }
+
+    /// Records a shard's committed output exactly once and counts its rows; the caller that
+    /// sees `all_done()` finishes the job.
+    pub async fn commit_shard(
+        &self,
+        id: &str,
+        commit: &ShardCommit,
+    ) -> Result<CommitOutcome, StateError> {
+        let mut conn = self.conn.clone();
+        let record = serde_json::to_string(commit).expect("shard commit serialises");
+        let (newly, done, total, status): (i64, u64, u64, String) = scripts::COMMIT_SHARD
+            .key(self.job_key(id))
+            .key(self.shards_key(id))
+            .key(self.live_key(id))
+            .arg(commit.shard)
+            .arg(record)
+            .arg(commit.rows)
+            .arg(commit.failed_rows)
+            .invoke_async(&mut conn)
+            .await?;
+        let status = JobStatus::parse(&status).ok_or_else(|| StateError::Corrupt {
+            id: id.to_string(),
+            reason: format!("unknown status `{status}`"),
+        })?;
+        Ok(CommitOutcome {
+            newly_committed: newly == 1,
+            shards_done: done,
+            shards_total: total,
+            status,
+        })
+    }
+
+    /// Every committed shard, in shard order.
+    pub async fn committed_shards(&self, id: &str) -> Result<Vec<ShardCommit>, StateError> {
+        let mut conn = self.conn.clone();
+        let raw: HashMap<String, String> = conn.hgetall(self.shards_key(id)).await?;
+        let mut commits = raw
+            .values()
+            .map(|json| {
+                serde_json::from_str::<ShardCommit>(json).map_err(|e| StateError::Corrupt {
+                    id: id.to_string(),
+                    reason: format!("shard record: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        commits.sort_by_key(|c| c.shard);
+        Ok(commits)
+    }
+
+    pub async fn is_shard_committed(&self, id: &str, shard: u32) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hexists(self.shards_key(id), shard).await?)
+    }
+
+    /// Rows a shard has processed so far but not yet committed (live progress).
+    pub async fn set_live_rows(&self, id: &str, shard: u32, rows: u64) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.hset(self.live_key(id), shard, rows).await?;
+        Ok(())
+    }
+
+    pub async fn clear_live_rows(&self, id: &str, shard: u32) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.hdel(self.live_key(id), shard).await?;
+        Ok(())
+    }
+
+    /// Counts one more delivery of a task and returns the count; counted on receipt, so a
+    /// task that kills its worker is still counted.
+    pub async fn count_attempt(&self, id: &str, task_key: &str) -> Result<u64, StateError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hincr(self.attempts_key(id), task_key, 1).await?)
+    }
+}

@@ -1,0 +1,91 @@
+//! The job record as stored in Redis, and the per-shard commit entry.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::StateError;
+use crate::job::{JobSpec, JobStatus};
+
+/// A committed shard: where its output went and how many rows it held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardCommit {
+    pub shard: u32,
+    /// Output part key (`s3://…/part-00003.jsonl`).
+    pub part: String,
+    /// Rows written to the part.
+    pub rows: u64,
+    /// Rows that could not be processed, listed in `errors_part`.
+    pub failed_rows: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors_part: Option<String>,
+    /// Seconds the shard took, from receipt to commit.
+    pub seconds: f64,
+}
+
+/// A job as stored: its spec, status, counters and timings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub name: String,
+    pub spec: JobSpec,
+    pub status: JobStatus,
+    pub pool: String,
+    pub source: String,
+    pub created_ms: u64,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub shards_total: u64,
+    pub shards_done: u64,
+    pub rows_total: u64,
+    pub rows_done: u64,
+    pub rows_failed: u64,
+    /// Rows processed by shards still in flight (not yet committed).
+    pub rows_in_flight: u64,
+    pub error: Option<String>,
+    pub model_sha256: Option<String>,
+}
+
+impl JobRecord {
+    pub(super) fn from_fields(
+        id: &str,
+        mut fields: HashMap<String, String>,
+        rows_in_flight: u64,
+    ) -> Result<Self, StateError> {
+        let corrupt = |reason: String| StateError::Corrupt {
+            id: id.to_string(),
+            reason,
+        };
+        let spec_json = fields.remove("spec").ok_or_else(|| corrupt("no spec".into()))?;
+        let spec: JobSpec =
+            serde_json::from_str(&spec_json).map_err(|e| corrupt(format!("spec: {e}")))?;
+        let status_text = fields.remove("status").unwrap_or_default();
+        let status = JobStatus::parse(&status_text)
+            .ok_or_else(|| corrupt(format!("unknown status `{status_text}`")))?;
+        let number = |fields: &HashMap<String, String>, name: &str| -> Option<u64> {
+            fields.get(name).and_then(|v| v.parse().ok())
+        };
+        let text = |fields: &mut HashMap<String, String>, name: &str| -> Option<String> {
+            fields.remove(name).filter(|v| !v.is_empty())
+        };
+        Ok(Self {
+            id: id.to_string(),
+            name: text(&mut fields, "name").unwrap_or_default(),
+            spec,
+            status,
+            pool: text(&mut fields, "pool").unwrap_or_default(),
+            source: text(&mut fields, "source").unwrap_or_default(),
+            created_ms: number(&fields, "created_ms").unwrap_or(0),
+            started_ms: number(&fields, "started_ms"),
+            finished_ms: number(&fields, "finished_ms"),
+            shards_total: number(&fields, "shards_total").unwrap_or(0),
+            shards_done: number(&fields, "shards_done").unwrap_or(0),
+            rows_total: number(&fields, "rows_total").unwrap_or(0),
+            rows_done: number(&fields, "rows_done").unwrap_or(0),
+            rows_failed: number(&fields, "rows_failed").unwrap_or(0),
+            rows_in_flight,
+            error: text(&mut fields, "error"),
+            model_sha256: text(&mut fields, "model_sha256"),
+        })
+    }
+}

@@ -1,0 +1,277 @@
+//! S3 adapter (aws-sdk-s3): heads, listings, ranged streaming reads, puts and multipart
+//! writes, with errors that say which object and whether a retry can help.
+
+mod multipart;
+pub mod records;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::config::http::HttpResponse;
+use tokio::io::AsyncBufRead;
+
+pub use multipart::PartWriter;
+
+use crate::settings::S3Settings;
+use crate::uri::S3Uri;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{uri}: object not found (check the path, or that it was uploaded)")]
+    NotFound { uri: String },
+    #[error("{uri}: object changed since the job was planned (ETag differs); resubmit the job")]
+    Changed { uri: String },
+    #[error("{uri}: {op} refused ({message}); check the bucket exists and the credentials may {op}")]
+    Refused {
+        uri: String,
+        op: &'static str,
+        message: String,
+    },
+    #[error("{uri}: {op} failed ({message}); will retry")]
+    Transient {
+        uri: String,
+        op: &'static str,
+        message: String,
+    },
+}
+
+impl StorageError {
+    /// Whether trying again later can succeed (network trouble, 5xx, throttling).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Transient { .. })
+    }
+}
+
+fn classify<E>(err: SdkError<E, HttpResponse>, op: &'static str, uri: &S3Uri) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let uri = uri.to_string();
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let message = match &err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            format!(
+                "{}: {}",
+                e.code().unwrap_or("error"),
+                e.message().unwrap_or("no message")
+            )
+        }
+        other => format!("{}", aws_sdk_s3::error::DisplayErrorContext(other)),
+    };
+    match status {
+        Some(404) => StorageError::NotFound { uri },
+        Some(412) => StorageError::Changed { uri },
+        Some(408 | 429) | None => StorageError::Transient { uri, op, message },
+        Some(s) if s >= 500 => StorageError::Transient { uri, op, message },
+        Some(_) => StorageError::Refused { uri, op, message },
+    }
+}
+
+/// Size and version of one object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectInfo {
+    pub uri: S3Uri,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// A cheap-to-clone S3 client.
+#[derive(Clone)]
+pub struct Storage {
+    client: Client,
+    part_size: usize,
+}
+
+impl Storage {
+    pub async fn connect(settings: &S3Settings) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()));
+        if !settings.access_key_id.is_empty() {
+            loader = loader.credentials_provider(Credentials::new(
+                settings.access_key_id.clone(),
+                settings.secret_access_key.clone(),
+                None,
+                None,
+                "sluice-settings",
+            ));
+        }
+        if !settings.endpoint.is_empty() {
+            loader = loader.endpoint_url(settings.endpoint.clone());
+        }
+        let shared = loader.load().await;
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(settings.force_path_style)
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            part_size: settings.part_size_bytes,
+        }
+    }
+
+    /// Readiness: can we reach the server at all.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let root = S3Uri::new("-", "");
+        self.client
+            .list_buckets()
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(e, "list buckets", &root))
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), StorageError> {
+        let uri = S3Uri::new(bucket, "");
+        match self.client.create_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
+                if code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" {
+                    Ok(())
+                } else {
+                    Err(classify(e, "create bucket", &uri))
+                }
+            }
+        }
+    }
+
+    pub async fn head(&self, uri: &S3Uri) -> Result<ObjectInfo, StorageError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .send()
+            .await
+            .map_err(|e| classify(e, "head", uri))?;
+        Ok(ObjectInfo {
+            uri: uri.clone(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// Every object under `prefix`, in key order.
+    pub async fn list(&self, prefix: &S3Uri) -> Result<Vec<ObjectInfo>, StorageError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&prefix.bucket)
+            .prefix(&prefix.key)
+            .into_paginator()
+            .send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify(e, "list", prefix))?;
+            for object in page.contents() {
+                objects.push(ObjectInfo {
+                    uri: S3Uri::new(&prefix.bucket, object.key().unwrap_or_default()),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    etag: object.e_tag().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        objects.sort_by(|a, b| a.uri.key.cmp(&b.uri.key));
+        Ok(objects)
+    }
+
+    /// Streams bytes `[start, end)` of an object; with `etag`, fails with `Changed` if the
+    /// object is no longer that version.
+    pub async fn read_range(
+        &self,
+        uri: &S3Uri,
+        start: u64,
+        end: u64,
+        etag: Option<&str>,
+    ) -> Result<impl AsyncBufRead + Unpin + Send + use<>, StorageError> {
+        let mut request = self.client.get_object().bucket(&uri.bucket).key(&uri.key);
+        if end > start {
+            request = request.range(format!("bytes={}-{}", start, end - 1));
+        }
+        if let Some(etag) = etag.filter(|e| !e.is_empty()) {
+            request = request.if_match(etag);
+        }
+        let out = request.send().await.map_err(|e| classify(e, "read", uri))?;
+        Ok(out.body.into_async_read())
+    }
+
+    /// Streams a whole object.
+    pub async fn read(
+        &self,
+        uri: &S3Uri,
+    ) -> Result<impl AsyncBufRead + Unpin + Send + use<>, StorageError> {
+        self.read_range(uri, 0, 0, None).await
+    }
+
+    pub async fn get_bytes(&self, uri: &S3Uri) -> Result<Vec<u8>, StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .send()
+            .await
+            .map_err(|e| classify(e, "read", uri))?;
+        let data = out.body.collect().await.map_err(|e| StorageError::Transient {
+            uri: uri.to_string(),
+            op: "read",
+            message: e.to_string(),
+        })?;
+        Ok(data.into_bytes().to_vec())
+    }
+
+    pub async fn put(
+        &self,
+        uri: &S3Uri,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
+        self.client
+            .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| classify(e, "write", uri))?;
+        Ok(())
+    }
+
+    pub async fn put_file(&self, uri: &S3Uri, path: &std::path::Path) -> Result<(), StorageError> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| StorageError::Refused {
+                uri: uri.to_string(),
+                op: "upload",
+                message: format!("{}: {e}", path.display()),
+            })?;
+        self.client
+            .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify(e, "write", uri))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, uri: &S3Uri) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .send()
+            .await
+            .map_err(|e| classify(e, "delete", uri))?;
+        Ok(())
+    }
+
+    /// A writer that uploads `uri` in parts as it fills; nothing is visible at `uri` until
+    /// `finish`, and `abort` leaves nothing behind.
+    pub fn part_writer(&self, uri: S3Uri, content_type: &'static str) -> PartWriter {
+        PartWriter::new(self.client.clone(), uri, content_type, self.part_size)
+    }
+}

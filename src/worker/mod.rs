@@ -1,0 +1,235 @@
+//! The worker role: consumes its pool's task queue with bounded prefetch, runs plan and shard
+//! tasks, and acks only once their output and state are durable; failures go to the retry
+//! ladder or the dead-letter queue; shutdown drains in-flight work.
+
+mod error;
+pub mod finish;
+mod models;
+mod plan;
+pub mod shard;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::TaskError;
+pub use models::ModelCache;
+
+use crate::broker::{Broker, Delivery};
+use crate::job::{JobStatus, TaskMessage};
+use crate::metrics;
+use crate::settings::Settings;
+use crate::state::{StateStore, now_ms};
+use crate::storage::Storage;
+
+/// Everything a task needs.
+pub struct WorkerContext {
+    pub settings: Arc<Settings>,
+    pub broker: Broker,
+    pub state: StateStore,
+    pub storage: Storage,
+    pub models: ModelCache,
+}
+
+impl WorkerContext {
+    pub fn new(settings: Arc<Settings>, broker: Broker, state: StateStore, storage: Storage) -> Self {
+        let models = ModelCache::new(
+            storage.clone(),
+            settings.worker.model_cache_dir.clone(),
+            settings.engine.clone(),
+        );
+        Self {
+            settings,
+            broker,
+            state,
+            storage,
+            models,
+        }
+    }
+
+    /// Deliveries of one task beyond which it is dead-lettered on receipt: it keeps
+    /// killing its workers (or never finishes) rather than failing cleanly.
+    fn max_deliveries(&self) -> u64 {
+        self.settings.amqp.retry_delays_ms.len() as u64 + 3
+    }
+}
+
+/// Consumes until `shutdown`, then stops taking tasks, lets in-flight ones finish within the
+/// grace period, and returns. Reconnects when the broker goes away.
+pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
+    let pool = ctx.settings.worker.pool;
+    let concurrency = ctx.settings.worker.concurrency;
+    let prefetch = ctx.settings.amqp.prefetch.max(concurrency as u16);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(500);
+    'connect: while !shutdown.is_cancelled() {
+        let mut consumer = match ctx.broker.consume(pool, prefetch).await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot consume tasks; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'connect,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(500);
+        tracing::info!(pool = pool.as_str(), concurrency, prefetch, "worker consuming");
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break 'connect,
+                permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            };
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => break 'connect,
+                next = consumer.next() => next,
+            };
+            match delivery {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        metrics::TASKS_IN_FLIGHT.inc();
+                        handle(&ctx, delivery, &shutdown).await;
+                        metrics::TASKS_IN_FLIGHT.dec();
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "task consumer failed; reconnecting");
+                    continue 'connect;
+                }
+                None => {
+                    tracing::warn!("task consumer closed by the broker; reconnecting");
+                    continue 'connect;
+                }
+            }
+        }
+    }
+    tracker.close();
+    let grace = Duration::from_secs(ctx.settings.worker.shutdown_grace_secs);
+    tracing::info!(in_flight = tracker.len(), ?grace, "worker draining");
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        // Whatever is still unacked goes back to the queue when the connection closes.
+        tracing::warn!(in_flight = tracker.len(), "grace period over; returning unfinished tasks to the queue");
+    }
+}
+
+/// Runs one delivery to its end: ack, retry later, requeue or dead-letter.
+async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &CancellationToken) {
+    let task: TaskMessage = match serde_json::from_slice(&delivery.data) {
+        Ok(task) => task,
+        Err(e) => {
+            let reason = format!("task message is not valid: {e}");
+            tracing::error!(%reason, "dead-lettering");
+            dead_letter(ctx, &delivery, None, &reason).await;
+            metrics::TASKS.with_label_values(&["unknown", "dead_lettered"]).inc();
+            return;
+        }
+    };
+    let kind = match task {
+        TaskMessage::Plan { .. } => "plan",
+        TaskMessage::Shard(_) => "shard",
+    };
+    let job_id = task.job_id().to_string();
+    let task_key = task.task_key();
+    let attempt = match ctx.state.count_attempt(&job_id, &task_key).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(%job_id, task = %task_key, error = %e, "state store unavailable; task goes back to the queue");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            requeue(&delivery).await;
+            return;
+        }
+    };
+    if attempt > ctx.max_deliveries() {
+        let reason = format!(
+            "{task_key} of job {job_id} was delivered {attempt} times without finishing (does it crash the worker?)"
+        );
+        fail_job(ctx, &job_id, &reason).await;
+        dead_letter(ctx, &delivery, Some(&job_id), &reason).await;
+        metrics::TASKS.with_label_values(&[kind, "dead_lettered"]).inc();
+        return;
+    }
+    let result = match &task {
+        TaskMessage::Plan { job_id } => plan::run(ctx, job_id).await,
+        TaskMessage::Shard(shard) => shard::run(ctx, shard, shutdown).await.map(|outcome| {
+            if outcome == shard::ShardOutcome::Skipped {
+                metrics::TASKS.with_label_values(&[kind, "skipped"]).inc();
+            }
+        }),
+    };
+    match result {
+        Ok(()) => {
+            metrics::TASKS.with_label_values(&[kind, "ok"]).inc();
+            ack(&delivery).await;
+        }
+        Err(TaskError::Interrupted) => requeue(&delivery).await,
+        Err(TaskError::Retryable(reason)) if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 => {
+            tracing::warn!(%job_id, task = %task_key, attempt, %reason, "task failed; retrying later");
+            match ctx.broker.retry_later(&delivery, attempt as usize - 1).await {
+                Ok(()) => ack(&delivery).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not schedule the retry; task goes back to the queue");
+                    requeue(&delivery).await;
+                }
+            }
+            metrics::TASKS.with_label_values(&[kind, "retried"]).inc();
+        }
+        Err(TaskError::Retryable(reason) | TaskError::Permanent(reason)) => {
+            tracing::error!(%job_id, task = %task_key, attempt, %reason, "task failed for good");
+            fail_job(ctx, &job_id, &reason).await;
+            dead_letter(ctx, &delivery, Some(&job_id), &reason).await;
+            metrics::TASKS.with_label_values(&[kind, "dead_lettered"]).inc();
+        }
+    }
+}
+
+async fn fail_job(ctx: &WorkerContext, job_id: &str, reason: &str) {
+    let fields = [
+        ("error", reason.to_string()),
+        ("finished_ms", now_ms().to_string()),
+    ];
+    match ctx.state.move_to(job_id, JobStatus::Failed, &fields).await {
+        Ok(crate::state::Transition::Moved(_)) => {
+            metrics::JOBS_FINISHED.with_label_values(&["failed"]).inc();
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(%job_id, error = %e, "could not mark the job failed"),
+    }
+}
+
+async fn dead_letter(ctx: &WorkerContext, delivery: &Delivery, job_id: Option<&str>, reason: &str) {
+    match ctx.broker.dead_letter(delivery, reason).await {
+        Ok(()) => ack(delivery).await,
+        Err(e) => {
+            tracing::error!(job_id, error = %e, "could not dead-letter the task; it goes back to the queue");
+            requeue(delivery).await;
+        }
+    }
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        // The broker will redeliver; the task is idempotent.
+        tracing::warn!(error = %e, "ack failed; the task will be redelivered");
+    }
+}
+
+async fn requeue(delivery: &Delivery) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
+    if let Err(e) = delivery.nack(options).await {
+        tracing::warn!(error = %e, "nack failed; the broker requeues the task when the channel closes");
+    }
+}

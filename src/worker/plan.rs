@@ -1,0 +1,178 @@
+//! Planning: list the job's input, cut it into line-aligned shards (small objects grouped),
+//! record the counts, and publish one task per shard.
+
+use super::{TaskError, WorkerContext, finish};
+use crate::job::{InputFormat, InputPiece, JobStatus, ShardTask, TaskMessage};
+use crate::state::{Transition, now_ms};
+use crate::storage::records::{RecordReader, parse_csv_header};
+use crate::storage::{ObjectInfo, StorageError};
+use crate::uri::S3Uri;
+
+pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
+    let job = ctx.state.get(job_id).await?;
+    match job.status {
+        JobStatus::Queued | JobStatus::Planning => {
+            ctx.state
+                .transition(
+                    job_id,
+                    &[JobStatus::Queued, JobStatus::Planning],
+                    JobStatus::Planning,
+                    &[],
+                )
+                .await?;
+        }
+        // A redelivered plan task whose shards may be partly published: plan again (same
+        // input, same shards) and publish them all; duplicates are harmless.
+        JobStatus::Running => {}
+        _ => return Ok(()),
+    }
+    let spec = &job.spec;
+    let objects = list_inputs(ctx, &spec.input_uri(), spec.input.uri.ends_with('/')).await?;
+    let shards = cut_shards(ctx, &objects, spec.input.format, ctx.settings.planner.shard_bytes).await?;
+    let rows_total: u64 = shards.iter().flatten().map(|p| p.rows).sum();
+    if job.status != JobStatus::Running {
+        let moved = ctx
+            .state
+            .transition(
+                job_id,
+                &[JobStatus::Planning],
+                JobStatus::Running,
+                &[
+                    ("shards_total", shards.len().to_string()),
+                    ("rows_total", rows_total.to_string()),
+                    ("started_ms", now_ms().to_string()),
+                ],
+            )
+            .await?;
+        if let Transition::Refused(status) = moved {
+            tracing::info!(job_id, %status, "job left planning meanwhile (cancelled?); not publishing shards");
+            return Ok(());
+        }
+    } else if job.shards_total != shards.len() as u64 {
+        return Err(TaskError::permanent(format!(
+            "input changed while the job ran: planned {} shards before, {} now",
+            job.shards_total,
+            shards.len()
+        )));
+    }
+    let shard_count = shards.len();
+    tracing::info!(job_id, shards = shard_count, rows_total, "planned");
+    for (index, pieces) in shards.into_iter().enumerate() {
+        let task = TaskMessage::Shard(ShardTask {
+            job_id: job_id.to_string(),
+            shard: index as u32,
+            pieces,
+        });
+        let body = serde_json::to_vec(&task).expect("task serialises");
+        ctx.broker
+            .publish_task(spec.pool, spec.priority, &body)
+            .await?;
+    }
+    if shard_count == 0 {
+        // Only blank lines: the job is done as soon as it is planned.
+        finish::run(ctx, job_id).await?;
+    }
+    Ok(())
+}
+
+/// The objects to read: one object, or every non-empty object under a folder.
+async fn list_inputs(
+    ctx: &WorkerContext,
+    uri: &S3Uri,
+    is_folder: bool,
+) -> Result<Vec<ObjectInfo>, TaskError> {
+    if !is_folder {
+        return match ctx.storage.head(uri).await {
+            Ok(info) => Ok(vec![info]),
+            Err(StorageError::NotFound { .. }) => Err(TaskError::permanent(format!(
+                "input {uri} not found: check input.uri, or upload the object first"
+            ))),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let objects: Vec<ObjectInfo> = ctx
+        .storage
+        .list(uri)
+        .await?
+        .into_iter()
+        .filter(|o| o.size > 0 && !o.uri.key.ends_with('/'))
+        .collect();
+    if objects.is_empty() {
+        return Err(TaskError::permanent(format!(
+            "input {uri} holds no objects: check input.uri"
+        )));
+    }
+    Ok(objects)
+}
+
+/// Streams every object once to find record boundaries, and groups them into shards of
+/// about `shard_bytes` each.
+async fn cut_shards(
+    ctx: &WorkerContext,
+    objects: &[ObjectInfo],
+    format: InputFormat,
+    shard_bytes: u64,
+) -> Result<Vec<Vec<InputPiece>>, TaskError> {
+    let mut shards: Vec<Vec<InputPiece>> = Vec::new();
+    let mut current: Vec<InputPiece> = Vec::new();
+    let mut current_bytes = 0u64;
+    let csv = format == InputFormat::Csv;
+    for object in objects {
+        let reader = ctx
+            .storage
+            .read_range(&object.uri, 0, 0, Some(&object.etag))
+            .await?;
+        let mut records = RecordReader::new(reader, csv, 0, 1);
+        let mut header: Option<Vec<String>> = None;
+        let mut piece: Option<InputPiece> = None;
+        let read_error = |e: std::io::Error| {
+            TaskError::Retryable(format!("reading {} while planning: {e}", object.uri))
+        };
+        while let Some(record) = records.next_record().await.map_err(read_error)? {
+            if csv && header.is_none() {
+                if record.is_blank() {
+                    continue;
+                }
+                header = Some(parse_csv_header(&record.bytes).map_err(|e| {
+                    TaskError::permanent(format!("input {} line {}: {e}", object.uri, record.line))
+                })?);
+                continue;
+            }
+            let open = piece.get_or_insert_with(|| InputPiece {
+                uri: object.uri.to_string(),
+                start: record.offset,
+                end: record.offset,
+                first_line: record.line,
+                rows: 0,
+                etag: object.etag.clone(),
+                header: header.clone(),
+            });
+            open.end = record.end;
+            if !record.is_blank() {
+                open.rows += 1;
+            }
+            if current_bytes + (open.end - open.start) >= shard_bytes {
+                current.push(piece.take().expect("piece is open"));
+                shards.push(std::mem::take(&mut current));
+                current_bytes = 0;
+            }
+        }
+        if let Some(rest) = piece.filter(|p| p.rows > 0) {
+            current_bytes += rest.end - rest.start;
+            current.push(rest);
+            if current_bytes >= shard_bytes {
+                shards.push(std::mem::take(&mut current));
+                current_bytes = 0;
+            }
+        }
+    }
+    if !current.is_empty() {
+        shards.push(current);
+    }
+    // A piece made only of blank lines carries no work.
+    for shard in &mut shards {
+        shard.retain(|p| p.rows > 0);
+    }
+    shards.retain(|s| !s.is_empty());
+    Ok(shards)
+}

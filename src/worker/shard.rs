@@ -1,0 +1,259 @@
+//! One shard: stream its byte ranges from S3, parse rows (bad rows to an errors part),
+//! embed them chunk by chunk, write the output part, commit it in Redis.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{TaskError, WorkerContext, finish};
+use crate::engine::Embedder;
+use crate::job::{InputFormat, JobStatus, ShardTask};
+use crate::metrics;
+use crate::state::{JobRecord, ShardCommit};
+use crate::storage::PartWriter;
+use crate::storage::records::{RecordReader, RowFormat, parse_row};
+use crate::uri::S3Uri;
+
+/// How a shard task ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardOutcome {
+    Committed,
+    /// Already committed by an earlier delivery.
+    AlreadyDone,
+    /// The job is no longer running (cancelled or failed); nothing was written.
+    Skipped,
+}
+
+/// Output part key of a shard: deterministic, so a redelivered shard overwrites it.
+pub fn part_uri(output: &S3Uri, shard: u32) -> S3Uri {
+    output.join(&format!("part-{shard:05}.jsonl"))
+}
+
+pub fn errors_part_uri(output: &S3Uri, shard: u32) -> S3Uri {
+    output.join(&format!("errors/part-{shard:05}.jsonl"))
+}
+
+#[derive(Serialize)]
+struct OutputRow<'a> {
+    id: &'a serde_json::Value,
+    embedding: &'a [f32],
+}
+
+#[derive(Serialize)]
+struct RowError<'a> {
+    uri: &'a str,
+    line: u64,
+    error: String,
+    /// The start of the offending record, to find it quickly.
+    record: String,
+}
+
+pub async fn run(
+    ctx: &WorkerContext,
+    task: &ShardTask,
+    shutdown: &CancellationToken,
+) -> Result<ShardOutcome, TaskError> {
+    let started = Instant::now();
+    let job = ctx.state.get(&task.job_id).await?;
+    match job.status {
+        JobStatus::Running => {}
+        JobStatus::Queued | JobStatus::Planning => {
+            return Err(TaskError::Retryable(format!(
+                "job {} is still {}; shard arrived early",
+                job.id, job.status
+            )));
+        }
+        _ => return Ok(ShardOutcome::Skipped),
+    }
+    if ctx.state.is_shard_committed(&job.id, task.shard).await? {
+        // A redelivery after the commit: the crash may have come before the finish.
+        finish::finish_if_complete(ctx, &job.id).await?;
+        return Ok(ShardOutcome::AlreadyDone);
+    }
+    let embedder = ctx.models.get(&job.spec.model_uri()).await?;
+    if job.model_sha256.is_none() {
+        ctx.state
+            .set_fields(
+                &job.id,
+                &[("model_sha256", embedder.model_sha256().to_string())],
+            )
+            .await?;
+    }
+    let output = job.spec.output_uri();
+    let mut writer = Writer {
+        part: ctx
+            .storage
+            .part_writer(part_uri(&output, task.shard), "application/x-ndjson"),
+        errors: Vec::new(),
+        rows: 0,
+    };
+    match process(ctx, &job, task, &embedder, &mut writer, shutdown).await {
+        Ok(true) => {}
+        Ok(false) => {
+            writer.part.abort().await;
+            return Ok(ShardOutcome::Skipped);
+        }
+        Err(e) => {
+            writer.part.abort().await;
+            let _ = ctx.state.clear_live_rows(&job.id, task.shard).await;
+            return Err(e);
+        }
+    }
+    let Writer { part, errors, rows } = writer;
+    let part_uri = part.uri().to_string();
+    part.finish().await?;
+    let failed_rows = errors.len() as u64;
+    let errors_part = if errors.is_empty() {
+        None
+    } else {
+        let uri = errors_part_uri(&output, task.shard);
+        ctx.storage
+            .put(&uri, errors.concat(), "application/x-ndjson")
+            .await?;
+        Some(uri.to_string())
+    };
+    let commit = ShardCommit {
+        shard: task.shard,
+        part: part_uri,
+        rows,
+        failed_rows,
+        errors_part,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let outcome = ctx.state.commit_shard(&job.id, &commit).await?;
+    if outcome.newly_committed {
+        metrics::ROWS.with_label_values(&["ok"]).inc_by(rows);
+        metrics::ROWS.with_label_values(&["failed"]).inc_by(failed_rows);
+        metrics::SHARD_SECONDS.observe(commit.seconds);
+    }
+    tracing::info!(job_id = %job.id, shard = task.shard, rows, failed_rows,
+        seconds = format!("{:.1}", commit.seconds), done = outcome.shards_done,
+        total = outcome.shards_total, "shard committed");
+    if outcome.all_done() {
+        finish::finish_if_complete(ctx, &job.id).await?;
+    }
+    Ok(ShardOutcome::Committed)
+}
+
+struct Writer {
+    part: PartWriter,
+    /// Lines of the errors part, one JSON object each.
+    errors: Vec<Vec<u8>>,
+    rows: u64,
+}
+
+/// Reads, embeds and writes every row; false when the job stopped running meanwhile.
+async fn process(
+    ctx: &WorkerContext,
+    job: &JobRecord,
+    task: &ShardTask,
+    embedder: &Embedder,
+    writer: &mut Writer,
+    shutdown: &CancellationToken,
+) -> Result<bool, TaskError> {
+    let spec = &job.spec;
+    let chunk_rows = ctx.settings.worker.chunk_rows;
+    let mut chunk: Vec<(serde_json::Value, String)> = Vec::with_capacity(chunk_rows);
+    for piece in &task.pieces {
+        let uri = S3Uri::parse(&piece.uri).map_err(TaskError::permanent)?;
+        let format = match (spec.input.format, &piece.header) {
+            (InputFormat::Jsonl, _) => RowFormat::Jsonl,
+            (InputFormat::Csv, Some(header)) => RowFormat::Csv {
+                header: header.clone(),
+            },
+            (InputFormat::Csv, None) => {
+                return Err(TaskError::permanent(format!(
+                    "shard task for {uri} carries no CSV header"
+                )));
+            }
+        };
+        let reader = ctx
+            .storage
+            .read_range(&uri, piece.start, piece.end, Some(&piece.etag))
+            .await?;
+        let mut records =
+            RecordReader::new(reader, spec.input.format == InputFormat::Csv, piece.start, piece.first_line);
+        while let Some(record) = records
+            .next_record()
+            .await
+            .map_err(|e| TaskError::Retryable(format!("reading {uri}: {e}")))?
+        {
+            if record.offset >= piece.end {
+                break;
+            }
+            if record.is_blank() {
+                continue;
+            }
+            match parse_row(
+                &format,
+                &record.bytes,
+                &spec.input.text_field,
+                spec.input.id_field.as_deref(),
+            ) {
+                Ok(row) => {
+                    let id = if row.id.is_null() {
+                        serde_json::Value::String(format!("{}:{}", uri.key, record.line))
+                    } else {
+                        row.id
+                    };
+                    chunk.push((id, row.text));
+                }
+                Err(reason) => {
+                    let excerpt: String =
+                        String::from_utf8_lossy(&record.bytes).chars().take(200).collect();
+                    let mut line = serde_json::to_vec(&RowError {
+                        uri: &piece.uri,
+                        line: record.line,
+                        error: reason,
+                        record: excerpt,
+                    })
+                    .expect("row error serialises");
+                    line.push(b'\n');
+                    writer.errors.push(line);
+                }
+            }
+            if chunk.len() >= chunk_rows && !embed_chunk(ctx, job, task, embedder, writer, &mut chunk, shutdown).await? {
+                return Ok(false);
+            }
+        }
+    }
+    if !chunk.is_empty() && !embed_chunk(ctx, job, task, embedder, writer, &mut chunk, shutdown).await? {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Embeds one chunk and appends it to the part; false when the job stopped running.
+async fn embed_chunk(
+    ctx: &WorkerContext,
+    job: &JobRecord,
+    task: &ShardTask,
+    embedder: &Embedder,
+    writer: &mut Writer,
+    chunk: &mut Vec<(serde_json::Value, String)>,
+    shutdown: &CancellationToken,
+) -> Result<bool, TaskError> {
+    // Cancellation and shutdown are honoured between chunks, so a cancel stops the job
+    // within one chunk's inference.
+    if shutdown.is_cancelled() {
+        return Err(TaskError::Interrupted);
+    }
+    if ctx.state.status(&job.id).await? != JobStatus::Running {
+        return Ok(false);
+    }
+    let (ids, texts): (Vec<_>, Vec<_>) = std::mem::take(chunk).into_iter().unzip();
+    let vectors = embedder.embed(texts).await?;
+    let mut lines = Vec::with_capacity(ids.len() * (embedder.dimension() * 12 + 32));
+    for (id, vector) in ids.iter().zip(&vectors) {
+        serde_json::to_writer(&mut lines, &OutputRow { id, embedding: vector })
+            .expect("output row serialises");
+        lines.push(b'\n');
+    }
+    writer.part.write(&lines).await?;
+    writer.rows += ids.len() as u64;
+    ctx.state
+        .set_live_rows(&job.id, task.shard, writer.rows + writer.errors.len() as u64)
+        .await?;
+    Ok(true)
+}
