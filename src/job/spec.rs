@@ -139,7 +139,7 @@ impl SpecError {
     }
 
     /// Builds the error from a serde failure, naming the exact field: for an unknown or
-    /// missing field serde reports the parent's path and names the field in the message.
+    /// missing field the path stops at the parent, and the message names the field.
     fn from_serde(path: String, message: String) -> Self {
         let named = ["unknown field `", "missing field `"]
             .iter()
@@ -149,6 +149,8 @@ impl SpecError {
         let path = if path == "." { String::new() } else { path };
         let field = match (path.is_empty(), named) {
             (true, Some(name)) => name,
+            // serde_path_to_error already ends the path with an unknown field's name.
+            (false, Some(name)) if path.rsplit('.').next() == Some(name.as_str()) => path,
             (false, Some(name)) => format!("{path}.{name}"),
             (true, None) => "(document)".to_string(),
             (false, None) => path,

@@ -21,6 +21,9 @@ pub struct ShardCommit {
     pub errors_part: Option<String>,
     /// Seconds the shard took, from receipt to commit.
     pub seconds: f64,
+    /// Which worker process wrote it (`host-pid`).
+    #[serde(default)]
+    pub worker: String,
 }
 
 /// A job as stored: its spec, status, counters and timings.

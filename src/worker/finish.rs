@@ -35,6 +35,7 @@ struct ManifestPart<'a> {
     rows: u64,
     failed_rows: u64,
     seconds: f64,
+    worker: &'a str,
 }
 
 #[derive(Serialize)]
@@ -97,6 +98,7 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
                 rows: c.rows,
                 failed_rows: c.failed_rows,
                 seconds: c.seconds,
+                worker: &c.worker,
             })
             .collect(),
         error_parts: commits.iter().filter_map(|c| c.errors_part.as_deref()).collect(),

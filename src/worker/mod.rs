@@ -27,6 +27,17 @@ use crate::settings::Settings;
 use crate::state::{StateStore, now_ms};
 use crate::storage::Storage;
 
+/// This process as a worker: `host-pid`, recorded with each shard it commits.
+pub fn worker_id() -> &'static str {
+    static ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    });
+    &ID
+}
+
 /// Everything a task needs.
 pub struct WorkerContext {
     pub settings: Arc<Settings>,

@@ -120,6 +120,7 @@ pub async fn run(
         failed_rows,
         errors_part,
         seconds: started.elapsed().as_secs_f64(),
+        worker: super::worker_id().to_string(),
     };
     let outcome = ctx.state.commit_shard(&job.id, &commit).await?;
     if outcome.newly_committed {

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Independent reference for sluice's embeddings: the usual Python pipeline (tokenizers +
+onnxruntime + numpy, batches of 32 in input order, mean pooling under the attention mask,
+L2 normalisation), written without any of sluice's code.
+
+usage: reference_embeddings.py MODEL_DIR IN.jsonl OUT.jsonl [--max-length 256]
+IN lines need "id" and "text"; OUT lines are {"id", "embedding"}.
+"""
+import json
+import sys
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    max_length = 256
+    if "--max-length" in args:
+        i = args.index("--max-length")
+        max_length = int(args[i + 1])
+        del args[i : i + 2]
+    model_dir, source, target = args
+    tokenizer = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
+    tokenizer.no_padding()
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the batch's longest row
+    tokenizer.enable_truncation(max_length=max_length)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(f"{model_dir}/model.onnx", options, providers=["CPUExecutionProvider"])
+    input_names = {i.name for i in session.get_inputs()}
+    rows = [json.loads(line) for line in open(source, encoding="utf-8") if line.strip()]
+    with open(target, "w", encoding="utf-8") as out:
+        for start in range(0, len(rows), 32):
+            batch = rows[start : start + 32]
+            encodings = tokenizer.encode_batch([r["text"] for r in batch])
+            feeds = {
+                "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            }
+            feeds = {k: v for k, v in feeds.items() if k in input_names}
+            hidden = session.run(None, feeds)[0]
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+            pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+            for row, vector in zip(batch, pooled):
+                out.write(json.dumps({"id": row["id"], "embedding": vector.tolist()}) + "\n")
+    print(f"{len(rows)} reference embeddings -> {target}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
