@@ -54,9 +54,15 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 impl Services {
     pub async fn connect(settings: Arc<Settings>) -> anyhow::Result<Self> {
         let storage = Storage::connect(&settings.s3).await;
-        let state = retry("redis", || StateStore::connect(&settings.redis.url, &settings.prefix)).await?;
+        let state = retry("redis", || {
+            StateStore::connect(&settings.redis.url, &settings.prefix)
+        })
+        .await?;
         let topology = Topology::new(&settings.prefix, &settings.amqp.retry_delays_ms);
-        let broker = retry("rabbitmq", || Broker::connect(&settings.amqp.url, topology.clone())).await?;
+        let broker = retry("rabbitmq", || {
+            Broker::connect(&settings.amqp.url, topology.clone())
+        })
+        .await?;
         Ok(Self {
             settings,
             state,
@@ -83,7 +89,9 @@ where
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("connecting to {what} (gave up after {CONNECT_PATIENCE:?})"));
+                return Err(e).with_context(|| {
+                    format!("connecting to {what} (gave up after {CONNECT_PATIENCE:?})")
+                });
             }
         }
     }
@@ -180,7 +188,9 @@ pub fn shutdown_on_signals() -> CancellationToken {
                 _ = term.recv() => {}
             }
             if count == 1 {
-                tracing::info!("shutting down: finishing in-flight work (signal again to exit now)");
+                tracing::info!(
+                    "shutting down: finishing in-flight work (signal again to exit now)"
+                );
                 trigger.cancel();
             } else {
                 tracing::warn!("second signal: exiting now");

@@ -7,7 +7,8 @@ use tracing_subscriber::EnvFilter;
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,aws=warn")),
+            EnvFilter::try_from_env("SLUICE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,aws=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

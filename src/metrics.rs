@@ -20,40 +20,67 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    register(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric"))
+    register(
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+            .expect("valid metric"),
+    )
 }
 
 /// Jobs accepted, by front door (`http`).
 pub static JOBS_SUBMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("sluice_jobs_submitted_total", "Jobs accepted, by source.", &["source"])
+    counter_vec(
+        "sluice_jobs_submitted_total",
+        "Jobs accepted, by source.",
+        &["source"],
+    )
 });
 
 /// Jobs that reached a terminal status.
 pub static JOBS_FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("sluice_jobs_finished_total", "Jobs finished, by final status.", &["status"])
+    counter_vec(
+        "sluice_jobs_finished_total",
+        "Jobs finished, by final status.",
+        &["status"],
+    )
 });
 
 /// Task deliveries handled by workers: kind `plan|shard`, outcome
 /// `ok|retried|dead_lettered|skipped`.
 pub static TASKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("sluice_tasks_total", "Task deliveries handled, by kind and outcome.", &["kind", "outcome"])
+    counter_vec(
+        "sluice_tasks_total",
+        "Task deliveries handled, by kind and outcome.",
+        &["kind", "outcome"],
+    )
 });
 
 /// Tasks a worker holds right now.
 pub static TASKS_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
-    register(IntGauge::new("sluice_tasks_in_flight", "Tasks being processed by this process.").expect("valid metric"))
+    register(
+        IntGauge::new(
+            "sluice_tasks_in_flight",
+            "Tasks being processed by this process.",
+        )
+        .expect("valid metric"),
+    )
 });
 
 /// Input rows processed: outcome `ok|failed`.
 pub static ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("sluice_rows_total", "Input rows processed, by outcome.", &["outcome"])
+    counter_vec(
+        "sluice_rows_total",
+        "Input rows processed, by outcome.",
+        &["outcome"],
+    )
 });
 
 pub static SHARD_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "sluice_shard_seconds",
         "Time to process one shard, from receipt to commit.",
-        vec![0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+        vec![
+            0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+        ],
     )
 });
 
@@ -75,7 +102,11 @@ pub static INFERENCE_BATCH_ROWS: LazyLock<Histogram> = LazyLock::new(|| {
 
 /// Tokens fed to the model: kind `real|padded` (padded includes the real ones).
 pub static INFERENCE_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec("sluice_inference_tokens_total", "Tokens fed to the model, real and padded.", &["kind"])
+    counter_vec(
+        "sluice_inference_tokens_total",
+        "Tokens fed to the model, real and padded.",
+        &["kind"],
+    )
 });
 
 /// Forces registration of every metric so `/metrics` lists them from the start.
@@ -108,7 +139,10 @@ mod tests {
         super::ROWS.with_label_values(&["ok"]).inc();
         let text = super::render();
         assert!(text.contains("sluice_rows_total"), "{text}");
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             assert!(line.starts_with("sluice_"), "{line}");
         }
     }

@@ -258,7 +258,10 @@ impl Settings {
             return invalid("planner.shard_bytes", "must be at least 1024");
         }
         if self.s3.part_size_bytes < 5 * 1024 * 1024 {
-            return invalid("s3.part_size_bytes", "S3 needs multipart parts of at least 5 MiB");
+            return invalid(
+                "s3.part_size_bytes",
+                "S3 needs multipart parts of at least 5 MiB",
+            );
         }
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
             return invalid("api.listen", "must be HOST:PORT, e.g. 127.0.0.1:8080");
@@ -280,7 +283,11 @@ mod tests {
     fn file_then_env_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
-        std::fs::write(&path, "prefix = \"from-file\"\n[planner]\nshard_bytes = 4096\n").unwrap();
+        std::fs::write(
+            &path,
+            "prefix = \"from-file\"\n[planner]\nshard_bytes = 4096\n",
+        )
+        .unwrap();
         let settings = Settings::load(Some(&path)).unwrap();
         assert_eq!(settings.prefix, "from-file");
         assert_eq!(settings.planner.shard_bytes, 4096);

@@ -88,9 +88,13 @@ impl Submitter {
         if !created {
             return Ok(Submitted { id, created });
         }
-        let task = serde_json::to_vec(&TaskMessage::Plan { job_id: id.clone() })
-            .expect("task serialises");
-        if let Err(e) = self.broker.publish_task(spec.pool, spec.priority, &task).await {
+        let task =
+            serde_json::to_vec(&TaskMessage::Plan { job_id: id.clone() }).expect("task serialises");
+        if let Err(e) = self
+            .broker
+            .publish_task(spec.pool, spec.priority, &task)
+            .await
+        {
             // Undo the record so the submission can simply be sent again.
             if let Err(undo) = self.state.delete_job(&id, idempotency_key).await {
                 tracing::error!(job_id = %id, error = %undo, "could not remove the job whose plan task was not queued");

@@ -76,7 +76,11 @@ mod tests {
 
     #[test]
     fn rejects_non_s3_and_bad_buckets() {
-        assert!(S3Uri::parse("http://x/y").unwrap_err().contains("not an s3://"));
+        assert!(
+            S3Uri::parse("http://x/y")
+                .unwrap_err()
+                .contains("not an s3://")
+        );
         assert!(S3Uri::parse("s3://A_B/k").unwrap_err().contains("bucket"));
     }
 

@@ -43,13 +43,19 @@ async fn invalid_specs_are_refused_naming_the_field_and_create_nothing() {
         assert_eq!(body["error"]["field"], field, "{body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(words), "{message}");
-        assert!(message.contains(field.rsplit('.').next().unwrap()), "{message}");
+        assert!(
+            message.contains(field.rsplit('.').next().unwrap()),
+            "{message}"
+        );
     }
     let (status, body) = cluster.post_spec(&json!("not a spec"), None).await;
     assert_eq!(status, 422, "{body}");
 
     let jobs = cluster.client().jobs(None, 100).await.unwrap().jobs;
-    assert!(jobs.is_empty(), "refused submissions created jobs: {jobs:?}");
+    assert!(
+        jobs.is_empty(),
+        "refused submissions created jobs: {jobs:?}"
+    );
     cluster.stop().await;
 }
 
@@ -84,7 +90,10 @@ async fn missing_input_fails_the_job_naming_the_object() {
     let job = cluster.wait(&id, MINUTE).await;
     assert_eq!(job.status, JobStatus::Failed);
     let error = job.error.unwrap();
-    assert!(error.contains(&cluster.uri("no/such/object.jsonl")), "{error}");
+    assert!(
+        error.contains(&cluster.uri("no/such/object.jsonl")),
+        "{error}"
+    );
     assert!(cluster.keys("out/").await.is_empty());
     // The failed task is not retried forever: it sits in the dead-letter queue.
     cluster.wait_dead_letters(1).await;
@@ -100,7 +109,10 @@ fn rows_with_bad_lines() -> (String, Vec<String>) {
             20 => body.push_str("{\"id\": \"r20\", \"txt\": \"no text field\"}\n"),
             33 => body.push('\n'), // blank lines are skipped, not errors
             _ => {
-                body.push_str(&json!({"id": format!("r{i}"), "text": format!("review number {i} was fine")}).to_string());
+                body.push_str(
+                    &json!({"id": format!("r{i}"), "text": format!("review number {i} was fine")})
+                        .to_string(),
+                );
                 body.push('\n');
                 good.push(format!("r{i}"));
             }
@@ -123,11 +135,22 @@ async fn bad_rows_are_reported_with_line_numbers_while_good_rows_succeed() {
     assert_eq!(job.progress.rows_done, 37);
     assert_eq!(job.progress.rows_failed, 2);
     common::assert_exactly_once(&cluster.output_rows("out/").await, &good);
-    let errors = cluster.get_text("out/errors/part-00000.jsonl").await.expect("errors part");
-    let errors: Vec<Value> = errors.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let errors = cluster
+        .get_text("out/errors/part-00000.jsonl")
+        .await
+        .expect("errors part");
+    let errors: Vec<Value> = errors
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0]["line"], 7);
-    assert!(errors[0]["error"].as_str().unwrap().contains("not valid JSON"));
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
     assert_eq!(errors[1]["line"], 20);
     assert_eq!(errors[1]["error"], "field \"text\" missing");
     assert!(cluster.get_text("out/_SUCCESS").await.is_some());
@@ -146,7 +169,10 @@ async fn exceeding_the_error_budget_fails_the_job() {
     let job = cluster.wait(&id, MINUTE).await;
     assert_eq!(job.status, JobStatus::Failed);
     let error = job.error.unwrap();
-    assert!(error.contains("2 of 39 rows failed") && error.contains("max_error_rate"), "{error}");
+    assert!(
+        error.contains("2 of 39 rows failed") && error.contains("max_error_rate"),
+        "{error}"
+    );
     assert!(cluster.get_text("out/_SUCCESS").await.is_none());
     assert!(cluster.get_text("out/_manifest.json").await.is_some());
     cluster.stop().await;
@@ -159,7 +185,9 @@ async fn cancel_stops_the_job_and_no_further_parts_appear() {
     cluster.start(true).await;
     let (body, _) = common::rotten_tomatoes_jsonl(Some(1500));
     cluster.put("in.jsonl", body).await;
-    let id = cluster.submit(&cluster.spec("to-cancel", "in.jsonl", "jsonl", "out/")).await;
+    let id = cluster
+        .submit(&cluster.spec("to-cancel", "in.jsonl", "jsonl", "out/"))
+        .await;
     cluster
         .wait_until(&id, MINUTE, |job| job.progress.shards_done >= 1)
         .await;
@@ -169,13 +197,22 @@ async fn cancel_stops_the_job_and_no_further_parts_appear() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let job = cluster.client().job(&id).await.unwrap();
     assert_eq!(job.status, JobStatus::Cancelled);
-    assert!(job.progress.shards_done < job.progress.shards_total, "{job:?}");
+    assert!(
+        job.progress.shards_done < job.progress.shards_total,
+        "{job:?}"
+    );
     // At most the one shard that was committing as the cancel arrived may land.
     let parts_later = cluster.keys("out/").await;
-    assert!(parts_later.len() <= parts_at_cancel.len() + 1, "{parts_at_cancel:?} -> {parts_later:?}");
+    assert!(
+        parts_later.len() <= parts_at_cancel.len() + 1,
+        "{parts_at_cancel:?} -> {parts_later:?}"
+    );
     assert!(!parts_later.iter().any(|k| k.ends_with("_SUCCESS")));
     // Cancelling twice is fine; a finished job cannot be cancelled.
-    assert_eq!(cluster.client().cancel(&id).await.unwrap().status, JobStatus::Cancelled);
+    assert_eq!(
+        cluster.client().cancel(&id).await.unwrap().status,
+        JobStatus::Cancelled
+    );
     cluster.stop().await;
 }
 
@@ -198,10 +235,15 @@ async fn csv_folder_of_small_files_is_grouped_and_quoted_newlines_survive() {
         }
         cluster.put(&format!("csv/part-{file}.csv"), body).await;
     }
-    let id = cluster.submit(&cluster.spec("csv", "csv/", "csv", "out/")).await;
+    let id = cluster
+        .submit(&cluster.spec("csv", "csv/", "csv", "out/"))
+        .await;
     let job = cluster.wait(&id, MINUTE).await;
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
-    assert!(job.progress.shards_total >= 2 && job.progress.shards_total < 5, "small files are grouped: {job:?}");
+    assert!(
+        job.progress.shards_total >= 2 && job.progress.shards_total < 5,
+        "small files are grouped: {job:?}"
+    );
     assert_eq!(job.progress.rows_total, 20);
     common::assert_exactly_once(&cluster.output_rows("out/").await, &expected);
     cluster.stop().await;
@@ -229,16 +271,34 @@ async fn health_readiness_and_metrics_answer() {
     cluster.start(false).await;
     let http = reqwest::Client::new();
     let base = cluster.base_url();
-    assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["redis"], "ok");
     assert_eq!(ready["checks"]["broker"], "ok");
     assert_eq!(ready["checks"]["s3"], "ok");
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("sluice_jobs_submitted_total"), "{metrics}");
-    let unknown = http.get(format!("{base}/v1/jobs/not-a-job")).send().await.unwrap();
+    let unknown = http
+        .get(format!("{base}/v1/jobs/not-a-job"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
     cluster.stop().await;
 }

@@ -58,7 +58,11 @@ impl From<StateError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
-            ApiError::InvalidSpec(e) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec", Some(e.field.clone())),
+            ApiError::InvalidSpec(e) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_spec",
+                Some(e.field.clone()),
+            ),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),

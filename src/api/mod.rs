@@ -70,7 +70,9 @@ async fn submit(
             let key = value
                 .to_str()
                 .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 200 && k.chars().all(|c| c.is_ascii_graphic()))
+                .filter(|k| {
+                    !k.is_empty() && k.len() <= 200 && k.chars().all(|c| c.is_ascii_graphic())
+                })
                 .ok_or_else(|| {
                     ApiError::BadRequest(
                         "Idempotency-Key must be 1-200 visible ASCII characters".into(),
@@ -148,9 +150,15 @@ async fn cancel(
 ) -> Result<Json<JobView>, ApiError> {
     checked_id(&id)?;
     let fields = [("finished_ms", now_ms().to_string())];
-    match ctx.state.move_to(&id, JobStatus::Cancelled, &fields).await? {
+    match ctx
+        .state
+        .move_to(&id, JobStatus::Cancelled, &fields)
+        .await?
+    {
         Transition::Moved(_) => {
-            metrics::JOBS_FINISHED.with_label_values(&["cancelled"]).inc();
+            metrics::JOBS_FINISHED
+                .with_label_values(&["cancelled"])
+                .inc();
             tracing::info!(job_id = %id, "job cancelled");
         }
         Transition::Refused(JobStatus::Cancelled) => {}
@@ -173,9 +181,15 @@ async fn ready(State(ctx): State<Arc<ApiContext>>) -> impl IntoResponse {
         Err(_) => "timed out".to_string(),
     };
     let (broker, redis, s3) = tokio::join!(
-        tokio::time::timeout(limit, async { ctx.broker.ping().await.map_err(|e| e.to_string()) }),
-        tokio::time::timeout(limit, async { ctx.state.ping().await.map_err(|e| e.to_string()) }),
-        tokio::time::timeout(limit, async { ctx.storage.ping().await.map_err(|e| e.to_string()) }),
+        tokio::time::timeout(limit, async {
+            ctx.broker.ping().await.map_err(|e| e.to_string())
+        }),
+        tokio::time::timeout(limit, async {
+            ctx.state.ping().await.map_err(|e| e.to_string())
+        }),
+        tokio::time::timeout(limit, async {
+            ctx.storage.ping().await.map_err(|e| e.to_string())
+        }),
     );
     let checks = serde_json::json!({
         "broker": check(broker),
@@ -183,11 +197,15 @@ async fn ready(State(ctx): State<Arc<ApiContext>>) -> impl IntoResponse {
         "s3": check(s3),
         "draining": ctx.draining.is_cancelled(),
     });
-    let ok = ["broker", "redis", "s3"].iter().all(|k| checks[k] == "ok") && !ctx.draining.is_cancelled();
+    let ok =
+        ["broker", "redis", "s3"].iter().all(|k| checks[k] == "ok") && !ctx.draining.is_cancelled();
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(serde_json::json!({"ready": ok, "checks": checks})))
+    (
+        status,
+        Json(serde_json::json!({"ready": ok, "checks": checks})),
+    )
 }

@@ -37,7 +37,9 @@ pub enum BrokerError {
         exchange: String,
         routing_key: String,
     },
-    #[error("RabbitMQ could not route the message to {exchange}/{routing_key}: no queue bound (was the topology declared?)")]
+    #[error(
+        "RabbitMQ could not route the message to {exchange}/{routing_key}: no queue bound (was the topology declared?)"
+    )]
     Unroutable {
         exchange: String,
         routing_key: String,
@@ -183,7 +185,12 @@ impl Broker {
     }
 
     /// Publishes a task for `pool` with the job's priority.
-    pub async fn publish_task(&self, pool: Pool, priority: u8, body: &[u8]) -> Result<(), BrokerError> {
+    pub async fn publish_task(
+        &self,
+        pool: Pool,
+        priority: u8,
+        body: &[u8],
+    ) -> Result<(), BrokerError> {
         let properties = BasicProperties::default().with_priority(priority);
         self.publish(
             &self.topology.tasks_exchange(),
@@ -209,11 +216,7 @@ impl Broker {
 
     /// Sends a delivery to the dead-letter queue with the reason in a header.
     pub async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
-        let mut headers = delivery
-            .properties
-            .headers()
-            .clone()
-            .unwrap_or_default();
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         headers.insert(
             "x-sluice-reason".into(),
             AMQPValue::LongString(reason.into()),
@@ -223,8 +226,13 @@ impl Broker {
             AMQPValue::LongString(delivery.routing_key.as_str().into()),
         );
         let properties = delivery.properties.clone().with_headers(headers);
-        self.publish(&self.topology.dead_exchange(), "", &delivery.data, properties)
-            .await
+        self.publish(
+            &self.topology.dead_exchange(),
+            "",
+            &delivery.data,
+            properties,
+        )
+        .await
     }
 
     /// A consumer of `pool`'s task queue on its own channel, holding at most `prefetch`
@@ -235,7 +243,11 @@ impl Broker {
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(channel_err("qos"))?;
-        let tag = format!("sluice-worker-{}-{}", std::process::id(), uuid::Uuid::new_v4());
+        let tag = format!(
+            "sluice-worker-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        );
         let consumer = channel
             .basic_consume(
                 self.topology.task_queue(pool).into(),

@@ -74,7 +74,10 @@ impl Topology {
             .map_err(channel_err("declare tasks exchange"))?;
         for pool in [Pool::Cpu, Pool::Gpu] {
             let mut args = FieldTable::default();
-            args.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(MAX_PRIORITY));
+            args.insert(
+                "x-max-priority".into(),
+                AMQPValue::ShortShortUInt(MAX_PRIORITY),
+            );
             let queue = self.task_queue(pool);
             channel
                 .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
@@ -103,7 +106,10 @@ impl Topology {
                 .await
                 .map_err(channel_err("declare retry exchange"))?;
             let mut args = FieldTable::default();
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(*delay as i64));
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(*delay as i64),
+            );
             args.insert(
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString(tasks.as_str().into()),

@@ -7,7 +7,9 @@ use crate::job::JobSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the sluice API at {url}: {source} (is `sluice api` or `sluice serve` running? set api.url / SLUICE__API__URL)")]
+    #[error(
+        "cannot reach the sluice API at {url}: {source} (is `sluice api` or `sluice serve` running? set api.url / SLUICE__API__URL)"
+    )]
     Unreachable {
         url: String,
         #[source]
@@ -36,12 +38,19 @@ impl Client {
         }
     }
 
-    async fn decode<T: DeserializeOwned>(&self, url: &str, response: reqwest::Response) -> Result<T, ClientError> {
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<T, ClientError> {
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|source| ClientError::Unreachable {
-            url: url.to_string(),
-            source,
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.to_string(),
+                source,
+            })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
                 url: url.to_string(),
@@ -62,15 +71,26 @@ impl Client {
         }
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
-        let response = request.send().await.map_err(|source| ClientError::Unreachable {
-            url: url.to_string(),
-            source,
-        })?;
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                url: url.to_string(),
+                source,
+            })?;
         self.decode(url, response).await
     }
 
-    pub async fn submit(&self, spec: &JobSpec, idempotency_key: Option<&str>) -> Result<Created, ClientError> {
+    pub async fn submit(
+        &self,
+        spec: &JobSpec,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created, ClientError> {
         let url = format!("{}/v1/jobs", self.base);
         let mut request = self.http.post(&url).json(spec);
         if let Some(key) = idempotency_key {

@@ -20,7 +20,11 @@ use crate::storage::Storage;
 use crate::uri::S3Uri;
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Batch inference jobs on ONNX Runtime, queued on RabbitMQ")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Batch inference jobs on ONNX Runtime, queued on RabbitMQ"
+)]
 pub struct Cli {
     /// Settings file (default: ./sluice.toml when present). `SLUICE__SECTION__KEY`
     /// environment variables override it.
@@ -135,7 +139,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             if created.created {
                 eprintln!("submitted {} as job {}", file.display(), created.id);
             } else {
-                eprintln!("already submitted with this idempotency key: job {}", created.id);
+                eprintln!(
+                    "already submitted with this idempotency key: job {}",
+                    created.id
+                );
             }
             println!("{}", created.id);
             if wait {
@@ -195,9 +202,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             let manifest = push(&storage, &dir, &target, &options).await?;
             eprintln!(
-                "pushed {} ({} task, model sha256 {}) to {}",
+                "pushed {} (model sha256 {}) to {}",
                 manifest.name,
-                "embed",
                 manifest.model_sha256(),
                 target.as_prefix()
             );
@@ -215,7 +221,8 @@ async fn run_roles(settings: Settings, roles: Roles) -> anyhow::Result<i32> {
 
 /// Reads a spec file: `.json` as JSON, anything else as TOML.
 pub fn read_spec(path: &Path) -> anyhow::Result<crate::job::JobSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let parsed = if path.extension().is_some_and(|e| e == "json") {
         parse_json_spec(text.as_bytes())
     } else {

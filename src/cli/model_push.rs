@@ -23,16 +23,25 @@ pub struct PushOptions {
     pub precision: String,
 }
 
-pub async fn push(storage: &Storage, dir: &Path, target: &S3Uri, options: &PushOptions) -> anyhow::Result<ModelManifest> {
+pub async fn push(
+    storage: &Storage,
+    dir: &Path,
+    target: &S3Uri,
+    options: &PushOptions,
+) -> anyhow::Result<ModelManifest> {
     for required in [MODEL_FILE, TOKENIZER_FILE] {
         if !dir.join(required).is_file() {
-            bail!("{}: no {required} in the folder (a model package needs {MODEL_FILE} and {TOKENIZER_FILE})", dir.display());
+            bail!(
+                "{}: no {required} in the folder (a model package needs {MODEL_FILE} and {TOKENIZER_FILE})",
+                dir.display()
+            );
         }
     }
     let mut manifest = match std::fs::read_to_string(dir.join(MANIFEST_FILE)) {
         Ok(text) => {
             // An existing manifest supplies task, pooling and names; digests are recomputed.
-            let mut value: toml::Value = toml::from_str(&text).with_context(|| format!("{}/{MANIFEST_FILE}", dir.display()))?;
+            let mut value: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("{}/{MANIFEST_FILE}", dir.display()))?;
             if let Some(table) = value.as_table_mut() {
                 table.remove("files");
             }
@@ -44,7 +53,8 @@ pub async fn push(storage: &Storage, dir: &Path, target: &S3Uri, options: &PushO
         }
         Err(_) => ModelManifest {
             name: options.name.clone().unwrap_or_else(|| {
-                dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned())
+                dir.file_name()
+                    .map_or("model".into(), |n| n.to_string_lossy().into_owned())
             }),
             task: ModelTask::Embed,
             precision: options.precision.clone(),
@@ -58,7 +68,8 @@ pub async fn push(storage: &Storage, dir: &Path, target: &S3Uri, options: &PushO
     };
     let mut files: BTreeMap<String, FileDigest> = BTreeMap::new();
     for name in [MODEL_FILE, TOKENIZER_FILE] {
-        let digest = digest_file(&dir.join(name)).with_context(|| format!("reading {}/{name}", dir.display()))?;
+        let digest = digest_file(&dir.join(name))
+            .with_context(|| format!("reading {}/{name}", dir.display()))?;
         files.insert(name.to_string(), digest);
     }
     // Check the tokenizer loads before anyone else tries.
@@ -74,7 +85,11 @@ pub async fn push(storage: &Storage, dir: &Path, target: &S3Uri, options: &PushO
             .with_context(|| format!("uploading {name}"))?;
     }
     storage
-        .put(&target.join(MANIFEST_FILE), text.into_bytes(), "application/toml")
+        .put(
+            &target.join(MANIFEST_FILE),
+            text.into_bytes(),
+            "application/toml",
+        )
         .await
         .context("uploading the manifest")?;
     Ok(manifest)
@@ -91,7 +106,8 @@ fn pooling_from_sentence_transformers(dir: &Path) -> anyhow::Result<Pooling> {
     for candidate in ["pooling_config.json", "1_Pooling/config.json"] {
         let path = dir.join(candidate);
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let config: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+            let config: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| path.display().to_string())?;
             let flag = |name: &str| config.get(name).and_then(|v| v.as_bool()).unwrap_or(false);
             if flag("pooling_mode_mean_tokens") {
                 return Ok(Pooling::Mean);
@@ -99,7 +115,10 @@ fn pooling_from_sentence_transformers(dir: &Path) -> anyhow::Result<Pooling> {
             if flag("pooling_mode_cls_token") {
                 return Ok(Pooling::Cls);
             }
-            bail!("{}: only mean and CLS pooling are supported", path.display());
+            bail!(
+                "{}: only mean and CLS pooling are supported",
+                path.display()
+            );
         }
     }
     Ok(Pooling::Mean)

@@ -55,7 +55,11 @@ pub async fn follow(client: &Client, id: &str) -> Result<JobView, ClientError> {
 }
 
 pub fn exit_code(job: &JobView) -> i32 {
-    if job.status == JobStatus::Succeeded { 0 } else { 1 }
+    if job.status == JobStatus::Succeeded {
+        0
+    } else {
+        1
+    }
 }
 
 pub fn print_job(job: &JobView) {
@@ -80,7 +84,10 @@ pub fn print_job(job: &JobView) {
 }
 
 pub fn print_table(jobs: &[JobView]) {
-    println!("{:<36}  {:<10}  {:>7}  {:>15}  NAME", "ID", "STATUS", "DONE", "ROWS");
+    println!(
+        "{:<36}  {:<10}  {:>7}  {:>15}  NAME",
+        "ID", "STATUS", "DONE", "ROWS"
+    );
     for job in jobs {
         let p = &job.progress;
         println!(

@@ -126,7 +126,10 @@ impl Embedder {
         // Capacity 1: one request waits while one runs, so the model never idles between
         // chunks and memory stays bounded.
         let (requests, mut receiver) = mpsc::channel::<Request>(1);
-        let name = format!("sluice-engine-{}", &manifest.model_sha256()[..8.min(manifest.model_sha256().len())]);
+        let name = format!(
+            "sluice-engine-{}",
+            &manifest.model_sha256()[..8.min(manifest.model_sha256().len())]
+        );
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
@@ -326,7 +329,10 @@ mod tests {
 
     #[test]
     fn padding_is_counted_and_bounded_by_sorting() {
-        let texts: Vec<String> = ["a", "a b c d", "b", "c d"].iter().map(|s| s.to_string()).collect();
+        let texts: Vec<String> = ["a", "a b c d", "b", "c d"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let config = EngineConfig {
             max_batch_rows: 2,
             max_batch_tokens: 100,

@@ -28,8 +28,8 @@ fn runtime(settings: &EngineSettings) -> Result<&'static Environment, EngineErro
         } else {
             settings.ort_dylib_path.clone()
         };
-        let builder = ort::init_from(&path)
-            .map_err(|e| format!("loading ONNX Runtime from {path}: {e}"))?;
+        let builder =
+            ort::init_from(&path).map_err(|e| format!("loading ONNX Runtime from {path}: {e}"))?;
         builder
             .with_name("sluice")
             .build()
@@ -54,11 +54,11 @@ fn build_session(
     model: &Path,
     settings: &EngineSettings,
 ) -> ort::Result<Session> {
-    Ok(Session::builder(env)?
+    Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(settings.intra_op_threads)?
         .with_inter_threads(settings.inter_op_threads)?
-        .commit_from_file(model)?)
+        .commit_from_file(model)
 }
 
 impl OrtBackend {
@@ -71,8 +71,16 @@ impl OrtBackend {
         let env = runtime(settings)?;
         let session = build_session(env, model, settings)
             .map_err(|e| EngineError::Model(format!("{}: {e}", model.display())))?;
-        let inputs: Vec<String> = session.inputs().iter().map(|i| i.name().to_string()).collect();
-        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let inputs: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
+        let outputs: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         let pick = |wanted: &Option<String>, conventional: &str, required: bool| {
             let name = wanted.clone().unwrap_or_else(|| conventional.to_string());
             if inputs.contains(&name) {
@@ -88,7 +96,8 @@ impl OrtBackend {
             }
         };
         let input_ids = pick(&names.input_ids, "input_ids", true)?.expect("required");
-        let attention_mask = pick(&names.attention_mask, "attention_mask", true)?.expect("required");
+        let attention_mask =
+            pick(&names.attention_mask, "attention_mask", true)?.expect("required");
         let token_type_ids = pick(&names.token_type_ids, "token_type_ids", false)?;
         let output = match &names.output {
             Some(name) if outputs.contains(name) => name.clone(),
@@ -122,7 +131,10 @@ impl InferenceBackend for OrtBackend {
                 .map_err(|e| EngineError::Inference(format!("building input tensor: {e}")))
         };
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = vec![
-            (self.input_ids.as_str().into(), tensor(&batch.input_ids)?.into()),
+            (
+                self.input_ids.as_str().into(),
+                tensor(&batch.input_ids)?.into(),
+            ),
             (
                 self.attention_mask.as_str().into(),
                 tensor(&batch.attention_mask)?.into(),
@@ -137,12 +149,16 @@ impl InferenceBackend for OrtBackend {
             .map_err(|e| EngineError::Inference(format!("session run: {e}")))?;
         let (shape, data) = outputs[self.output.as_str()]
             .try_extract_tensor::<f32>()
-            .map_err(|e| EngineError::Inference(format!("reading output `{}`: {e}", self.output)))?;
+            .map_err(|e| {
+                EngineError::Inference(format!("reading output `{}`: {e}", self.output))
+            })?;
         let expected = [batch.rows as i64, batch.seq as i64, self.dimension as i64];
         if shape[..] != expected[..] {
             return Err(EngineError::Model(format!(
                 "output `{}` has shape {:?}, expected {:?} (is `dimension` in the package right?)",
-                self.output, &shape[..], expected
+                self.output,
+                &shape[..],
+                expected
             )));
         }
         Ok(data.to_vec())

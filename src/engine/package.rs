@@ -82,11 +82,15 @@ impl ModelManifest {
             toml::from_str(text).map_err(|e| format!("{MANIFEST_FILE}: {e}"))?;
         for required in [MODEL_FILE, TOKENIZER_FILE] {
             if !manifest.files.contains_key(required) {
-                return Err(format!("{MANIFEST_FILE}: [files] has no entry for {required}"));
+                return Err(format!(
+                    "{MANIFEST_FILE}: [files] has no entry for {required}"
+                ));
             }
         }
         if manifest.max_length == 0 || manifest.dimension == 0 {
-            return Err(format!("{MANIFEST_FILE}: max_length and dimension must be positive"));
+            return Err(format!(
+                "{MANIFEST_FILE}: max_length and dimension must be positive"
+            ));
         }
         Ok(manifest)
     }
@@ -152,7 +156,11 @@ mod tests {
         let text = manifest.to_toml();
         assert_eq!(ModelManifest::parse(&text).unwrap(), manifest);
         let without_tokenizer = text.replace("[files.\"tokenizer.json\"]", "[files.\"other\"]");
-        assert!(ModelManifest::parse(&without_tokenizer).unwrap_err().contains("tokenizer.json"));
+        assert!(
+            ModelManifest::parse(&without_tokenizer)
+                .unwrap_err()
+                .contains("tokenizer.json")
+        );
     }
 
     #[test]

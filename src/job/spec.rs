@@ -174,8 +174,8 @@ pub fn parse_json_spec(body: &[u8]) -> Result<JobSpec, SpecError> {
 
 /// Parses a TOML spec (a file in `jobs/`) and validates it.
 pub fn parse_toml_spec(text: &str) -> Result<JobSpec, SpecError> {
-    let deserializer = toml::Deserializer::parse(text)
-        .map_err(|e| SpecError::new("(document)", e.to_string()))?;
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| SpecError::new("(document)", e.to_string()))?;
     let spec: JobSpec = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let inner = e.inner().message().to_string();
         SpecError::from_serde(e.path().to_string(), inner)
@@ -190,7 +190,10 @@ impl JobSpec {
         if self.api_version != API_VERSION {
             return Err(SpecError::new(
                 "api_version",
-                format!("`{}` is not supported (use `{API_VERSION}`)", self.api_version),
+                format!(
+                    "`{}` is not supported (use `{API_VERSION}`)",
+                    self.api_version
+                ),
             ));
         }
         let name_ok = !self.name.is_empty()
@@ -214,8 +217,7 @@ impl JobSpec {
                 "names a bucket, not an object: add a key, or end with '/' to read every object",
             ));
         }
-        let output =
-            S3Uri::parse(&self.output.uri).map_err(|e| SpecError::new("output.uri", e))?;
+        let output = S3Uri::parse(&self.output.uri).map_err(|e| SpecError::new("output.uri", e))?;
         if input.as_prefix().contains(&output) || output.as_prefix().contains(&input) {
             return Err(SpecError::new(
                 "output.uri",
@@ -250,7 +252,9 @@ impl JobSpec {
     }
 
     pub fn model_uri(&self) -> S3Uri {
-        S3Uri::parse(&self.model).expect("validated spec").as_prefix()
+        S3Uri::parse(&self.model)
+            .expect("validated spec")
+            .as_prefix()
     }
 
     pub fn input_uri(&self) -> S3Uri {

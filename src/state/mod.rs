@@ -147,7 +147,11 @@ impl StateStore {
     }
 
     /// Removes a job that could not be queued, so a failed submission leaves nothing behind.
-    pub async fn delete_job(&self, id: &str, idempotency_key: Option<&str>) -> Result<(), StateError> {
+    pub async fn delete_job(
+        &self,
+        id: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         pipe.atomic()

@@ -59,7 +59,9 @@ impl JobRecord {
             id: id.to_string(),
             reason,
         };
-        let spec_json = fields.remove("spec").ok_or_else(|| corrupt("no spec".into()))?;
+        let spec_json = fields
+            .remove("spec")
+            .ok_or_else(|| corrupt("no spec".into()))?;
         let spec: JobSpec =
             serde_json::from_str(&spec_json).map_err(|e| corrupt(format!("spec: {e}")))?;
         let status_text = fields.remove("status").unwrap_or_default();

@@ -5,10 +5,10 @@ mod multipart;
 pub mod records;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::config::http::HttpResponse;
 use tokio::io::AsyncBufRead;
 
 pub use multipart::PartWriter;
@@ -22,7 +22,9 @@ pub enum StorageError {
     NotFound { uri: String },
     #[error("{uri}: object changed since the job was planned (ETag differs); resubmit the job")]
     Changed { uri: String },
-    #[error("{uri}: {op} refused ({message}); check the bucket exists and the credentials may {op}")]
+    #[error(
+        "{uri}: {op} refused ({message}); check the bucket exists and the credentials may {op}"
+    )]
     Refused {
         uri: String,
         op: &'static str,
@@ -213,11 +215,15 @@ impl Storage {
             .send()
             .await
             .map_err(|e| classify(e, "read", uri))?;
-        let data = out.body.collect().await.map_err(|e| StorageError::Transient {
-            uri: uri.to_string(),
-            op: "read",
-            message: e.to_string(),
-        })?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::Transient {
+                uri: uri.to_string(),
+                op: "read",
+                message: e.to_string(),
+            })?;
         Ok(data.into_bytes().to_vec())
     }
 

