@@ -4,6 +4,7 @@
 #   scripts/services.sh install   # apt packages + a venv with moto (idempotent)
 #   scripts/services.sh start     # start whatever is not already answering
 #   scripts/services.sh stop
+# Redis keeps an append-only file, so job state survives a Redis restart.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -72,7 +73,7 @@ start() {
   configure_rabbitmq
   if ! port_open 6379; then
     log "starting redis"
-    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no \
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly yes --appendfsync everysec \
       --logfile "$run/redis.log" --dir "$run"
     wait_port 6379 redis
   fi
