@@ -22,5 +22,14 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test"
 # Integration test files run one after another; tests inside a file run in parallel, each
 # in its own queue/key prefix and bucket.
-cargo test --no-fail-fast 2>&1 | grep -vE '^\s*(at |[0-9]+: )' 
+log=$(mktemp)
+set +e
+cargo test --no-fail-fast 2>&1 | grep --line-buffered -vE '^\s*(at |[0-9]+: )' | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -oE '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+rm -f "$log"
 step "done"
+echo "${passed} passed, ${failed} failed"
+exit "$status"

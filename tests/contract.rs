@@ -302,3 +302,57 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(unknown.status(), 404);
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn retryable_failures_back_off_through_the_retry_queues_then_dead_letter() {
+    let mut cluster = Cluster::new(1 << 20).await;
+    cluster.start(true).await;
+    // A job stuck in `planning` makes its shard tasks fail with a retryable error.
+    let state =
+        sluice::state::StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+            .await
+            .unwrap();
+    let spec = cluster.spec("stuck", "in.jsonl", "jsonl", "out/");
+    let id = sluice::job::new_job_id();
+    state
+        .create_job(sluice::state::NewJob {
+            id: &id,
+            name: "stuck",
+            spec_json: &spec.to_string(),
+            pool: "cpu",
+            source: "test",
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    state.move_to(&id, JobStatus::Planning, &[]).await.unwrap();
+    let task = sluice::job::TaskMessage::Shard(sluice::job::ShardTask {
+        job_id: id.clone(),
+        shard: 0,
+        pieces: vec![],
+    });
+    let topology = sluice::broker::Topology::new(&cluster.settings.prefix, &[]);
+    let broker = sluice::broker::Broker::connect(&cluster.settings.amqp.url, topology)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    broker
+        .publish_task(
+            sluice::job::Pool::Cpu,
+            5,
+            &serde_json::to_vec(&task).unwrap(),
+        )
+        .await
+        .unwrap();
+    cluster.wait_dead_letters(1).await;
+    // Three retries of 200, 500 and 1000 ms came first.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1700),
+        "{:?}",
+        started.elapsed()
+    );
+    let job = cluster.client().job(&id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(job.error.unwrap().contains("shard arrived early"));
+    cluster.stop().await;
+}

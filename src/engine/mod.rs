@@ -9,6 +9,7 @@ mod pooling;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokenizers::Tokenizer;
@@ -33,6 +34,9 @@ pub enum EngineError {
     Inference(String),
     #[error("the engine thread has stopped")]
     Stopped,
+    /// The caller raised its stop flag; the batches not yet run were skipped.
+    #[error("stopped on request before all batches ran")]
+    Cancelled,
 }
 
 impl EngineError {
@@ -71,6 +75,8 @@ struct EngineConfig {
 
 struct Request {
     texts: Vec<String>,
+    /// Checked before every batch, so a cancel or shutdown takes effect within one batch.
+    stop: Arc<AtomicBool>,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>,
 }
 
@@ -135,9 +141,14 @@ impl Embedder {
             .spawn(move || {
                 let mut backend = backend;
                 while let Some(request) = receiver.blocking_recv() {
-                    let result =
-                        embed_blocking(backend.as_mut(), &tokenizer, &config, &request.texts)
-                            .map(|(vectors, _)| vectors);
+                    let result = embed_blocking(
+                        backend.as_mut(),
+                        &tokenizer,
+                        &config,
+                        &request.texts,
+                        &request.stop,
+                    )
+                    .map(|(vectors, _)| vectors);
                     // The caller may have gone (cancelled); nothing to do then.
                     let _ = request.reply.send(result);
                 }
@@ -160,9 +171,20 @@ impl Embedder {
 
     /// One embedding per text, in the same order.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.embed_until(texts, Arc::new(AtomicBool::new(false)))
+            .await
+    }
+
+    /// Like `embed`, but gives up with `EngineError::Cancelled` before the next batch once
+    /// `stop` is raised.
+    pub async fn embed_until(
+        &self,
+        texts: Vec<String>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { texts, reply })
+            .send(Request { texts, stop, reply })
             .await
             .map_err(|_| EngineError::Stopped)?;
         answer.await.map_err(|_| EngineError::Stopped)?
@@ -191,6 +213,7 @@ fn embed_blocking(
     tokenizer: &Tokenizer,
     config: &EngineConfig,
     texts: &[String],
+    stop: &AtomicBool,
 ) -> Result<(Vec<Vec<f32>>, EmbedStats), EngineError> {
     let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let encodings = tokenizer
@@ -204,6 +227,9 @@ fn embed_blocking(
         ..Default::default()
     };
     for plan in plans {
+        if stop.load(Ordering::Relaxed) {
+            return Err(EngineError::Cancelled);
+        }
         let rows = plan.rows.len();
         let seq = plan.seq_len.max(1);
         let mut batch = TokenBatch {
@@ -340,11 +366,27 @@ mod tests {
             normalize: false,
             dimension: 2,
         };
-        let (_, stats) =
-            embed_blocking(&mut EchoBackend, &word_level_tokenizer(), &config, &texts).unwrap();
+        let go = AtomicBool::new(false);
+        let (_, stats) = embed_blocking(
+            &mut EchoBackend,
+            &word_level_tokenizer(),
+            &config,
+            &texts,
+            &go,
+        )
+        .unwrap();
         assert_eq!(stats.tokens, 8);
         // Sorted: [a, b] pads to 1, [c d, a b c d] pads to 4 → 2 + 8.
         assert_eq!(stats.padded_tokens, 10);
         assert_eq!(stats.batches, 2);
+        let stop = AtomicBool::new(true);
+        let stopped = embed_blocking(
+            &mut EchoBackend,
+            &word_level_tokenizer(),
+            &config,
+            &texts,
+            &stop,
+        );
+        assert!(matches!(stopped, Err(EngineError::Cancelled)));
     }
 }

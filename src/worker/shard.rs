@@ -1,16 +1,18 @@
 //! One shard: stream its byte ranges from S3, parse rows (bad rows to an errors part),
 //! embed them chunk by chunk, write the output part, commit it in Redis.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{TaskError, WorkerContext, finish};
-use crate::engine::Embedder;
+use crate::engine::{Embedder, EngineError};
 use crate::job::{InputFormat, JobStatus, ShardTask};
 use crate::metrics;
-use crate::state::{JobRecord, ShardCommit};
+use crate::state::{JobRecord, ShardCommit, StateStore};
 use crate::storage::PartWriter;
 use crate::storage::records::{RecordReader, RowFormat, parse_row};
 use crate::uri::S3Uri;
@@ -81,6 +83,13 @@ pub async fn run(
             .await?;
     }
     let output = job.spec.output_uri();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_for_stop(
+        ctx.state.clone(),
+        job.id.clone(),
+        shutdown.clone(),
+        stop.clone(),
+    ));
     let mut writer = Writer {
         part: ctx
             .storage
@@ -88,7 +97,17 @@ pub async fn run(
         errors: Vec::new(),
         rows: 0,
     };
-    match process(ctx, &job, task, &embedder, &mut writer, shutdown).await {
+    let run = ShardRun {
+        ctx,
+        job: &job,
+        task,
+        embedder: &embedder,
+        shutdown,
+        stop: &stop,
+    };
+    let processed = run.process(&mut writer).await;
+    watcher.abort();
+    match processed {
         Ok(true) => {}
         Ok(false) => {
             writer.part.abort().await;
@@ -146,137 +165,168 @@ struct Writer {
     rows: u64,
 }
 
-/// Reads, embeds and writes every row; false when the job stopped running meanwhile.
-async fn process(
-    ctx: &WorkerContext,
-    job: &JobRecord,
-    task: &ShardTask,
-    embedder: &Embedder,
-    writer: &mut Writer,
-    shutdown: &CancellationToken,
-) -> Result<bool, TaskError> {
-    let spec = &job.spec;
-    let chunk_rows = ctx.settings.worker.chunk_rows;
-    let mut chunk: Vec<(serde_json::Value, String)> = Vec::with_capacity(chunk_rows);
-    for piece in &task.pieces {
-        let uri = S3Uri::parse(&piece.uri).map_err(TaskError::permanent)?;
-        let format = match (spec.input.format, &piece.header) {
-            (InputFormat::Jsonl, _) => RowFormat::Jsonl,
-            (InputFormat::Csv, Some(header)) => RowFormat::Csv {
-                header: header.clone(),
-            },
-            (InputFormat::Csv, None) => {
-                return Err(TaskError::permanent(format!(
-                    "shard task for {uri} carries no CSV header"
-                )));
-            }
-        };
-        let reader = ctx
-            .storage
-            .read_range(&uri, piece.start, piece.end, Some(&piece.etag))
-            .await?;
-        let mut records = RecordReader::new(
-            reader,
-            spec.input.format == InputFormat::Csv,
-            piece.start,
-            piece.first_line,
-        );
-        while let Some(record) = records
-            .next_record()
-            .await
-            .map_err(|e| TaskError::Retryable(format!("reading {uri}: {e}")))?
-        {
-            if record.offset >= piece.end {
-                break;
-            }
-            if record.is_blank() {
-                continue;
-            }
-            match parse_row(
-                &format,
-                &record.bytes,
-                &spec.input.text_field,
-                spec.input.id_field.as_deref(),
-            ) {
-                Ok(row) => {
-                    let id = if row.id.is_null() {
-                        serde_json::Value::String(format!("{}:{}", uri.key, record.line))
-                    } else {
-                        row.id
-                    };
-                    chunk.push((id, row.text));
-                }
-                Err(reason) => {
-                    let excerpt: String = String::from_utf8_lossy(&record.bytes)
-                        .chars()
-                        .take(200)
-                        .collect();
-                    let mut line = serde_json::to_vec(&RowError {
-                        uri: &piece.uri,
-                        line: record.line,
-                        error: reason,
-                        record: excerpt,
-                    })
-                    .expect("row error serialises");
-                    line.push(b'\n');
-                    writer.errors.push(line);
-                }
-            }
-            if chunk.len() >= chunk_rows
-                && !embed_chunk(ctx, job, task, embedder, writer, &mut chunk, shutdown).await?
-            {
-                return Ok(false);
-            }
-        }
-    }
-    if !chunk.is_empty()
-        && !embed_chunk(ctx, job, task, embedder, writer, &mut chunk, shutdown).await?
-    {
-        return Ok(false);
-    }
-    Ok(true)
+/// What one shard's processing needs, borrowed for its duration.
+struct ShardRun<'a> {
+    ctx: &'a WorkerContext,
+    job: &'a JobRecord,
+    task: &'a ShardTask,
+    embedder: &'a Embedder,
+    shutdown: &'a CancellationToken,
+    stop: &'a Arc<AtomicBool>,
 }
 
-/// Embeds one chunk and appends it to the part; false when the job stopped running.
-async fn embed_chunk(
-    ctx: &WorkerContext,
-    job: &JobRecord,
-    task: &ShardTask,
-    embedder: &Embedder,
-    writer: &mut Writer,
-    chunk: &mut Vec<(serde_json::Value, String)>,
-    shutdown: &CancellationToken,
-) -> Result<bool, TaskError> {
-    // Cancellation and shutdown are honoured between chunks, so a cancel stops the job
-    // within one chunk's inference.
-    if shutdown.is_cancelled() {
-        return Err(TaskError::Interrupted);
+impl ShardRun<'_> {
+    /// Reads, embeds and writes every row; false when the job stopped running meanwhile.
+    async fn process(&self, writer: &mut Writer) -> Result<bool, TaskError> {
+        let (ctx, task) = (self.ctx, self.task);
+        let spec = &self.job.spec;
+        let chunk_rows = ctx.settings.worker.chunk_rows;
+        let mut chunk: Vec<(serde_json::Value, String)> = Vec::with_capacity(chunk_rows);
+        for piece in &task.pieces {
+            let uri = S3Uri::parse(&piece.uri).map_err(TaskError::permanent)?;
+            let format = match (spec.input.format, &piece.header) {
+                (InputFormat::Jsonl, _) => RowFormat::Jsonl,
+                (InputFormat::Csv, Some(header)) => RowFormat::Csv {
+                    header: header.clone(),
+                },
+                (InputFormat::Csv, None) => {
+                    return Err(TaskError::permanent(format!(
+                        "shard task for {uri} carries no CSV header"
+                    )));
+                }
+            };
+            let reader = ctx
+                .storage
+                .read_range(&uri, piece.start, piece.end, Some(&piece.etag))
+                .await?;
+            let mut records = RecordReader::new(
+                reader,
+                spec.input.format == InputFormat::Csv,
+                piece.start,
+                piece.first_line,
+            );
+            while let Some(record) = records
+                .next_record()
+                .await
+                .map_err(|e| TaskError::Retryable(format!("reading {uri}: {e}")))?
+            {
+                if record.offset >= piece.end {
+                    break;
+                }
+                if record.is_blank() {
+                    continue;
+                }
+                match parse_row(
+                    &format,
+                    &record.bytes,
+                    &spec.input.text_field,
+                    spec.input.id_field.as_deref(),
+                ) {
+                    Ok(row) => {
+                        let id = if row.id.is_null() {
+                            serde_json::Value::String(format!("{}:{}", uri.key, record.line))
+                        } else {
+                            row.id
+                        };
+                        chunk.push((id, row.text));
+                    }
+                    Err(reason) => {
+                        let excerpt: String = String::from_utf8_lossy(&record.bytes)
+                            .chars()
+                            .take(200)
+                            .collect();
+                        let mut line = serde_json::to_vec(&RowError {
+                            uri: &piece.uri,
+                            line: record.line,
+                            error: reason,
+                            record: excerpt,
+                        })
+                        .expect("row error serialises");
+                        line.push(b'\n');
+                        writer.errors.push(line);
+                    }
+                }
+                if chunk.len() >= chunk_rows && !self.embed_chunk(writer, &mut chunk).await? {
+                    return Ok(false);
+                }
+            }
+        }
+        if !chunk.is_empty() && !self.embed_chunk(writer, &mut chunk).await? {
+            return Ok(false);
+        }
+        Ok(true)
     }
-    if ctx.state.status(&job.id).await? != JobStatus::Running {
-        return Ok(false);
+
+    /// Embeds one chunk and appends it to the part; false when the job stopped running.
+    async fn embed_chunk(
+        &self,
+        writer: &mut Writer,
+        chunk: &mut Vec<(serde_json::Value, String)>,
+    ) -> Result<bool, TaskError> {
+        let (ctx, job, task, embedder, shutdown) =
+            (self.ctx, self.job, self.task, self.embedder, self.shutdown);
+        // Cancellation and shutdown are honoured between chunks, so a cancel stops the job
+        // within one chunk's inference.
+        if shutdown.is_cancelled() {
+            return Err(TaskError::Interrupted);
+        }
+        if ctx.state.status(&job.id).await? != JobStatus::Running {
+            return Ok(false);
+        }
+        let (ids, texts): (Vec<_>, Vec<_>) = std::mem::take(chunk).into_iter().unzip();
+        let vectors = match embedder.embed_until(texts, self.stop.clone()).await {
+            Ok(vectors) => vectors,
+            Err(EngineError::Cancelled) if shutdown.is_cancelled() => {
+                return Err(TaskError::Interrupted);
+            }
+            Err(EngineError::Cancelled) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let mut lines = Vec::with_capacity(ids.len() * (embedder.dimension() * 12 + 32));
+        for (id, vector) in ids.iter().zip(&vectors) {
+            serde_json::to_writer(
+                &mut lines,
+                &OutputRow {
+                    id,
+                    embedding: vector,
+                },
+            )
+            .expect("output row serialises");
+            lines.push(b'\n');
+        }
+        writer.part.write(&lines).await?;
+        writer.rows += ids.len() as u64;
+        ctx.state
+            .set_live_rows(
+                &job.id,
+                task.shard,
+                writer.rows + writer.errors.len() as u64,
+            )
+            .await?;
+        Ok(true)
     }
-    let (ids, texts): (Vec<_>, Vec<_>) = std::mem::take(chunk).into_iter().unzip();
-    let vectors = embedder.embed(texts).await?;
-    let mut lines = Vec::with_capacity(ids.len() * (embedder.dimension() * 12 + 32));
-    for (id, vector) in ids.iter().zip(&vectors) {
-        serde_json::to_writer(
-            &mut lines,
-            &OutputRow {
-                id,
-                embedding: vector,
-            },
-        )
-        .expect("output row serialises");
-        lines.push(b'\n');
+}
+
+/// Raises `stop` once the job leaves `running` (cancelled, failed) or the worker shuts down,
+/// so the engine stops before its next batch instead of finishing the chunk.
+async fn watch_for_stop(
+    state: StateStore,
+    job_id: String,
+    shutdown: CancellationToken,
+    stop: Arc<AtomicBool>,
+) {
+    const EVERY: Duration = Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        match state.status(&job_id).await {
+            Ok(JobStatus::Running) => {}
+            Ok(_) => break,
+            // Redis unreachable: keep going; the commit will tell.
+            Err(_) => {}
+        }
     }
-    writer.part.write(&lines).await?;
-    writer.rows += ids.len() as u64;
-    ctx.state
-        .set_live_rows(
-            &job.id,
-            task.shard,
-            writer.rows + writer.errors.len() as u64,
-        )
-        .await?;
-    Ok(true)
+    stop.store(true, Ordering::Relaxed);
 }
