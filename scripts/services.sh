@@ -4,6 +4,7 @@
 #   scripts/services.sh install   # apt packages + a venv with moto (idempotent)
 #   scripts/services.sh start     # start whatever is not already answering
 #   scripts/services.sh stop
+#   scripts/services.sh restart redis|rabbitmq   # for failure tests: drop every connection
 # Redis keeps an append-only file, so job state survives a Redis restart.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -119,10 +120,26 @@ stop() {
   done
 }
 
+restart() {
+  case "${1:-}" in
+    redis)
+      redis-cli -p 6379 shutdown >/dev/null 2>&1 || true
+      for _ in $(seq 50); do port_open 6379 || break; sleep 0.1; done
+      start ;;
+    rabbitmq)
+      # Stops the broker application (closing every connection) and starts it again; durable
+      # queues and persistent messages survive, as they do a full restart.
+      rabbitmqctl stop_app >/dev/null
+      rabbitmqctl start_app >/dev/null ;;
+    *) echo "usage: $0 restart redis|rabbitmq" >&2; exit 2 ;;
+  esac
+}
+
 case "${1:-}" in
   install) install ;;
   start) start ;;
   up) install; start ;;
   stop) stop ;;
-  *) echo "usage: $0 install|start|up|stop" >&2; exit 2 ;;
+  restart) restart "${2:-}" ;;
+  *) echo "usage: $0 install|start|up|stop|restart redis|rabbitmq" >&2; exit 2 ;;
 esac
