@@ -18,7 +18,12 @@ fn restart(service: &str) {
 }
 
 /// Polls the job through outages (the API answers 503 while Redis is down).
-async fn wait_tolerant(cluster: &Cluster, id: &str, limit: Duration, done: impl Fn(&sluice::api::JobView) -> bool) -> sluice::api::JobView {
+async fn wait_tolerant(
+    cluster: &Cluster,
+    id: &str,
+    limit: Duration,
+    done: impl Fn(&sluice::api::JobView) -> bool,
+) -> sluice::api::JobView {
     let started = Instant::now();
     loop {
         if let Ok(job) = cluster.client().job(id).await
@@ -26,7 +31,10 @@ async fn wait_tolerant(cluster: &Cluster, id: &str, limit: Duration, done: impl 
         {
             return job;
         }
-        assert!(started.elapsed() < limit, "job {id} not there after {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "job {id} not there after {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -39,17 +47,28 @@ async fn broker_and_redis_restarts_mid_job_lose_nothing() {
     cluster.start(false).await;
     cluster.put("in.jsonl", body).await;
     cluster.spawn_worker();
-    let id = cluster.submit(&cluster.spec("restarts", "in.jsonl", "jsonl", "out/")).await;
+    let id = cluster
+        .submit(&cluster.spec("restarts", "in.jsonl", "jsonl", "out/"))
+        .await;
 
-    wait_tolerant(&cluster, &id, Duration::from_secs(120), |j| j.progress.shards_done >= 1).await;
+    wait_tolerant(&cluster, &id, Duration::from_secs(120), |j| {
+        j.progress.shards_done >= 1
+    })
+    .await;
     restart("rabbitmq");
     let after_broker = wait_tolerant(&cluster, &id, Duration::from_secs(180), |j| {
         j.progress.shards_done >= 3 || j.status.is_terminal()
     })
     .await;
-    assert!(!after_broker.status.is_terminal() || after_broker.status == JobStatus::Succeeded, "{after_broker:?}");
+    assert!(
+        !after_broker.status.is_terminal() || after_broker.status == JobStatus::Succeeded,
+        "{after_broker:?}"
+    );
     restart("redis");
-    let job = wait_tolerant(&cluster, &id, Duration::from_secs(300), |j| j.status.is_terminal()).await;
+    let job = wait_tolerant(&cluster, &id, Duration::from_secs(300), |j| {
+        j.status.is_terminal()
+    })
+    .await;
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     assert_eq!(job.progress.rows_done, 2500);
     let ids: Vec<String> = rows.into_iter().map(|(id, _)| id).collect();

@@ -120,7 +120,7 @@ pub async fn run(
         }
     }
     let Writer { part, errors, rows } = writer;
-    let part_uri = part.uri().to_string();
+    let part_key = part.uri().clone();
     part.finish().await?;
     let failed_rows = errors.len() as u64;
     let errors_part = if errors.is_empty() {
@@ -134,14 +134,28 @@ pub async fn run(
     };
     let commit = ShardCommit {
         shard: task.shard,
-        part: part_uri,
+        part: part_key.to_string(),
         rows,
         failed_rows,
-        errors_part,
+        errors_part: errors_part.clone(),
         seconds: started.elapsed().as_secs_f64(),
         worker: super::worker_id().to_string(),
     };
     let outcome = ctx.state.commit_shard(&job.id, &commit).await?;
+    if !outcome.newly_committed
+        && outcome.status != JobStatus::Running
+        && !ctx.state.is_shard_committed(&job.id, task.shard).await?
+    {
+        // The job was cancelled (or failed) while this part was uploading: take the part
+        // back so nothing appears after the cancel.
+        ctx.storage.delete(&part_key).await?;
+        if errors_part.is_some() {
+            ctx.storage
+                .delete(&errors_part_uri(&output, task.shard))
+                .await?;
+        }
+        return Ok(ShardOutcome::Skipped);
+    }
     if outcome.newly_committed {
         metrics::ROWS.with_label_values(&["ok"]).inc_by(rows);
         metrics::ROWS
