@@ -5,7 +5,8 @@
 #   scripts/services.sh start     # start whatever is not already answering
 #   scripts/services.sh stop
 #   scripts/services.sh restart redis|rabbitmq   # for failure tests: drop every connection
-# Redis keeps an append-only file, so job state survives a Redis restart.
+# Redis keeps an append-only file, fsynced on every write: a shard commit that Redis
+# acknowledged survives even a crash of Redis itself.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -22,6 +23,9 @@ install() {
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v prometheus >/dev/null || need+=(prometheus)
   command -v curl >/dev/null || need+=(curl)
+  # The asset script unpacks wheels and the bz2 data set.
+  command -v unzip >/dev/null || need+=(unzip)
+  command -v bunzip2 >/dev/null || need+=(bzip2)
   if ((${#need[@]})); then
     log "apt-get install ${need[*]}"
     # Package post-install scripts would start daemons listening on every interface:
@@ -74,7 +78,7 @@ start() {
   configure_rabbitmq
   if ! port_open 6379; then
     log "starting redis"
-    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly yes --appendfsync everysec \
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly yes --appendfsync always \
       --logfile "$run/redis.log" --dir "$run"
     wait_port 6379 redis
   fi

@@ -151,6 +151,11 @@ pub async fn start(
     }
     let worker_done = CancellationToken::new();
     if roles.worker {
+        let engine = services.settings.engine.clone();
+        tokio::task::spawn_blocking(move || crate::engine::init_runtime(&engine))
+            .await
+            .context("ONNX Runtime loader thread")?
+            .context("a worker needs ONNX Runtime")?;
         let ctx = Arc::new(WorkerContext::new(
             services.settings.clone(),
             services.broker.clone(),

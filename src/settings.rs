@@ -29,6 +29,10 @@ pub struct AmqpSettings {
     /// Back-off of each retry, in milliseconds; its length is the number of retries before a
     /// task is dead-lettered.
     pub retry_delays_ms: Vec<u64>,
+    /// Deliveries of one task after which it is dead-lettered on receipt: it keeps killing
+    /// its workers (or never ends) instead of failing cleanly. Clean hand-backs on shutdown
+    /// do not count.
+    pub max_deliveries: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -119,6 +123,7 @@ impl Default for AmqpSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             prefetch: 2,
             retry_delays_ms: vec![1_000, 5_000, 30_000],
+            max_deliveries: 10,
         }
     }
 }
@@ -185,7 +190,7 @@ impl Default for EngineSettings {
 impl Default for PlannerSettings {
     fn default() -> Self {
         Self {
-            shard_bytes: 1024 * 1024,
+            shard_bytes: 512 * 1024,
         }
     }
 }
@@ -241,6 +246,12 @@ impl Settings {
         }
         if self.amqp.prefetch == 0 {
             return invalid("amqp.prefetch", "must be at least 1");
+        }
+        if self.amqp.max_deliveries <= self.amqp.retry_delays_ms.len() as u64 {
+            return invalid(
+                "amqp.max_deliveries",
+                "must be greater than the number of retries (amqp.retry_delays_ms)",
+            );
         }
         if self.worker.concurrency == 0 {
             return invalid("worker.concurrency", "must be at least 1");

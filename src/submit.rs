@@ -4,9 +4,9 @@
 
 use crate::broker::Broker;
 use crate::engine::package::MANIFEST_FILE;
-use crate::job::{JobSpec, SpecError, TaskMessage, new_job_id};
+use crate::job::{JobSpec, JobStatus, SpecError, TaskMessage, new_job_id};
 use crate::metrics;
-use crate::state::{NewJob, StateStore};
+use crate::state::{Created, NewJob, StateStore, now_ms};
 use crate::storage::{Storage, StorageError};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,9 @@ pub enum SubmitError {
     /// The submission itself is wrong; resending it unchanged will fail again.
     #[error(transparent)]
     Invalid(#[from] SpecError),
+    /// Another job that has not ended writes to the same output folder.
+    #[error("{0}")]
+    OutputInUse(String),
     /// A service sluice needs did not answer; the submission can be retried as is.
     #[error("cannot accept jobs right now: {0}")]
     Unavailable(String),
@@ -73,10 +76,12 @@ impl Submitter {
         }
         let id = new_job_id();
         let spec_json = serde_json::to_string(spec).expect("spec serialises");
-        let (id, created) = self
+        let output = spec.output_uri().to_string();
+        let created = self
             .state
             .create_job(NewJob {
                 id: &id,
+                output: &output,
                 name: &spec.name,
                 spec_json: &spec_json,
                 pool: spec.pool.as_str(),
@@ -85,18 +90,28 @@ impl Submitter {
             })
             .await
             .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
-        if !created {
-            return Ok(Submitted { id, created });
-        }
+        let (id, created) = match created {
+            Created::New(id) => (id, true),
+            Created::Existing(id) => (id, false),
+            Created::OutputInUse(other) => {
+                return Err(SubmitError::OutputInUse(format!(
+                    "job spec field `output.uri`: {output} is the output of job {other}, which has not ended; choose another folder or wait for it"
+                )));
+            }
+        };
         let task =
             serde_json::to_vec(&TaskMessage::Plan { job_id: id.clone() }).expect("task serialises");
+        if !created {
+            self.requeue_if_stranded(&id, &task).await;
+            return Ok(Submitted { id, created });
+        }
         if let Err(e) = self
             .broker
             .publish_task(spec.pool, spec.priority, &task)
             .await
         {
             // Undo the record so the submission can simply be sent again.
-            if let Err(undo) = self.state.delete_job(&id, idempotency_key).await {
+            if let Err(undo) = self.state.delete_job(&id, &output, idempotency_key).await {
                 tracing::error!(job_id = %id, error = %undo, "could not remove the job whose plan task was not queued");
             }
             return Err(SubmitError::Unavailable(e.to_string()));
@@ -105,4 +120,33 @@ impl Submitter {
         tracing::info!(job_id = %id, name = %spec.name, source, "job submitted");
         Ok(Submitted { id, created })
     }
+
+    /// A job still `queued` long after it was created may have lost its plan task (the
+    /// process that created it died before publishing): the resubmission queues it again.
+    /// A duplicate plan task is harmless.
+    async fn requeue_if_stranded(&self, id: &str, task: &[u8]) {
+        let Ok(job) = self.state.get(id).await else {
+            return;
+        };
+        if job.status != JobStatus::Queued
+            || now_ms().saturating_sub(job.created_ms) < STRANDED_AFTER_MS
+        {
+            return;
+        }
+        match self
+            .broker
+            .publish_task(job.spec.pool, job.spec.priority, task)
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(job_id = %id, "job was still queued; its plan task is queued again")
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %e, "could not queue the stranded job's plan task")
+            }
+        }
+    }
 }
+
+/// How long a job may sit in `queued` before a resubmission queues its plan task again.
+const STRANDED_AFTER_MS: u64 = 30_000;

@@ -71,7 +71,18 @@ async fn same_idempotency_key_gives_one_job() {
     assert_eq!(second_status, 200, "{second}");
     assert_eq!(first["id"], second["id"]);
     assert_eq!(second["created"], false);
-    let (_, other) = cluster.post_spec(&spec, Some("order-43")).await;
+    // The first job has not ended (no worker here): a second job may not share its output.
+    let (conflict_status, conflict) = cluster.post_spec(&spec, Some("order-43")).await;
+    assert_eq!(conflict_status, 409, "{conflict}");
+    assert!(
+        conflict["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("output.uri")
+    );
+    let mut elsewhere = spec.clone();
+    elsewhere["output"]["uri"] = json!(cluster.uri("out-2/"));
+    let (_, other) = cluster.post_spec(&elsewhere, Some("order-43")).await;
     assert_ne!(other["id"], first["id"]);
     let jobs = cluster.client().jobs(None, 100).await.unwrap().jobs;
     assert_eq!(jobs.len(), 2);
@@ -321,6 +332,7 @@ async fn retryable_failures_back_off_through_the_retry_queues_then_dead_letter()
             spec_json: &spec.to_string(),
             pool: "cpu",
             source: "test",
+            output: "s3://unused/out/",
             idempotency_key: None,
         })
         .await

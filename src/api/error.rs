@@ -41,6 +41,7 @@ impl From<SubmitError> for ApiError {
     fn from(err: SubmitError) -> Self {
         match err {
             SubmitError::Invalid(spec) => ApiError::InvalidSpec(spec),
+            SubmitError::OutputInUse(message) => ApiError::Conflict(message),
             SubmitError::Unavailable(message) => ApiError::Unavailable(message),
         }
     }

@@ -260,6 +260,12 @@ impl Broker {
         Ok(consumer)
     }
 
+    /// Deletes this prefix's whole topology (see `Topology::delete`).
+    pub async fn delete_topology(&self) -> Result<(), BrokerError> {
+        let channel = self.channel(true).await?;
+        self.topology.delete(&channel).await
+    }
+
     /// Exact number of ready messages in a queue (a passive declare, not the lagging
     /// management API).
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {

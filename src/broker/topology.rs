@@ -1,6 +1,9 @@
 //! Names and idempotent declaration of every exchange and queue sluice uses.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
@@ -157,6 +160,34 @@ impl Topology {
             )
             .await
             .map_err(channel_err("bind dead-letter queue"))?;
+        Ok(())
+    }
+
+    /// Removes every queue and exchange of this prefix, messages included: for tearing
+    /// down a test namespace or a retired deployment.
+    pub(super) async fn delete(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let mut queues = vec![
+            self.task_queue(Pool::Cpu),
+            self.task_queue(Pool::Gpu),
+            self.dead_queue(),
+        ];
+        let mut exchanges = vec![self.tasks_exchange(), self.dead_exchange()];
+        for level in 0..self.retry_levels() {
+            queues.push(self.retry_exchange(level));
+            exchanges.push(self.retry_exchange(level));
+        }
+        for queue in queues {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(channel_err("delete queue"))?;
+        }
+        for exchange in exchanges {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(channel_err("delete exchange"))?;
+        }
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
 pub use batcher::{BatchPlan, plan_batches};
-pub use ort_backend::OrtBackend;
+pub use ort_backend::{OrtBackend, init_runtime};
 pub use package::{ModelManifest, Pooling};
 
 use crate::metrics;
@@ -314,7 +314,7 @@ mod tests {
 
     fn manifest() -> ModelManifest {
         let digest = FileDigest {
-            sha256: "0123456789abcdef".into(),
+            sha256: "0123456789abcdef".repeat(4),
             size: 1,
         };
         ModelManifest {

@@ -16,6 +16,12 @@ use crate::settings::EngineSettings;
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
 
+/// Loads the runtime library now, so a worker without one fails at start instead of failing
+/// the jobs it takes.
+pub fn init_runtime(settings: &EngineSettings) -> Result<(), EngineError> {
+    runtime(settings).map(|_| ())
+}
+
 /// Loads `libonnxruntime` (from settings, else `ORT_DYLIB_PATH`) once per process.
 fn runtime(settings: &EngineSettings) -> Result<&'static Environment, EngineError> {
     let result = RUNTIME.get_or_init(|| {

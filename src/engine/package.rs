@@ -137,7 +137,7 @@ mod tests {
             files.insert(
                 f.to_string(),
                 FileDigest {
-                    sha256: "ab".into(),
+                    sha256: "ab".repeat(32),
                     size: 1,
                 },
             );
@@ -156,6 +156,8 @@ mod tests {
         let text = manifest.to_toml();
         assert_eq!(ModelManifest::parse(&text).unwrap(), manifest);
         let without_tokenizer = text.replace("[files.\"tokenizer.json\"]", "[files.\"other\"]");
+        let escaping = text.replace("[files.\"tokenizer.json\"]", "[files.\"../../etc/x\"]");
+        assert!(ModelManifest::parse(&escaping).is_err());
         assert!(
             ModelManifest::parse(&without_tokenizer)
                 .unwrap_err()

@@ -54,9 +54,21 @@ impl CommitOutcome {
     }
 }
 
+/// Outcome of creating a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(String),
+    /// The idempotency key already named this job.
+    Existing(String),
+    /// This job, not yet ended, writes to the same output folder.
+    OutputInUse(String),
+}
+
 /// What a new job starts with.
 pub struct NewJob<'a> {
     pub id: &'a str,
+    /// The output folder, claimed for this job while it runs.
+    pub output: &'a str,
     pub name: &'a str,
     pub spec_json: &'a str,
     pub pool: &'a str,
@@ -109,6 +121,9 @@ impl StateStore {
     fn idempotency_key(&self, key: &str) -> String {
         format!("{}:idem:{key}", self.prefix)
     }
+    fn output_claim_key(&self, output: &str) -> String {
+        format!("{}:output:{output}", self.prefix)
+    }
 
     pub async fn ping(&self) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
@@ -116,9 +131,10 @@ impl StateStore {
         Ok(())
     }
 
-    /// Creates a queued job, unless the idempotency key already names one: then that job's
-    /// id comes back and `created` is false. Atomic: concurrent duplicates make one job.
-    pub async fn create_job(&self, job: NewJob<'_>) -> Result<(String, bool), StateError> {
+    /// Creates a queued job, unless the idempotency key already names one (its id comes
+    /// back) or a job that has not ended writes to the same output folder. Atomic:
+    /// concurrent duplicates make one job.
+    pub async fn create_job(&self, job: NewJob<'_>) -> Result<Created, StateError> {
         let mut conn = self.conn.clone();
         let idem = job
             .idempotency_key
@@ -129,9 +145,11 @@ impl StateStore {
             .key(self.job_key(job.id))
             .key(self.jobs_key())
             .key(idem)
+            .key(self.output_claim_key(job.output))
             .arg(job.id)
             .arg(&now)
             .arg(IDEMPOTENCY_TTL_SECS)
+            .arg(format!("{}:job:", self.prefix))
             .arg(&[
                 ("name", job.name),
                 ("spec", job.spec_json),
@@ -143,17 +161,24 @@ impl StateStore {
             ])
             .invoke_async(&mut conn)
             .await?;
-        Ok((id, created == 1))
+        Ok(match created {
+            1 => Created::New(id),
+            2 => Created::OutputInUse(id),
+            _ => Created::Existing(id),
+        })
     }
 
     /// Removes a job that could not be queued, so a failed submission leaves nothing behind.
     pub async fn delete_job(
         &self,
         id: &str,
+        output: &str,
         idempotency_key: Option<&str>,
     ) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
+        // Nobody else can hold the claim meanwhile: this job was still queued.
+        pipe.del(self.output_claim_key(output));
         pipe.atomic()
             .del(self.job_key(id))
             .zrem(self.jobs_key(), id);
@@ -283,7 +308,14 @@ impl StateStore {
             .arg(commit.rows)
             .arg(commit.failed_rows)
             .invoke_async(&mut conn)
-            .await?;
+            .await
+            .map_err(|e| {
+                if e.to_string().contains("no such job") {
+                    StateError::NotFound(id.to_string())
+                } else {
+                    StateError::Unavailable(e)
+                }
+            })?;
         let status = JobStatus::parse(&status).ok_or_else(|| StateError::Corrupt {
             id: id.to_string(),
             reason: format!("unknown status `{status}`"),
@@ -331,10 +363,35 @@ impl StateStore {
         Ok(())
     }
 
+    /// Deletes every key under this prefix: for tearing down a test namespace.
+    pub async fn delete_all(&self) -> Result<u64, StateError> {
+        let mut conn = self.conn.clone();
+        let keys: Vec<String> = {
+            let mut iter: redis::AsyncIter<String> =
+                conn.scan_match(format!("{}:*", self.prefix)).await?;
+            let mut keys = Vec::new();
+            while let Some(key) = futures::StreamExt::next(&mut iter).await {
+                keys.push(key?);
+            }
+            keys
+        };
+        for batch in keys.chunks(500) {
+            let _: () = conn.del(batch).await?;
+        }
+        Ok(keys.len() as u64)
+    }
+
     /// Counts one more delivery of a task and returns the count; counted on receipt, so a
     /// task that kills its worker is still counted.
     pub async fn count_attempt(&self, id: &str, task_key: &str) -> Result<u64, StateError> {
         let mut conn = self.conn.clone();
         Ok(conn.hincr(self.attempts_key(id), task_key, 1).await?)
+    }
+
+    /// Takes back one counted delivery (a task handed back cleanly on shutdown).
+    pub async fn uncount_attempt(&self, id: &str, task_key: &str) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.hincr(self.attempts_key(id), task_key, -1).await?;
+        Ok(())
     }
 }

@@ -4,18 +4,29 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS: job hash, jobs index, idempotency key ('' for none).
-/// ARGV: id, created_ms, idempotency ttl, then field/value pairs.
-/// Returns {1, id} when created, {0, existing id} when the idempotency key was taken.
+/// KEYS: job hash, jobs index, idempotency key ('' for none), output-folder claim.
+/// ARGV: id, created_ms, idempotency ttl, job key prefix, then field/value pairs.
+/// Returns {1, id} when created, {0, existing id} when the idempotency key was taken,
+/// {2, other id} when a job that has not ended writes to the same output folder.
 pub static CREATE_JOB: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if KEYS[3] ~= '' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {0, existing} end
+end
+local holder = redis.call('GET', KEYS[4])
+if holder then
+  local status = redis.call('HGET', ARGV[4] .. holder, 'status')
+  if status == 'queued' or status == 'planning' or status == 'running' then
+    return {2, holder}
+  end
+end
+redis.call('SET', KEYS[4], ARGV[1])
+if KEYS[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[1], 'EX', tonumber(ARGV[3]))
 end
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1])

@@ -20,6 +20,8 @@ use crate::uri::S3Uri;
 pub enum StorageError {
     #[error("{uri}: object not found (check the path, or that it was uploaded)")]
     NotFound { uri: String },
+    #[error("{uri}: bucket `{bucket}` does not exist; create it or fix the URI")]
+    NoSuchBucket { uri: String, bucket: String },
     #[error("{uri}: object changed since the job was planned (ETag differs); resubmit the job")]
     Changed { uri: String },
     #[error(
@@ -49,8 +51,14 @@ fn classify<E>(err: SdkError<E, HttpResponse>, op: &'static str, uri: &S3Uri) ->
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let bucket = uri.bucket.clone();
     let uri = uri.to_string();
     let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .unwrap_or_default()
+        .to_string();
     let message = match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
@@ -62,6 +70,20 @@ where
         }
         other => format!("{}", aws_sdk_s3::error::DisplayErrorContext(other)),
     };
+    // The error code says more than the status: some 4xx codes are transient.
+    match code.as_str() {
+        "NoSuchBucket" => return StorageError::NoSuchBucket { uri, bucket },
+        "RequestTimeout"
+        | "ExpiredToken"
+        | "OperationAborted"
+        | "SlowDown"
+        | "InternalError"
+        | "ServiceUnavailable"
+        | "RequestTimeTooSkewed" => {
+            return StorageError::Transient { uri, op, message };
+        }
+        _ => {}
+    }
     match status {
         Some(404) => StorageError::NotFound { uri },
         Some(412) => StorageError::Changed { uri },

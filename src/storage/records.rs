@@ -1,7 +1,11 @@
 //! Dataset formats: splitting a byte stream into records (JSONL lines, CSV records whose quoted
 //! fields may span lines) with their offsets and line numbers, and reading a row's id and text.
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+
+/// Longest record accepted. A longer one is nearly always a stray quote in a CSV file or a
+/// file without newlines; refusing it keeps a worker's memory bounded.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
 /// One record as found in the stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,9 +53,27 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
         let mut quotes = 0usize;
         loop {
             let scanned_from = bytes.len();
-            let n = self.reader.read_until(b'\n', &mut bytes).await?;
+            let room = (MAX_RECORD_BYTES + 1 - bytes.len()) as u64;
+            let n = (&mut self.reader)
+                .take(room)
+                .read_until(b'\n', &mut bytes)
+                .await?;
             if n == 0 {
                 break;
+            }
+            if bytes.len() > MAX_RECORD_BYTES {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the record starting at line {line} is longer than {} MiB{}",
+                        MAX_RECORD_BYTES >> 20,
+                        if self.quote_aware {
+                            " (an unbalanced quote makes every following line part of it)"
+                        } else {
+                            " (is the file really one record per line?)"
+                        }
+                    ),
+                ));
             }
             self.offset += n as u64;
             let ended_line = bytes.last() == Some(&b'\n');
@@ -151,6 +173,14 @@ pub fn parse_row(
                 .map_err(|e| format!("not valid CSV: {e}"))?;
             if !read {
                 return Err("empty record".into());
+            }
+            let mut rest = csv::StringRecord::new();
+            if matches!(reader.read_record(&mut rest), Ok(true)) {
+                // The record reader joined lines because of an odd number of quotes.
+                let lines = record.iter().filter(|&&b| b == b'\n').count() + 1;
+                return Err(format!(
+                    "unbalanced quote: this record runs over {lines} lines, swallowing the rows after it; quote the field and double inner quotes (\"\")"
+                ));
             }
             if fields.len() != header.len() {
                 return Err(format!(
@@ -276,6 +306,31 @@ mod tests {
         let err =
             parse_row(&RowFormat::Jsonl, br#"{"id": 7, "text": 3}"#, "text", None).unwrap_err();
         assert!(err.contains("expected a string"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_stray_csv_quote_is_reported_not_silently_swallowed() {
+        let recs = records("id,text\n1,5\" screen\n2,hello\n3,world\n", true).await;
+        // The stray quote joins the rest of the file into one record...
+        assert_eq!(recs.len(), 2);
+        let format = RowFormat::Csv {
+            header: parse_csv_header(&recs[0].bytes).unwrap(),
+        };
+        // ...which is then reported, naming how many lines it swallowed.
+        let err = parse_row(&format, &recs[1].bytes, "text", Some("id")).unwrap_err();
+        assert!(
+            err.contains("unbalanced quote") && err.contains("3 lines"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_record_is_refused() {
+        let data = "x".repeat(MAX_RECORD_BYTES + 10);
+        let mut reader = RecordReader::new(data.as_bytes(), false, 0, 1);
+        let err = reader.next_record().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("line 1"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,16 @@ impl TaskError {
     pub fn permanent(message: impl Into<String>) -> Self {
         TaskError::Permanent(message.into())
     }
+
+    /// A failure while streaming an input object: malformed data is permanent, anything
+    /// else (a dropped connection) is worth a retry.
+    pub fn reading(uri: &impl std::fmt::Display, err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::InvalidData {
+            TaskError::Permanent(format!("input {uri}: {err}"))
+        } else {
+            TaskError::Retryable(format!("reading {uri}: {err}"))
+        }
+    }
 }
 
 macro_rules! classify_from {

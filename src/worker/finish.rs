@@ -151,11 +151,20 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         .state
         .transition(job_id, &[JobStatus::Running], status, &fields)
         .await?;
-    if let Transition::Moved(_) = moved {
-        metrics::JOBS_FINISHED
-            .with_label_values(&[status.as_str()])
-            .inc();
-        tracing::info!(job_id, %status, rows = succeeded, failed, run_seconds, "job finished");
+    match moved {
+        Transition::Moved(_) => {
+            metrics::JOBS_FINISHED
+                .with_label_values(&[status.as_str()])
+                .inc();
+            tracing::info!(job_id, %status, rows = succeeded, failed, run_seconds, "job finished");
+        }
+        // Cancelled at the last moment: the marker must not claim success.
+        Transition::Refused(now)
+            if status == JobStatus::Succeeded && now != JobStatus::Succeeded =>
+        {
+            ctx.storage.delete(&output.join("_SUCCESS")).await?;
+        }
+        Transition::Refused(_) => {}
     }
     Ok(())
 }

@@ -67,12 +67,6 @@ impl WorkerContext {
             models,
         }
     }
-
-    /// Deliveries of one task beyond which it is dead-lettered on receipt: it keeps
-    /// killing its workers (or never finishes) rather than failing cleanly.
-    fn max_deliveries(&self) -> u64 {
-        self.settings.amqp.retry_delays_ms.len() as u64 + 3
-    }
 }
 
 /// Consumes until `shutdown`, then stops taking tasks, lets in-flight ones finish within the
@@ -176,15 +170,11 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
             return;
         }
     };
-    if attempt > ctx.max_deliveries() {
+    if attempt > ctx.settings.amqp.max_deliveries {
         let reason = format!(
-            "{task_key} of job {job_id} was delivered {attempt} times without finishing (does it crash the worker?)"
+            "{task_key} of job {job_id} was delivered {attempt} times without finishing (does it crash the worker? see the worker logs)"
         );
-        fail_job(ctx, &job_id, &reason).await;
-        dead_letter(ctx, &delivery, Some(&job_id), &reason).await;
-        metrics::TASKS
-            .with_label_values(&[kind, "dead_lettered"])
-            .inc();
+        give_up(ctx, &delivery, &job_id, &reason, kind).await;
         return;
     }
     let result = match &task {
@@ -200,7 +190,14 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
             metrics::TASKS.with_label_values(&[kind, "ok"]).inc();
             ack(&delivery).await;
         }
-        Err(TaskError::Interrupted) => requeue(&delivery).await,
+        Err(TaskError::Interrupted) => {
+            // A clean hand-back is not a failed attempt: rolling restarts must not use up
+            // a task's deliveries.
+            if let Err(e) = ctx.state.uncount_attempt(&job_id, &task_key).await {
+                tracing::warn!(%job_id, task = %task_key, error = %e, "could not uncount the interrupted attempt");
+            }
+            requeue(&delivery).await
+        }
         Err(TaskError::Retryable(reason))
             if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 =>
         {
@@ -220,16 +217,29 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
         }
         Err(TaskError::Retryable(reason) | TaskError::Permanent(reason)) => {
             tracing::error!(%job_id, task = %task_key, attempt, %reason, "task failed for good");
-            fail_job(ctx, &job_id, &reason).await;
-            dead_letter(ctx, &delivery, Some(&job_id), &reason).await;
-            metrics::TASKS
-                .with_label_values(&[kind, "dead_lettered"])
-                .inc();
+            give_up(ctx, &delivery, &job_id, &reason, kind).await;
         }
     }
 }
 
-async fn fail_job(ctx: &WorkerContext, job_id: &str, reason: &str) {
+/// Fails the job, then dead-letters the task. The task is only dead-lettered once the job is
+/// marked failed; otherwise it goes back to the queue, so a job never waits forever on a
+/// task nobody will run.
+async fn give_up(ctx: &WorkerContext, delivery: &Delivery, job_id: &str, reason: &str, kind: &str) {
+    if fail_job(ctx, job_id, reason).await {
+        dead_letter(ctx, delivery, Some(job_id), reason).await;
+        metrics::TASKS
+            .with_label_values(&[kind, "dead_lettered"])
+            .inc();
+    } else {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        requeue(delivery).await;
+    }
+}
+
+/// Marks the job failed with `reason`; true once the job is in a terminal status (now or
+/// already), false when the state store could not be reached.
+async fn fail_job(ctx: &WorkerContext, job_id: &str, reason: &str) -> bool {
     let fields = [
         ("error", reason.to_string()),
         ("finished_ms", now_ms().to_string()),
@@ -237,9 +247,15 @@ async fn fail_job(ctx: &WorkerContext, job_id: &str, reason: &str) {
     match ctx.state.move_to(job_id, JobStatus::Failed, &fields).await {
         Ok(crate::state::Transition::Moved(_)) => {
             metrics::JOBS_FINISHED.with_label_values(&["failed"]).inc();
+            true
         }
-        Ok(_) => {}
-        Err(e) => tracing::error!(%job_id, error = %e, "could not mark the job failed"),
+        Ok(crate::state::Transition::Refused(_)) => true,
+        // The job is gone (deleted namespace): nothing left to fail.
+        Err(crate::state::StateError::NotFound(_)) => true,
+        Err(e) => {
+            tracing::error!(%job_id, error = %e, "could not mark the job failed; the task goes back to the queue");
+            false
+        }
     }
 }
 

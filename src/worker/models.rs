@@ -95,27 +95,9 @@ impl ModelCache {
         tokio::fs::create_dir_all(&staging)
             .await
             .map_err(|e| io(e, &staging))?;
-        for (name, expected) in &manifest.files {
-            let target = staging.join(name);
-            let uri = package.join(name);
-            let mut reader = self.storage.read(&uri).await?;
-            let mut file = tokio::fs::File::create(&target)
-                .await
-                .map_err(|e| io(e, &target))?;
-            tokio::io::copy_buf(&mut reader, &mut file)
-                .await
-                .map_err(|e| TaskError::Retryable(format!("downloading {uri}: {e}")))?;
-            let check = target.clone();
-            let digest = tokio::task::spawn_blocking(move || digest_file(&check))
-                .await
-                .map_err(|e| TaskError::Retryable(format!("hashing thread: {e}")))?
-                .map_err(|e| io(e, &target))?;
-            if digest.sha256 != expected.sha256 {
-                return Err(TaskError::permanent(format!(
-                    "model package {package}: {name} has sha256 {}, the manifest says {}; push the package again",
-                    digest.sha256, expected.sha256
-                )));
-            }
+        if let Err(e) = self.download(package, manifest, &staging).await {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(e);
         }
         tokio::fs::write(staging.join(".complete"), b"")
             .await
@@ -129,5 +111,44 @@ impl ModelCache {
             Err(e) => return Err(io(e, &dir)),
         }
         Ok(dir)
+    }
+
+    /// Downloads every file of the package into `staging`, checking each hash.
+    async fn download(
+        &self,
+        package: &S3Uri,
+        manifest: &ModelManifest,
+        staging: &Path,
+    ) -> Result<(), TaskError> {
+        let io = |e: std::io::Error, path: &Path| {
+            TaskError::Retryable(format!("model cache {}: {e}", path.display()))
+        };
+        for (name, expected) in &manifest.files {
+            let target = staging.join(name);
+            let uri = package.join(name);
+            let mut reader = self.storage.read(&uri).await?;
+            let mut file = tokio::fs::File::create(&target)
+                .await
+                .map_err(|e| io(e, &target))?;
+            tokio::io::copy_buf(&mut reader, &mut file)
+                .await
+                .map_err(|e| TaskError::Retryable(format!("downloading {uri}: {e}")))?;
+            tokio::io::AsyncWriteExt::flush(&mut file)
+                .await
+                .map_err(|e| io(e, &target))?;
+            drop(file);
+            let check = target.clone();
+            let digest = tokio::task::spawn_blocking(move || digest_file(&check))
+                .await
+                .map_err(|e| TaskError::Retryable(format!("hashing thread: {e}")))?
+                .map_err(|e| io(e, &target))?;
+            if digest.sha256 != expected.sha256 {
+                return Err(TaskError::permanent(format!(
+                    "model package {package}: {name} has sha256 {}, the manifest says {}; push the package again",
+                    digest.sha256, expected.sha256
+                )));
+            }
+        }
+        Ok(())
     }
 }

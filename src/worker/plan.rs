@@ -12,7 +12,8 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     let job = ctx.state.get(job_id).await?;
     match job.status {
         JobStatus::Queued | JobStatus::Planning => {
-            ctx.state
+            let moved = ctx
+                .state
                 .transition(
                     job_id,
                     &[JobStatus::Queued, JobStatus::Planning],
@@ -20,6 +21,10 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
                     &[],
                 )
                 .await?;
+            if let Transition::Refused(status) = moved {
+                tracing::info!(job_id, %status, "job is no longer queued; not planning it");
+                return Ok(());
+            }
         }
         // A redelivered plan task whose shards may be partly published: plan again (same
         // input, same shards) and publish them all; duplicates are harmless.
@@ -27,6 +32,13 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         _ => return Ok(()),
     }
     let spec = &job.spec;
+    // The model is fixed for the whole job: every shard checks it runs this exact package.
+    let model_sha256 = ctx
+        .models
+        .manifest(&spec.model_uri())
+        .await?
+        .model_sha256()
+        .to_string();
     let objects = list_inputs(ctx, &spec.input_uri(), spec.input.uri.ends_with('/')).await?;
     let shards = cut_shards(
         ctx,
@@ -47,6 +59,7 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
                     ("shards_total", shards.len().to_string()),
                     ("rows_total", rows_total.to_string()),
                     ("started_ms", now_ms().to_string()),
+                    ("model_sha256", model_sha256),
                 ],
             )
             .await?;
@@ -131,10 +144,11 @@ async fn cut_shards(
         let mut records = RecordReader::new(reader, csv, 0, 1);
         let mut header: Option<Vec<String>> = None;
         let mut piece: Option<InputPiece> = None;
-        let read_error = |e: std::io::Error| {
-            TaskError::Retryable(format!("reading {} while planning: {e}", object.uri))
-        };
-        while let Some(record) = records.next_record().await.map_err(read_error)? {
+        while let Some(record) = records
+            .next_record()
+            .await
+            .map_err(|e| TaskError::reading(&object.uri, e))?
+        {
             if csv && header.is_none() {
                 if record.is_blank() {
                     continue;

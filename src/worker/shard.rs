@@ -74,13 +74,14 @@ pub async fn run(
         return Ok(ShardOutcome::AlreadyDone);
     }
     let embedder = ctx.models.get(&job.spec.model_uri()).await?;
-    if job.model_sha256.is_none() {
-        ctx.state
-            .set_fields(
-                &job.id,
-                &[("model_sha256", embedder.model_sha256().to_string())],
-            )
-            .await?;
+    if let Some(planned) = &job.model_sha256
+        && planned != embedder.model_sha256()
+    {
+        return Err(TaskError::permanent(format!(
+            "model package {} changed while the job ran (planned with model sha256 {planned}, now {}); resubmit the job to use the new model",
+            job.spec.model,
+            embedder.model_sha256()
+        )));
     }
     let output = job.spec.output_uri();
     let stop = Arc::new(AtomicBool::new(false));
@@ -111,6 +112,7 @@ pub async fn run(
         Ok(true) => {}
         Ok(false) => {
             writer.part.abort().await;
+            let _ = ctx.state.clear_live_rows(&job.id, task.shard).await;
             return Ok(ShardOutcome::Skipped);
         }
         Err(e) => {
@@ -222,7 +224,7 @@ impl ShardRun<'_> {
             while let Some(record) = records
                 .next_record()
                 .await
-                .map_err(|e| TaskError::Retryable(format!("reading {uri}: {e}")))?
+                .map_err(|e| TaskError::reading(&uri, e))?
             {
                 if record.offset >= piece.end {
                     break;

@@ -347,6 +347,22 @@ impl Cluster {
         }
         for child in &mut self.workers {
             let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        // Leave nothing behind on the shared services.
+        let topology = sluice::broker::Topology::new(
+            &self.settings.prefix,
+            &self.settings.amqp.retry_delays_ms,
+        );
+        if let Ok(broker) = sluice::broker::Broker::connect(&self.settings.amqp.url, topology).await
+        {
+            let _ = broker.delete_topology().await;
+        }
+        if let Ok(state) =
+            sluice::state::StateStore::connect(&self.settings.redis.url, &self.settings.prefix)
+                .await
+        {
+            let _ = state.delete_all().await;
         }
     }
 }
