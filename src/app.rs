@@ -162,6 +162,7 @@ pub async fn start(
             services.state.clone(),
             services.storage.clone(),
         ));
+        tracker.spawn(worker::sweep::run(ctx.clone(), shutdown.clone()));
         let shutdown = shutdown.clone();
         let done = worker_done.clone();
         tracker.spawn(async move {

@@ -54,6 +54,15 @@ pub static TASKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Work the sweeper queued again for stalled jobs: kind `plan|shard`.
+pub static SWEEPER_REQUEUED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_sweeper_requeued_total",
+        "Tasks of stalled jobs queued again by the sweeper, by kind.",
+        &["kind"],
+    )
+});
+
 /// Tasks a worker holds right now.
 pub static TASKS_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
     register(
@@ -115,6 +124,7 @@ pub fn init() {
     LazyLock::force(&JOBS_FINISHED);
     LazyLock::force(&TASKS);
     LazyLock::force(&TASKS_IN_FLIGHT);
+    LazyLock::force(&SWEEPER_REQUEUED);
     LazyLock::force(&ROWS);
     LazyLock::force(&SHARD_SECONDS);
     LazyLock::force(&INFERENCE_BATCH_SECONDS);

@@ -80,6 +80,11 @@ pub struct WorkerSettings {
     pub shutdown_grace_secs: u64,
     /// Rows parsed and sent to the engine at once; cancellation is checked between chunks.
     pub chunk_rows: usize,
+    /// How often one worker looks for stalled jobs whose queued work was lost.
+    pub sweep_interval_secs: u64,
+    /// A job with no sign of life (progress, commit) for this long has its missing work
+    /// queued again. Must exceed the time one chunk of rows takes.
+    pub stall_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -171,6 +176,8 @@ impl Default for WorkerSettings {
             model_cache_dir: cache,
             shutdown_grace_secs: 30,
             chunk_rows: 256,
+            sweep_interval_secs: 30,
+            stall_after_secs: 300,
         }
     }
 }
@@ -258,6 +265,12 @@ impl Settings {
         }
         if self.worker.chunk_rows == 0 {
             return invalid("worker.chunk_rows", "must be at least 1");
+        }
+        if self.worker.sweep_interval_secs == 0 || self.worker.stall_after_secs == 0 {
+            return invalid(
+                "worker.sweep_interval_secs",
+                "sweep_interval_secs and stall_after_secs must be at least 1",
+            );
         }
         if self.engine.max_batch_rows == 0 {
             return invalid("engine.max_batch_rows", "must be at least 1");

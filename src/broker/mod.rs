@@ -260,6 +260,15 @@ impl Broker {
         Ok(consumer)
     }
 
+    /// Drops every ready message of a queue (operators clearing a backlog; failure tests).
+    pub async fn purge(&self, queue: &str) -> Result<u32, BrokerError> {
+        let channel = self.publisher().await?;
+        channel
+            .queue_purge(queue.into(), lapin::options::QueuePurgeOptions::default())
+            .await
+            .map_err(channel_err("purge queue"))
+    }
+
     /// Deletes this prefix's whole topology (see `Topology::delete`).
     pub async fn delete_topology(&self) -> Result<(), BrokerError> {
         let channel = self.channel(true).await?;

@@ -121,6 +121,12 @@ impl StateStore {
     fn idempotency_key(&self, key: &str) -> String {
         format!("{}:idem:{key}", self.prefix)
     }
+    fn plan_key(&self, id: &str) -> String {
+        format!("{}:job:{id}:plan", self.prefix)
+    }
+    fn active_key(&self) -> String {
+        format!("{}:active", self.prefix)
+    }
     fn output_claim_key(&self, output: &str) -> String {
         format!("{}:output:{output}", self.prefix)
     }
@@ -146,6 +152,7 @@ impl StateStore {
             .key(self.jobs_key())
             .key(idem)
             .key(self.output_claim_key(job.output))
+            .key(self.active_key())
             .arg(job.id)
             .arg(&now)
             .arg(IDEMPOTENCY_TTL_SECS)
@@ -254,8 +261,10 @@ impl StateStore {
         let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let (moved, current): (i64, String) = scripts::TRANSITION
             .key(self.job_key(id))
+            .key(self.active_key())
             .arg(to.as_str())
             .arg(allowed.join(","))
+            .arg(id)
             .arg(fields)
             .invoke_async(&mut conn)
             .await?;
@@ -307,6 +316,7 @@ impl StateStore {
             .arg(record)
             .arg(commit.rows)
             .arg(commit.failed_rows)
+            .arg(now_ms())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| {
@@ -351,10 +361,57 @@ impl StateStore {
     }
 
     /// Rows a shard has processed so far but not yet committed (live progress).
+    /// Records a running shard's progress (and that the job is alive).
     pub async fn set_live_rows(&self, id: &str, shard: u32, rows: u64) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
-        let _: () = conn.hset(self.live_key(id), shard, rows).await?;
+        let _: () = redis::pipe()
+            .hset(self.live_key(id), shard, rows)
+            .hset(self.job_key(id), "progress_ms", now_ms())
+            .query_async(&mut conn)
+            .await?;
         Ok(())
+    }
+
+    /// Stores the job's shard tasks (index → task JSON), so a redelivered plan and the
+    /// sweeper re-publish exactly the same shards instead of cutting the input again.
+    pub async fn save_plan(&self, id: &str, tasks: &[String]) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(self.plan_key(id));
+        for (index, task) in tasks.iter().enumerate() {
+            pipe.hset(self.plan_key(id), index, task);
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The stored shard tasks, in shard order (empty when none was stored).
+    pub async fn plan(&self, id: &str) -> Result<Vec<(u32, String)>, StateError> {
+        let mut conn = self.conn.clone();
+        let raw: HashMap<u32, String> = conn.hgetall(self.plan_key(id)).await?;
+        let mut tasks: Vec<(u32, String)> = raw.into_iter().collect();
+        tasks.sort_by_key(|(index, _)| *index);
+        Ok(tasks)
+    }
+
+    /// Ids of jobs that have not ended.
+    pub async fn active_jobs(&self) -> Result<Vec<String>, StateError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.smembers(self.active_key()).await?)
+    }
+
+    /// Takes the sweeper's turn for `ttl_secs`: true for exactly one caller at a time.
+    pub async fn take_sweeper_turn(&self, owner: &str, ttl_secs: u64) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(format!("{}:sweeper", self.prefix))
+            .arg(owner)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(taken.is_some())
     }
 
     pub async fn clear_live_rows(&self, id: &str, shard: u32) -> Result<(), StateError> {

@@ -47,6 +47,10 @@ pub struct JobRecord {
     pub rows_in_flight: u64,
     pub error: Option<String>,
     pub model_sha256: Option<String>,
+    /// Last time a shard of the job reported progress or committed.
+    pub progress_ms: Option<u64>,
+    /// Last time the sweeper re-queued the job's work.
+    pub swept_ms: Option<u64>,
 }
 
 impl JobRecord {
@@ -91,6 +95,8 @@ impl JobRecord {
             rows_in_flight,
             error: text(&mut fields, "error"),
             model_sha256: text(&mut fields, "model_sha256"),
+            progress_ms: number(&fields, "progress_ms"),
+            swept_ms: number(&fields, "swept_ms"),
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod finish;
 mod models;
 mod plan;
 pub mod shard;
+pub mod sweep;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! record the counts, and publish one task per shard.
 
 use super::{TaskError, WorkerContext, finish};
-use crate::job::{InputFormat, InputPiece, JobStatus, ShardTask, TaskMessage};
+use crate::job::{InputFormat, InputPiece, JobSpec, JobStatus, ShardTask, TaskMessage};
 use crate::state::{Transition, now_ms};
 use crate::storage::records::{RecordReader, parse_csv_header};
 use crate::storage::{ObjectInfo, StorageError};
@@ -26,9 +26,17 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
                 return Ok(());
             }
         }
-        // A redelivered plan task whose shards may be partly published: plan again (same
-        // input, same shards) and publish them all; duplicates are harmless.
-        JobStatus::Running => {}
+        // A redelivered plan task whose shards may be partly published: publish the stored
+        // plan again (duplicates are harmless), never a new cut of a possibly changed input.
+        JobStatus::Running => {
+            let stored = ctx.state.plan(job_id).await?;
+            let tasks: Vec<String> = stored.into_iter().map(|(_, task)| task).collect();
+            publish_shards(ctx, &job.spec, &tasks).await?;
+            if tasks.is_empty() {
+                finish::finish_if_complete(ctx, job_id).await?;
+            }
+            return Ok(());
+        }
         _ => return Ok(()),
     }
     let spec = &job.spec;
@@ -48,48 +56,57 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     )
     .await?;
     let rows_total: u64 = shards.iter().flatten().map(|p| p.rows).sum();
-    if job.status != JobStatus::Running {
-        let moved = ctx
-            .state
-            .transition(
-                job_id,
-                &[JobStatus::Planning],
-                JobStatus::Running,
-                &[
-                    ("shards_total", shards.len().to_string()),
-                    ("rows_total", rows_total.to_string()),
-                    ("started_ms", now_ms().to_string()),
-                    ("model_sha256", model_sha256),
-                ],
-            )
-            .await?;
-        if let Transition::Refused(status) = moved {
-            tracing::info!(job_id, %status, "job left planning meanwhile (cancelled?); not publishing shards");
-            return Ok(());
-        }
-    } else if job.shards_total != shards.len() as u64 {
-        return Err(TaskError::permanent(format!(
-            "input changed while the job ran: planned {} shards before, {} now",
-            job.shards_total,
-            shards.len()
-        )));
+    let tasks: Vec<String> = shards
+        .into_iter()
+        .enumerate()
+        .map(|(index, pieces)| {
+            serde_json::to_string(&TaskMessage::Shard(ShardTask {
+                job_id: job_id.to_string(),
+                shard: index as u32,
+                pieces,
+            }))
+            .expect("task serialises")
+        })
+        .collect();
+    // Stored before the job runs, so whoever re-publishes later publishes these same shards.
+    ctx.state.save_plan(job_id, &tasks).await?;
+    let moved = ctx
+        .state
+        .transition(
+            job_id,
+            &[JobStatus::Planning],
+            JobStatus::Running,
+            &[
+                ("shards_total", tasks.len().to_string()),
+                ("rows_total", rows_total.to_string()),
+                ("started_ms", now_ms().to_string()),
+                ("model_sha256", model_sha256),
+            ],
+        )
+        .await?;
+    if let Transition::Refused(status) = moved {
+        tracing::info!(job_id, %status, "job left planning meanwhile (cancelled?); not publishing shards");
+        return Ok(());
     }
-    let shard_count = shards.len();
-    tracing::info!(job_id, shards = shard_count, rows_total, "planned");
-    for (index, pieces) in shards.into_iter().enumerate() {
-        let task = TaskMessage::Shard(ShardTask {
-            job_id: job_id.to_string(),
-            shard: index as u32,
-            pieces,
-        });
-        let body = serde_json::to_vec(&task).expect("task serialises");
-        ctx.broker
-            .publish_task(spec.pool, spec.priority, &body)
-            .await?;
-    }
-    if shard_count == 0 {
+    tracing::info!(job_id, shards = tasks.len(), rows_total, "planned");
+    publish_shards(ctx, spec, &tasks).await?;
+    if tasks.is_empty() {
         // Only blank lines: the job is done as soon as it is planned.
         finish::run(ctx, job_id).await?;
+    }
+    Ok(())
+}
+
+/// Publishes shard tasks (as stored in the plan) to the job's pool.
+pub async fn publish_shards(
+    ctx: &WorkerContext,
+    spec: &JobSpec,
+    tasks: &[String],
+) -> Result<(), TaskError> {
+    for task in tasks {
+        ctx.broker
+            .publish_task(spec.pool, spec.priority, task.as_bytes())
+            .await?;
     }
     Ok(())
 }

@@ -158,6 +158,11 @@ impl Cluster {
 
     /// Starts a `sluice worker` process; returns its index for `kill_worker`.
     pub fn spawn_worker(&mut self) -> usize {
+        self.spawn_worker_with(&[])
+    }
+
+    /// Starts a `sluice worker` process with extra `SLUICE__…` settings.
+    pub fn spawn_worker_with(&mut self, extra: &[(&str, &str)]) -> usize {
         let log = std::env::temp_dir().join(format!(
             "{}-worker-{}.log",
             self.settings.prefix,
@@ -166,6 +171,7 @@ impl Cluster {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("worker")
             .envs(self.env())
+            .envs(extra.iter().copied())
             .env("SLUICE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("worker log file"))
@@ -290,6 +296,16 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    pub async fn broker(&self) -> sluice::broker::Broker {
+        let topology = sluice::broker::Topology::new(
+            &self.settings.prefix,
+            &self.settings.amqp.retry_delays_ms,
+        );
+        sluice::broker::Broker::connect(&self.settings.amqp.url, topology)
+            .await
+            .expect("connect to RabbitMQ")
     }
 
     /// Waits until the dead-letter queue holds `count` tasks.

@@ -1,0 +1,121 @@
+//! The sweeper: finds jobs whose queued work was lost — a plan task never published (the
+//! API died first), shard tasks gone with a broker that lost its disk — and queues that work
+//! again. One worker sweeps at a time; re-queued work is idempotent.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{TaskError, WorkerContext, finish, plan, worker_id};
+use crate::job::{JobStatus, TaskMessage};
+use crate::metrics;
+use crate::state::{JobRecord, StateError, now_ms};
+
+pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
+    let every = Duration::from_secs(ctx.settings.worker.sweep_interval_secs);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match ctx
+            .state
+            .take_sweeper_turn(worker_id(), every.as_secs())
+            .await
+        {
+            Ok(true) => {
+                if let Err(e) = sweep_once(&ctx).await {
+                    tracing::warn!(error = %e, "sweep failed; trying again next round");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot take the sweeper's turn"),
+        }
+    }
+}
+
+/// One pass over the jobs that have not ended.
+pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), TaskError> {
+    let stall_ms = ctx.settings.worker.stall_after_secs * 1000;
+    for id in ctx.state.active_jobs().await? {
+        let job = match ctx.state.get(&id).await {
+            Ok(job) => job,
+            Err(StateError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let last_sign_of_life = [
+            Some(job.created_ms),
+            job.started_ms,
+            job.progress_ms,
+            job.swept_ms,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+        if now_ms().saturating_sub(last_sign_of_life) < stall_ms {
+            continue;
+        }
+        if requeue(ctx, &job).await? {
+            ctx.state
+                .set_fields(&id, &[("swept_ms", now_ms().to_string())])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Queues a stalled job's missing work again; false when there was nothing to do.
+async fn requeue(ctx: &WorkerContext, job: &JobRecord) -> Result<bool, TaskError> {
+    let spec = &job.spec;
+    match job.status {
+        JobStatus::Queued | JobStatus::Planning => {
+            let task = serde_json::to_vec(&TaskMessage::Plan {
+                job_id: job.id.clone(),
+            })
+            .expect("task serialises");
+            ctx.broker
+                .publish_task(spec.pool, spec.priority, &task)
+                .await?;
+            tracing::warn!(job_id = %job.id, status = %job.status, "stalled job: plan task queued again");
+            metrics::SWEEPER_REQUEUED.with_label_values(&["plan"]).inc();
+            Ok(true)
+        }
+        JobStatus::Running => {
+            // Tasks still waiting in the queue are not lost, just not started yet.
+            let queue = ctx.broker.topology().task_queue(spec.pool);
+            if ctx.broker.queue_depth(&queue).await? > 0 {
+                return Ok(false);
+            }
+            let committed: HashSet<u32> = ctx
+                .state
+                .committed_shards(&job.id)
+                .await?
+                .into_iter()
+                .map(|c| c.shard)
+                .collect();
+            let missing: Vec<String> = ctx
+                .state
+                .plan(&job.id)
+                .await?
+                .into_iter()
+                .filter(|(index, _)| !committed.contains(index))
+                .map(|(_, task)| task)
+                .collect();
+            if missing.is_empty() {
+                // Every shard is committed but nobody finished the job.
+                finish::finish_if_complete(ctx, &job.id).await?;
+                return Ok(false);
+            }
+            plan::publish_shards(ctx, spec, &missing).await?;
+            tracing::warn!(job_id = %job.id, shards = missing.len(), "stalled job: uncommitted shards queued again");
+            metrics::SWEEPER_REQUEUED
+                .with_label_values(&["shard"])
+                .inc_by(missing.len() as u64);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
