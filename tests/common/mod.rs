@@ -182,6 +182,24 @@ impl Cluster {
         self.workers.len() - 1
     }
 
+    /// SIGTERM, then waits for the worker to exit by itself; returns its exit status and how
+    /// long it took.
+    pub async fn terminate_worker(&mut self, index: usize) -> (std::process::ExitStatus, Duration) {
+        let child = &mut self.workers[index];
+        let pid = child.id().expect("worker still running");
+        let sent = Instant::now();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .expect("worker exits after SIGTERM")
+            .expect("reap worker");
+        (exit, sent.elapsed())
+    }
+
     /// SIGKILL: the worker gets no chance to clean up.
     pub async fn kill_worker(&mut self, index: usize) {
         let child = &mut self.workers[index];
