@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use sluice::engine::package::{FileDigest, IoNames, ModelTask, Pooling, digest_file};
 use sluice::engine::{Embedder, ModelManifest};
-use sluice::settings::EngineSettings;
+use sluice::settings::Settings;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         names: IoNames::default(),
         files,
     };
-    let settings = EngineSettings::default();
+    let settings = Settings::load(None)?.engine;
     let embedder = Embedder::load(dir, &manifest, &settings)?;
     embedder.embed(texts[..64].to_vec()).await?;
     let started = Instant::now();

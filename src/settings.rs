@@ -91,7 +91,7 @@ pub struct WorkerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
-    /// Path of `libonnxruntime.so.1.31.x`; empty means the `ORT_DYLIB_PATH` the runtime reads.
+    /// Path of `libonnxruntime.so.1.31.x`; when unset, `ORT_DYLIB_PATH` is used.
     pub ort_dylib_path: String,
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
@@ -222,7 +222,7 @@ impl Settings {
             Some(path) => builder = builder.add_source(config::File::from(path).required(true)),
             None => builder = builder.add_source(config::File::with_name("sluice").required(false)),
         }
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .add_source(
                 config::Environment::with_prefix("SLUICE")
                     .prefix_separator("__")
@@ -233,6 +233,12 @@ impl Settings {
             )
             .build()?
             .try_deserialize()?;
+        // The variable ONNX Runtime's own tools use, honoured when the setting is unset.
+        if settings.engine.ort_dylib_path.is_empty()
+            && let Ok(path) = std::env::var("ORT_DYLIB_PATH")
+        {
+            settings.engine.ort_dylib_path = path;
+        }
         settings.validate()?;
         Ok(settings)
     }

@@ -22,18 +22,17 @@ pub fn init_runtime(settings: &EngineSettings) -> Result<(), EngineError> {
     runtime(settings).map(|_| ())
 }
 
-/// Loads `libonnxruntime` (from settings, else `ORT_DYLIB_PATH`) once per process.
+/// Loads `libonnxruntime` from `engine.ort_dylib_path` once per process.
 fn runtime(settings: &EngineSettings) -> Result<&'static Environment, EngineError> {
     let result = RUNTIME.get_or_init(|| {
-        let path = if settings.ort_dylib_path.is_empty() {
-            std::env::var("ORT_DYLIB_PATH").map_err(|_| {
+        let path = settings.ort_dylib_path.clone();
+        if path.is_empty() {
+            return Err(
                 "no ONNX Runtime library configured: set engine.ort_dylib_path \
                  (SLUICE__ENGINE__ORT_DYLIB_PATH) or ORT_DYLIB_PATH to libonnxruntime.so.1.31.1"
-                    .to_string()
-            })?
-        } else {
-            settings.ort_dylib_path.clone()
-        };
+                    .to_string(),
+            );
+        }
         let builder =
             ort::init_from(&path).map_err(|e| format!("loading ONNX Runtime from {path}: {e}"))?;
         builder
