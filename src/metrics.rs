@@ -3,7 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -109,6 +110,17 @@ pub static INFERENCE_BATCH_ROWS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
+/// Batches that ran out of memory (each halves the batch budget).
+pub static INFERENCE_OOM: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "sluice_inference_oom_total",
+            "Inference batches that ran out of memory and were cut smaller.",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Tokens fed to the model: kind `real|padded` (padded includes the real ones).
 pub static INFERENCE_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -130,6 +142,7 @@ pub fn init() {
     LazyLock::force(&INFERENCE_BATCH_SECONDS);
     LazyLock::force(&INFERENCE_BATCH_ROWS);
     LazyLock::force(&INFERENCE_TOKENS);
+    LazyLock::force(&INFERENCE_OOM);
 }
 
 /// The Prometheus text exposition of every metric.

@@ -8,35 +8,94 @@ pub struct BatchPlan {
     pub seq_len: usize,
 }
 
-/// Plans batches over rows of the given token lengths: shortest first, each batch holding
-/// at most `max_rows` rows and `max_tokens` padded tokens (a single row longer than the
-/// budget still gets a batch of its own).
-pub fn plan_batches(lengths: &[usize], max_rows: usize, max_tokens: usize) -> Vec<BatchPlan> {
+/// Row indices ordered shortest first (ties by position, so the order is deterministic).
+pub fn length_order(lengths: &[usize]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| (lengths[i], i));
-    let mut batches = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
+    order
+}
+
+/// The next batch from `order[start..]`: as many rows as fit `max_rows` and `max_tokens`
+/// padded tokens (a single row longer than the budget still gets a batch of its own).
+pub fn next_batch(
+    order: &[usize],
+    start: usize,
+    lengths: &[usize],
+    max_rows: usize,
+    max_tokens: usize,
+) -> BatchPlan {
+    let mut rows = Vec::new();
     let mut longest = 0usize;
-    for index in order {
+    for &index in &order[start..] {
         let len = lengths[index].max(1);
-        let grown = longest.max(len) * (current.len() + 1);
-        if !current.is_empty() && (current.len() >= max_rows || grown > max_tokens) {
-            batches.push(BatchPlan {
-                rows: std::mem::take(&mut current),
-                seq_len: longest,
-            });
-            longest = 0;
+        let grown = longest.max(len) * (rows.len() + 1);
+        if !rows.is_empty() && (rows.len() >= max_rows || grown > max_tokens) {
+            break;
         }
         longest = longest.max(len);
-        current.push(index);
+        rows.push(index);
     }
-    if !current.is_empty() {
-        batches.push(BatchPlan {
-            rows: current,
-            seq_len: longest,
-        });
+    BatchPlan {
+        rows,
+        seq_len: longest,
+    }
+}
+
+/// Plans batches over rows of the given token lengths: shortest first, each batch holding
+/// at most `max_rows` rows and `max_tokens` padded tokens.
+pub fn plan_batches(lengths: &[usize], max_rows: usize, max_tokens: usize) -> Vec<BatchPlan> {
+    let order = length_order(lengths);
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let batch = next_batch(&order, start, lengths, max_rows, max_tokens);
+        start += batch.rows.len();
+        batches.push(batch);
     }
     batches
+}
+
+/// The batch budget in force: halved when a batch runs out of memory, grown back after a
+/// run of successes, never above the configured one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub rows: usize,
+    pub tokens: usize,
+    max_rows: usize,
+    max_tokens: usize,
+    successes: u32,
+}
+
+/// Successful batches after which a shrunk budget doubles again.
+const GROW_AFTER: u32 = 8;
+
+impl Budget {
+    pub fn new(max_rows: usize, max_tokens: usize) -> Self {
+        Self {
+            rows: max_rows,
+            tokens: max_tokens,
+            max_rows,
+            max_tokens,
+            successes: 0,
+        }
+    }
+
+    pub fn shrink(&mut self) {
+        self.rows = (self.rows / 2).max(1);
+        self.tokens = (self.tokens / 2).max(1);
+        self.successes = 0;
+    }
+
+    pub fn succeeded(&mut self) {
+        self.successes += 1;
+        if self.successes >= GROW_AFTER
+            && (self.rows < self.max_rows || self.tokens < self.max_tokens)
+        {
+            self.rows = (self.rows * 2).min(self.max_rows);
+            self.tokens = (self.tokens * 2).min(self.max_tokens);
+            self.successes = 0;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +119,26 @@ mod tests {
         assert_eq!(batches[0].rows, vec![0, 5, 2]);
         // The over-budget row is alone.
         assert_eq!(batches.last().unwrap().rows, vec![4]);
+    }
+
+    #[test]
+    fn budget_halves_and_grows_back_to_the_limit() {
+        let mut budget = Budget::new(32, 4096);
+        budget.shrink();
+        budget.shrink();
+        assert_eq!((budget.rows, budget.tokens), (8, 1024));
+        for _ in 0..GROW_AFTER {
+            budget.succeeded();
+        }
+        assert_eq!((budget.rows, budget.tokens), (16, 2048));
+        for _ in 0..10 * GROW_AFTER {
+            budget.succeeded();
+        }
+        assert_eq!((budget.rows, budget.tokens), (32, 4096));
+        for _ in 0..20 {
+            budget.shrink();
+        }
+        assert_eq!((budget.rows, budget.tokens), (1, 1));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Instant;
 use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
-pub use batcher::{BatchPlan, plan_batches};
+pub use batcher::{BatchPlan, Budget, length_order, next_batch, plan_batches};
 pub use ort_backend::{OrtBackend, init_runtime};
 pub use package::{ModelManifest, Pooling};
 
@@ -32,6 +32,9 @@ pub enum EngineError {
     Tokenizer(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The batch did not fit in (GPU or host) memory; a smaller one may.
+    #[error("out of memory running a batch: {0}")]
+    OutOfMemory(String),
     #[error("the engine thread has stopped")]
     Stopped,
     /// The caller raised its stop flag; the batches not yet run were skipped.
@@ -43,7 +46,10 @@ impl EngineError {
     /// Setup problems (library, model, tokenizer) will not fix themselves; a failed run or a
     /// vanished thread may.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, EngineError::Inference(_) | EngineError::Stopped)
+        matches!(
+            self,
+            EngineError::Inference(_) | EngineError::OutOfMemory(_) | EngineError::Stopped
+        )
     }
 }
 
@@ -140,11 +146,14 @@ impl Embedder {
             .name(name)
             .spawn(move || {
                 let mut backend = backend;
+                let mut budget = Budget::new(config.max_batch_rows, config.max_batch_tokens);
+                warm_up(backend.as_mut(), &tokenizer, &config, &mut budget);
                 while let Some(request) = receiver.blocking_recv() {
                     let result = embed_blocking(
                         backend.as_mut(),
                         &tokenizer,
                         &config,
+                        &mut budget,
                         &request.texts,
                         &request.stop,
                     )
@@ -207,11 +216,12 @@ pub fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer, Engin
 }
 
 /// Tokenizes, batches by length under the token budget, runs and pools; results come back in
-/// input order.
+/// input order. A batch that runs out of memory halves the budget and is cut again.
 fn embed_blocking(
     backend: &mut dyn InferenceBackend,
     tokenizer: &Tokenizer,
     config: &EngineConfig,
+    budget: &mut Budget,
     texts: &[String],
     stop: &AtomicBool,
 ) -> Result<(Vec<Vec<f32>>, EmbedStats), EngineError> {
@@ -220,42 +230,34 @@ fn embed_blocking(
         .encode_batch(inputs, true)
         .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
     let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
-    let plans = plan_batches(&lengths, config.max_batch_rows, config.max_batch_tokens);
+    let order = length_order(&lengths);
     let mut results: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
     let mut stats = EmbedStats {
         tokens: lengths.iter().sum(),
         ..Default::default()
     };
-    for plan in plans {
+    let mut position = 0;
+    while position < order.len() {
         if stop.load(Ordering::Relaxed) {
             return Err(EngineError::Cancelled);
         }
+        let plan = next_batch(&order, position, &lengths, budget.rows, budget.tokens);
         let rows = plan.rows.len();
         let seq = plan.seq_len.max(1);
-        let mut batch = TokenBatch {
-            rows,
-            seq,
-            input_ids: vec![0; rows * seq],
-            attention_mask: vec![0; rows * seq],
-            token_type_ids: vec![0; rows * seq],
-        };
-        for (slot, &index) in plan.rows.iter().enumerate() {
-            let encoding = &encodings[index];
-            let base = slot * seq;
-            for (t, ((&id, &mask), &kind)) in encoding
-                .get_ids()
-                .iter()
-                .zip(encoding.get_attention_mask())
-                .zip(encoding.get_type_ids())
-                .enumerate()
-            {
-                batch.input_ids[base + t] = id as i64;
-                batch.attention_mask[base + t] = mask as i64;
-                batch.token_type_ids[base + t] = kind as i64;
-            }
-        }
+        let batch = pad_batch(&plan, seq, &encodings);
         let started = Instant::now();
-        let hidden = backend.hidden_states(&batch)?;
+        let hidden = match backend.hidden_states(&batch) {
+            Ok(hidden) => hidden,
+            Err(EngineError::OutOfMemory(message)) if rows > 1 => {
+                budget.shrink();
+                metrics::INFERENCE_OOM.inc();
+                tracing::warn!(rows, seq, %message, new_budget_rows = budget.rows,
+                    new_budget_tokens = budget.tokens, "batch ran out of memory; halving the batch budget");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        budget.succeeded();
         metrics::INFERENCE_BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
         metrics::INFERENCE_BATCH_ROWS.observe(rows as f64);
         stats.padded_tokens += rows * seq;
@@ -272,6 +274,7 @@ fn embed_blocking(
         for (index, vector) in plan.rows.iter().zip(pooled) {
             results[*index] = vector;
         }
+        position += rows;
     }
     metrics::INFERENCE_TOKENS
         .with_label_values(&["real"])
@@ -280,6 +283,64 @@ fn embed_blocking(
         .with_label_values(&["padded"])
         .inc_by(stats.padded_tokens as u64);
     Ok((results, stats))
+}
+
+/// Runs a short and a long row once before the first request, so the first shard does not
+/// pay for the runtime's first-run set-up.
+fn warm_up(
+    backend: &mut dyn InferenceBackend,
+    tokenizer: &Tokenizer,
+    config: &EngineConfig,
+    budget: &mut Budget,
+) {
+    let texts = [
+        "warm up".to_string(),
+        "a longer sentence, so that the first real batch finds its buffers already sized "
+            .repeat(4),
+    ];
+    let started = Instant::now();
+    match embed_blocking(
+        backend,
+        tokenizer,
+        config,
+        budget,
+        &texts,
+        &AtomicBool::new(false),
+    ) {
+        Ok(_) => tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            "engine warmed up"
+        ),
+        Err(e) => tracing::warn!(error = %e, "engine warm-up failed; the first batch will tell"),
+    }
+}
+
+/// Lays the plan's rows out as one `[rows, seq]` batch, padded with zeros.
+fn pad_batch(plan: &BatchPlan, seq: usize, encodings: &[tokenizers::Encoding]) -> TokenBatch {
+    let rows = plan.rows.len();
+    let mut batch = TokenBatch {
+        rows,
+        seq,
+        input_ids: vec![0; rows * seq],
+        attention_mask: vec![0; rows * seq],
+        token_type_ids: vec![0; rows * seq],
+    };
+    for (slot, &index) in plan.rows.iter().enumerate() {
+        let encoding = &encodings[index];
+        let base = slot * seq;
+        for (t, ((&id, &mask), &kind)) in encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_attention_mask())
+            .zip(encoding.get_type_ids())
+            .enumerate()
+        {
+            batch.input_ids[base + t] = id as i64;
+            batch.attention_mask[base + t] = mask as i64;
+            batch.token_type_ids[base + t] = kind as i64;
+        }
+    }
+    batch
 }
 
 #[cfg(test)]
@@ -367,10 +428,12 @@ mod tests {
             dimension: 2,
         };
         let go = AtomicBool::new(false);
+        let mut budget = Budget::new(config.max_batch_rows, config.max_batch_tokens);
         let (_, stats) = embed_blocking(
             &mut EchoBackend,
             &word_level_tokenizer(),
             &config,
+            &mut budget,
             &texts,
             &go,
         )
@@ -384,9 +447,82 @@ mod tests {
             &mut EchoBackend,
             &word_level_tokenizer(),
             &config,
+            &mut budget,
             &texts,
             &stop,
         );
         assert!(matches!(stopped, Err(EngineError::Cancelled)));
+    }
+
+    /// Runs out of memory for any batch above `limit` padded tokens, like a small GPU.
+    struct SmallMemoryBackend {
+        limit: usize,
+        refused: usize,
+    }
+
+    impl InferenceBackend for SmallMemoryBackend {
+        fn hidden_states(&mut self, batch: &TokenBatch) -> Result<Vec<f32>, EngineError> {
+            if batch.rows * batch.seq > self.limit {
+                self.refused += 1;
+                return Err(EngineError::OutOfMemory(format!(
+                    "Failed to allocate memory for {} tokens",
+                    batch.rows * batch.seq
+                )));
+            }
+            EchoBackend.hidden_states(batch)
+        }
+    }
+
+    #[test]
+    fn out_of_memory_halves_the_budget_and_still_embeds_every_row_in_order() {
+        let words = ["a", "b", "c", "d"];
+        let texts: Vec<String> = (0..40)
+            .map(|i| vec![words[i % 4]; 1 + i % 3].join(" "))
+            .collect();
+        let config = EngineConfig {
+            max_batch_rows: 16,
+            max_batch_tokens: 64,
+            pooling: Pooling::Mean,
+            normalize: false,
+            dimension: 2,
+        };
+        let mut backend = SmallMemoryBackend {
+            limit: 12,
+            refused: 0,
+        };
+        let mut budget = Budget::new(16, 64);
+        let go = AtomicBool::new(false);
+        let (vectors, stats) = embed_blocking(
+            &mut backend,
+            &word_level_tokenizer(),
+            &config,
+            &mut budget,
+            &texts,
+            &go,
+        )
+        .unwrap();
+        assert!(backend.refused > 0, "the small backend refused big batches");
+        assert!(budget.tokens < 64, "budget shrank: {budget:?}");
+        assert_eq!(vectors.len(), 40);
+        for (i, vector) in vectors.iter().enumerate() {
+            // Every word of row i is words[i % 4], whose id is i % 4 + 1.
+            assert_eq!(vector[0], (i % 4 + 1) as f32, "row {i}");
+        }
+        assert!(stats.batches >= 40 * 2 / 12);
+        // A single row that does not fit is an error, not an endless halving.
+        let mut tiny = SmallMemoryBackend {
+            limit: 1,
+            refused: 0,
+        };
+        let err = embed_blocking(
+            &mut tiny,
+            &word_level_tokenizer(),
+            &config,
+            &mut Budget::new(16, 64),
+            &["a b c".to_string()],
+            &go,
+        )
+        .unwrap_err();
+        assert!(matches!(err, EngineError::OutOfMemory(_)));
     }
 }

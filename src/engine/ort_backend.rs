@@ -6,20 +6,36 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
+use ort::ep::{self, ExecutionProvider as _};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::Tensor;
 
 use super::package::IoNames;
 use super::{EngineError, InferenceBackend, TokenBatch};
-use crate::settings::EngineSettings;
+use crate::settings::{EngineSettings, ExecutionProvider};
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
 
 /// Loads the runtime library now, so a worker without one fails at start instead of failing
 /// the jobs it takes.
 pub fn init_runtime(settings: &EngineSettings) -> Result<(), EngineError> {
-    runtime(settings).map(|_| ())
+    runtime(settings)?;
+    let cuda = ep::CUDA::is_available().unwrap_or(false);
+    if settings.execution_provider == ExecutionProvider::Cuda && !cuda {
+        return Err(EngineError::Runtime(format!(
+            "execution_provider = cuda, but the ONNX Runtime library at {} has no CUDA provider: \
+             point engine.ort_dylib_path at the onnxruntime-gpu build",
+            settings.ort_dylib_path
+        )));
+    }
+    tracing::info!(
+        library = %settings.ort_dylib_path,
+        cuda_available = cuda,
+        requested = ?settings.execution_provider,
+        "ONNX Runtime loaded"
+    );
+    Ok(())
 }
 
 /// Loads `libonnxruntime` from `engine.ort_dylib_path` once per process.
@@ -52,18 +68,86 @@ pub struct OrtBackend {
     token_type_ids: Option<String>,
     output: String,
     dimension: usize,
+    provider: &'static str,
 }
 
-fn build_session(
-    env: &Environment,
-    model: &Path,
-    settings: &EngineSettings,
-) -> ort::Result<Session> {
+fn cpu_session(env: &Environment, model: &Path, settings: &EngineSettings) -> ort::Result<Session> {
     Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(settings.intra_op_threads)?
         .with_inter_threads(settings.inter_op_threads)?
         .commit_from_file(model)
+}
+
+fn cuda_session(
+    env: &Environment,
+    model: &Path,
+    settings: &EngineSettings,
+) -> ort::Result<Session> {
+    let cuda = ep::CUDA::default()
+        .with_device_id(settings.gpu_device_id)
+        .build()
+        .error_on_failure();
+    Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::All)?
+        .with_execution_providers([cuda])?
+        .commit_from_file(model)
+}
+
+/// Opens the session on the provider the settings ask for; says which one runs.
+fn build_session(
+    env: &Environment,
+    model: &Path,
+    settings: &EngineSettings,
+) -> Result<(Session, &'static str), EngineError> {
+    let model_error = |e: ort::Error| EngineError::Model(format!("{}: {e}", model.display()));
+    if settings.execution_provider == ExecutionProvider::Cpu {
+        return Ok((
+            cpu_session(env, model, settings).map_err(model_error)?,
+            "cpu",
+        ));
+    }
+    let compiled_in = ep::CUDA::is_available().unwrap_or(false);
+    let strict = settings.execution_provider == ExecutionProvider::Cuda;
+    if compiled_in {
+        match cuda_session(env, model, settings) {
+            Ok(session) => return Ok((session, "cuda")),
+            Err(e) if strict => {
+                return Err(EngineError::Runtime(format!(
+                    "execution_provider = cuda, but the CUDA provider did not start on GPU {}: {e} \
+                     (are the CUDA 13 and cuDNN 9 libraries beside libonnxruntime, and the driver >= 580?)",
+                    settings.gpu_device_id
+                )));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "CUDA provider did not start; running on the CPU");
+            }
+        }
+    } else if strict {
+        return Err(EngineError::Runtime(format!(
+            "execution_provider = cuda, but the ONNX Runtime library at {} has no CUDA provider: \
+             point engine.ort_dylib_path at the onnxruntime-gpu build",
+            settings.ort_dylib_path
+        )));
+    }
+    Ok((
+        cpu_session(env, model, settings).map_err(model_error)?,
+        "cpu",
+    ))
+}
+
+/// Allocation failures, told apart from other run errors so the engine can retry smaller.
+fn is_out_of_memory(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    [
+        "failed to allocate",
+        "out of memory",
+        "bad_alloc",
+        "alloc_failed",
+        "memoryallocation",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
 }
 
 impl OrtBackend {
@@ -74,8 +158,8 @@ impl OrtBackend {
         settings: &EngineSettings,
     ) -> Result<Self, EngineError> {
         let env = runtime(settings)?;
-        let session = build_session(env, model, settings)
-            .map_err(|e| EngineError::Model(format!("{}: {e}", model.display())))?;
+        let (session, provider) = build_session(env, model, settings)?;
+        tracing::info!(provider, model = %model.display(), "ONNX Runtime session ready");
         let inputs: Vec<String> = session
             .inputs()
             .iter()
@@ -124,7 +208,13 @@ impl OrtBackend {
             token_type_ids,
             output,
             dimension,
+            provider,
         })
+    }
+
+    /// `cpu` or `cuda`: where this session runs.
+    pub fn provider(&self) -> &'static str {
+        self.provider
     }
 }
 
@@ -148,10 +238,14 @@ impl InferenceBackend for OrtBackend {
         if let Some(name) = &self.token_type_ids {
             inputs.push((name.as_str().into(), tensor(&batch.token_type_ids)?.into()));
         }
-        let outputs = self
-            .session
-            .run(inputs)
-            .map_err(|e| EngineError::Inference(format!("session run: {e}")))?;
+        let outputs = self.session.run(inputs).map_err(|e| {
+            let message = format!("session run: {e}");
+            if is_out_of_memory(&message) {
+                EngineError::OutOfMemory(message)
+            } else {
+                EngineError::Inference(message)
+            }
+        })?;
         let (shape, data) = outputs[self.output.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(|e| {
@@ -167,5 +261,19 @@ impl InferenceBackend for OrtBackend {
             )));
         }
         Ok(data.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_out_of_memory;
+
+    #[test]
+    fn recognises_allocation_failures() {
+        assert!(is_out_of_memory(
+            "session run: Failed to allocate memory for requested buffer of size 123"
+        ));
+        assert!(is_out_of_memory("CUDA failure 2: out of memory"));
+        assert!(!is_out_of_memory("Invalid input name: foo"));
     }
 }
