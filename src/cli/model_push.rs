@@ -29,6 +29,29 @@ pub async fn push(
     target: &S3Uri,
     options: &PushOptions,
 ) -> anyhow::Result<ModelManifest> {
+    let manifest = manifest_for_dir(dir, options)?;
+    let text = manifest.to_toml();
+    let target = target.as_prefix();
+    for name in [MODEL_FILE, TOKENIZER_FILE] {
+        storage
+            .put_file(&target.join(name), &dir.join(name))
+            .await
+            .with_context(|| format!("uploading {name}"))?;
+    }
+    storage
+        .put(
+            &target.join(MANIFEST_FILE),
+            text.into_bytes(),
+            "application/toml",
+        )
+        .await
+        .context("uploading the manifest")?;
+    Ok(manifest)
+}
+
+/// The manifest a local model folder gets: its own `sluice-model.toml` (task, pooling,
+/// names) or `options`, with every file's digest computed afresh and the tokenizer checked.
+pub fn manifest_for_dir(dir: &Path, options: &PushOptions) -> anyhow::Result<ModelManifest> {
     for required in [MODEL_FILE, TOKENIZER_FILE] {
         if !dir.join(required).is_file() {
             bail!(
@@ -75,23 +98,7 @@ pub async fn push(
     // Check the tokenizer loads before anyone else tries.
     package_check_tokenizer(dir, manifest.max_length)?;
     manifest.files = files;
-    let text = manifest.to_toml();
-    ModelManifest::parse(&text).map_err(anyhow::Error::msg)?;
-    let target = target.as_prefix();
-    for name in [MODEL_FILE, TOKENIZER_FILE] {
-        storage
-            .put_file(&target.join(name), &dir.join(name))
-            .await
-            .with_context(|| format!("uploading {name}"))?;
-    }
-    storage
-        .put(
-            &target.join(MANIFEST_FILE),
-            text.into_bytes(),
-            "application/toml",
-        )
-        .await
-        .context("uploading the manifest")?;
+    ModelManifest::parse(&manifest.to_toml()).map_err(anyhow::Error::msg)?;
     Ok(manifest)
 }
 

@@ -1,0 +1,497 @@
+//! `sluice bench`: texts/s of the same texts through raw ONNX Runtime (the limit), the sluice
+//! engine, whole jobs with one and two workers, and the usual Python pipeline, all measured in
+//! one run and printed as ratios to raw ONNX Runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use super::model_push::{PushOptions, manifest_for_dir, push};
+use crate::app::Services;
+use crate::engine::{
+    Embedder, InferenceBackend, OrtBackend, TokenBatch, length_order, load_tokenizer,
+};
+use crate::job::{JobSpec, JobStatus, parse_json_spec};
+use crate::metrics;
+use crate::settings::Settings;
+use crate::state::now_ms;
+use crate::submit::Submitter;
+use crate::uri::S3Uri;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub model_dir: PathBuf,
+    pub news_csv: PathBuf,
+    pub texts: usize,
+    /// Python with onnxruntime + tokenizers + numpy, for the reference pipeline.
+    pub python: Option<String>,
+    /// Skip the whole-job runs (no services needed).
+    pub engine_only: bool,
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub texts_per_second: f64,
+    pub ratio_to_raw_ort: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_padding_per_row: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub texts: usize,
+    pub real_tokens: usize,
+    pub intra_op_threads: usize,
+    pub figures: Vec<Figure>,
+}
+
+pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Report> {
+    let texts = news_sentences(&options.news_csv, options.texts)?;
+    let push_options = PushOptions {
+        name: Some("bench".into()),
+        max_length: 256,
+        dimension: 384,
+        precision: "int8".into(),
+    };
+    let manifest = manifest_for_dir(&options.model_dir, &push_options)?;
+    eprintln!(
+        "{} news sentences, {} intra-op threads",
+        texts.len(),
+        settings.engine.intra_op_threads
+    );
+
+    let tokenizer = load_tokenizer(
+        &options.model_dir.join("tokenizer.json"),
+        manifest.max_length,
+    )?;
+    let encodings = tokenizer
+        .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
+        .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+    let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
+    let real_tokens: usize = lengths.iter().sum();
+
+    let mut figures: Vec<(String, f64, Option<f64>, Option<f64>)> = Vec::new();
+
+    // 1. Raw ONNX Runtime: pre-tokenized, all texts sorted by token count, batches of
+    //    max_batch_rows, only session.run timed. Measured first and again last; the faster
+    //    run is the baseline, so a noisy neighbour never flatters the ratios.
+    let (raw_first, raw_padding) = raw_ort(
+        &settings,
+        &options.model_dir,
+        &manifest.names,
+        &encodings,
+        &lengths,
+    )
+    .await?;
+    figures.push((
+        "raw ONNX Runtime (sorted by tokens, run only)".into(),
+        raw_first,
+        Some(raw_padding),
+        None,
+    ));
+
+    // 2. The sluice engine alone: tokenize + length-sort per chunk + token-budget batches +
+    //    run + pool, in the chunks a worker sends.
+    {
+        let dir = options.model_dir.clone();
+        let engine_settings = settings.engine.clone();
+        let manifest_for_load = manifest.clone();
+        let embedder = tokio::task::spawn_blocking(move || {
+            Embedder::load(&dir, &manifest_for_load, &engine_settings)
+        })
+        .await??;
+        let real_before = metrics::INFERENCE_TOKENS.with_label_values(&["real"]).get();
+        let padded_before = metrics::INFERENCE_TOKENS
+            .with_label_values(&["padded"])
+            .get();
+        let started = Instant::now();
+        for chunk in texts.chunks(settings.worker.chunk_rows) {
+            embedder.embed(chunk.to_vec()).await?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let real = metrics::INFERENCE_TOKENS.with_label_values(&["real"]).get() - real_before;
+        let padded = metrics::INFERENCE_TOKENS
+            .with_label_values(&["padded"])
+            .get()
+            - padded_before;
+        let padding = (padded - real) as f64 / texts.len() as f64;
+        figures.push((
+            "sluice engine (tokenize, batch, run, pool)".into(),
+            seconds,
+            Some(padding),
+            None,
+        ));
+    }
+
+    // 3, 4. Whole jobs through RabbitMQ, Redis and S3.
+    if !options.engine_only {
+        for workers in [1usize, 2] {
+            let (seconds, rss) = whole_job(&settings, &options, &texts, workers).await?;
+            figures.push((
+                format!(
+                    "whole job, {workers} worker{}",
+                    if workers > 1 { "s" } else { "" }
+                ),
+                seconds,
+                None,
+                Some(rss),
+            ));
+        }
+    }
+
+    // 5. Python as people usually write it: fixed batches of 32 in input order.
+    if let Some(python) = &options.python {
+        let seconds = python_reference(
+            python,
+            &options.model_dir,
+            &texts,
+            settings.engine.intra_op_threads,
+        )?;
+        figures.push((
+            "Python onnxruntime + tokenizers (batch 32, input order)".into(),
+            seconds,
+            None,
+            None,
+        ));
+    }
+
+    let (raw_last, _) = raw_ort(
+        &settings,
+        &options.model_dir,
+        &manifest.names,
+        &encodings,
+        &lengths,
+    )
+    .await?;
+    figures.push((
+        "raw ONNX Runtime again (after the rest)".into(),
+        raw_last,
+        Some(raw_padding),
+        None,
+    ));
+    let raw_seconds = raw_first.min(raw_last);
+    let raw_rate = texts.len() as f64 / raw_seconds;
+    let report = Report {
+        texts: texts.len(),
+        real_tokens,
+        intra_op_threads: settings.engine.intra_op_threads,
+        figures: figures
+            .into_iter()
+            .map(|(name, seconds, padding, rss)| {
+                let rate = texts.len() as f64 / seconds;
+                Figure {
+                    name,
+                    texts_per_second: rate,
+                    ratio_to_raw_ort: rate / raw_rate,
+                    mean_padding_per_row: padding,
+                    peak_rss_mib: rss,
+                    seconds,
+                }
+            })
+            .collect(),
+    };
+    println!(
+        "{:<58} {:>9} {:>8} {:>9} {:>9}",
+        "", "texts/s", "× raw", "pad/row", "RSS MiB"
+    );
+    for f in &report.figures {
+        println!(
+            "{:<58} {:>9.1} {:>8.2} {:>9} {:>9}",
+            f.name,
+            f.texts_per_second,
+            f.ratio_to_raw_ort,
+            f.mean_padding_per_row
+                .map_or("-".into(), |p| format!("{p:.1}")),
+            f.peak_rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
+        );
+    }
+    if let Some(out) = &options.out {
+        std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("results written to {}", out.display());
+    }
+    Ok(report)
+}
+
+/// Times `session.run` alone over pre-tokenized batches of all rows sorted by token count;
+/// returns seconds and mean padding per row.
+async fn raw_ort(
+    settings: &Settings,
+    model_dir: &Path,
+    names: &crate::engine::package::IoNames,
+    encodings: &[tokenizers::Encoding],
+    lengths: &[usize],
+) -> anyhow::Result<(f64, f64)> {
+    let model = model_dir.join("model.onnx");
+    let engine = settings.engine.clone();
+    let rows = settings.engine.max_batch_rows;
+    let order = length_order(lengths);
+    let real_tokens: usize = lengths.iter().sum();
+    let batches: Vec<TokenBatch> = order
+        .chunks(rows)
+        .map(|chunk| {
+            let seq = chunk.iter().map(|&i| lengths[i]).max().unwrap_or(1);
+            let mut batch = TokenBatch {
+                rows: chunk.len(),
+                seq,
+                input_ids: vec![0; chunk.len() * seq],
+                attention_mask: vec![0; chunk.len() * seq],
+                token_type_ids: vec![0; chunk.len() * seq],
+            };
+            for (slot, &i) in chunk.iter().enumerate() {
+                for (t, ((&id, &mask), &kind)) in encodings[i]
+                    .get_ids()
+                    .iter()
+                    .zip(encodings[i].get_attention_mask())
+                    .zip(encodings[i].get_type_ids())
+                    .enumerate()
+                {
+                    batch.input_ids[slot * seq + t] = id as i64;
+                    batch.attention_mask[slot * seq + t] = mask as i64;
+                    batch.token_type_ids[slot * seq + t] = kind as i64;
+                }
+            }
+            batch
+        })
+        .collect();
+    let padded: usize = batches.iter().map(|b| b.rows * b.seq).sum();
+    let names = names.clone();
+    let seconds = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let mut backend = OrtBackend::load(&model, &names, 384, &engine)?;
+        for batch in batches.iter().take(4) {
+            backend.hidden_states(batch)?;
+        }
+        let started = Instant::now();
+        for batch in &batches {
+            backend.hidden_states(batch)?;
+        }
+        Ok(started.elapsed().as_secs_f64())
+    })
+    .await??;
+    Ok((seconds, (padded - real_tokens) as f64 / order.len() as f64))
+}
+
+/// Sentences of the news articles (split at sentence ends), at least three words each.
+fn news_sentences(csv_path: &Path, limit: usize) -> anyhow::Result<Vec<String>> {
+    let mut reader = csv::Reader::from_path(csv_path)
+        .with_context(|| format!("reading {}", csv_path.display()))?;
+    let headers = reader.headers()?.clone();
+    let column = headers
+        .iter()
+        .position(|h| h == "text")
+        .with_context(|| format!("{}: no `text` column", csv_path.display()))?;
+    let mut out = Vec::new();
+    for record in reader.records() {
+        let record = record?;
+        let mut sentence = String::new();
+        for word in record[column].split_whitespace() {
+            if !sentence.is_empty() {
+                sentence.push(' ');
+            }
+            sentence.push_str(word);
+            if word.ends_with(['.', '!', '?']) && word.len() > 2 {
+                if sentence.split(' ').count() >= 3 {
+                    out.push(std::mem::take(&mut sentence));
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+                sentence.clear();
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("{}: no sentences found", csv_path.display());
+    }
+    Ok(out)
+}
+
+/// Runs the texts as one job with `workers` worker processes; returns submit-to-finish
+/// seconds and the workers' highest peak RSS (MiB).
+async fn whole_job(
+    settings: &Settings,
+    options: &BenchOptions,
+    texts: &[String],
+    workers: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let mut settings = settings.clone();
+    settings.prefix = format!("bench-{tag}");
+    let services = Services::connect(Arc::new(settings.clone())).await?;
+    let bucket = format!("sluice-bench-{tag}");
+    services.storage.create_bucket(&bucket).await?;
+    let model = S3Uri::new(&bucket, "model/");
+    push(
+        &services.storage,
+        &options.model_dir,
+        &model,
+        &PushOptions {
+            name: Some("bench".into()),
+            max_length: 256,
+            dimension: 384,
+            precision: "int8".into(),
+        },
+    )
+    .await?;
+    let body: String = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": i, "text": t}).to_string() + "\n")
+        .collect();
+    services
+        .storage
+        .put(
+            &S3Uri::new(&bucket, "in.jsonl"),
+            body.into_bytes(),
+            "application/x-ndjson",
+        )
+        .await?;
+    let threads = (settings.engine.intra_op_threads / workers).max(1);
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for _ in 0..workers {
+        children.push(
+            tokio::process::Command::new(&exe)
+                .arg("worker")
+                .env("SLUICE__PREFIX", &settings.prefix)
+                .env(
+                    "SLUICE__ENGINE__ORT_DYLIB_PATH",
+                    &settings.engine.ort_dylib_path,
+                )
+                .env("SLUICE__ENGINE__INTRA_OP_THREADS", threads.to_string())
+                // Enough shards for every worker to stay busy to the end.
+                .env(
+                    "SLUICE__PLANNER__SHARD_BYTES",
+                    (texts.len() as u64 * 150 / (workers as u64 * 4))
+                        .max(4096)
+                        .to_string(),
+                )
+                .env("SLUICE_LOG", "warn")
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting a worker")?,
+        );
+    }
+    let spec: JobSpec = parse_json_spec(
+        serde_json::json!({
+            "api_version": "sluice/v1", "kind": "inference", "name": "bench", "task": "embed",
+            "model": model.to_string(),
+            "input": {"uri": format!("s3://{bucket}/in.jsonl"), "format": "jsonl", "id_field": "id"},
+            "output": {"uri": format!("s3://{bucket}/out-{workers}/")},
+        })
+        .to_string()
+        .as_bytes(),
+    )?;
+    let submitter = Submitter::new(
+        services.state.clone(),
+        services.broker.clone(),
+        services.storage.clone(),
+    );
+    // A small job first, so every worker has fetched, loaded and warmed the model: the
+    // measured job is the steady state of a running fleet.
+    let mut warm = spec.clone();
+    warm.input.uri = format!("s3://{bucket}/warm.jsonl");
+    warm.output.uri = format!("s3://{bucket}/warm-{workers}/");
+    let warm_body: String = texts
+        .iter()
+        .take(64 * workers)
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": i, "text": t}).to_string() + "\n")
+        .collect();
+    services
+        .storage
+        .put(
+            &S3Uri::new(&bucket, "warm.jsonl"),
+            warm_body.into_bytes(),
+            "application/x-ndjson",
+        )
+        .await?;
+    run_job(&services, &submitter, &warm).await?;
+    let started = now_ms();
+    let job = run_job(&services, &submitter, &spec).await?;
+    let seconds = (job.finished_ms.unwrap_or_else(now_ms) - started) as f64 / 1000.0;
+    let mut peak_kib = 0u64;
+    for child in &mut children {
+        if let Some(pid) = child.id() {
+            peak_kib = peak_kib.max(peak_rss_kib(pid).unwrap_or(0));
+        }
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    let _ = services.broker.delete_topology().await;
+    let _ = services.state.delete_all().await;
+    Ok((seconds, peak_kib as f64 / 1024.0))
+}
+
+/// Submits a job and waits for it to succeed.
+async fn run_job(
+    services: &Services,
+    submitter: &Submitter,
+    spec: &JobSpec,
+) -> anyhow::Result<crate::state::JobRecord> {
+    let id = submitter.submit(spec, "bench", None).await?.id;
+    loop {
+        let job = services.state.get(&id).await?;
+        if job.status.is_terminal() {
+            if job.status != JobStatus::Succeeded {
+                bail!("bench job ended {}: {:?}", job.status, job.error);
+            }
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// VmHWM (peak resident set) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs `scripts/reference_embeddings.py` on the texts; returns its own timing of the loop.
+fn python_reference(
+    python: &str,
+    model_dir: &Path,
+    texts: &[String],
+    threads: usize,
+) -> anyhow::Result<f64> {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let input = dir.join("in.jsonl");
+    let body: String = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": i, "text": t}).to_string() + "\n")
+        .collect();
+    std::fs::write(&input, body)?;
+    let timing = dir.join("timing.json");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference_embeddings.py");
+    let status = std::process::Command::new(python)
+        .arg(&script)
+        .arg(model_dir)
+        .arg(&input)
+        .arg(dir.join("out.jsonl"))
+        .args(["--threads", &threads.to_string(), "--timing"])
+        .arg(&timing)
+        .status()
+        .with_context(|| format!("running {python} {}", script.display()))?;
+    if !status.success() {
+        bail!("the Python reference failed ({status})");
+    }
+    let timing: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&timing)?)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    timing["seconds"]
+        .as_f64()
+        .context("timing file has no seconds")
+}
