@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -110,6 +110,23 @@ pub static INFERENCE_BATCH_ROWS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
+/// Engine time per stage: `tokenize` (per chunk), `run` and `pool` (per batch).
+pub static ENGINE_STAGE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_engine_stage_seconds",
+                "Engine time per stage: tokenize (per chunk), run and pool (per batch).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["stage"],
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Batches that ran out of memory (each halves the batch budget).
 pub static INFERENCE_OOM: LazyLock<IntCounter> = LazyLock::new(|| {
     register(
@@ -143,6 +160,7 @@ pub fn init() {
     LazyLock::force(&INFERENCE_BATCH_ROWS);
     LazyLock::force(&INFERENCE_TOKENS);
     LazyLock::force(&INFERENCE_OOM);
+    LazyLock::force(&ENGINE_STAGE_SECONDS);
 }
 
 /// The Prometheus text exposition of every metric.

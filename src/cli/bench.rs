@@ -108,6 +108,12 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
             Embedder::load(&dir, &manifest_for_load, &engine_settings)
         })
         .await??;
+        let stage = |name: &str| {
+            metrics::ENGINE_STAGE_SECONDS
+                .with_label_values(&[name])
+                .get_sample_sum()
+        };
+        let stages_before = ["tokenize", "run", "pool"].map(stage);
         let real_before = metrics::INFERENCE_TOKENS.with_label_values(&["real"]).get();
         let padded_before = metrics::INFERENCE_TOKENS
             .with_label_values(&["padded"])
@@ -123,6 +129,17 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
             .get()
             - padded_before;
         let padding = (padded - real) as f64 / texts.len() as f64;
+        let stages: Vec<String> = ["tokenize", "run", "pool"]
+            .iter()
+            .zip(stages_before)
+            .map(|(name, before)| {
+                format!("{name} {:.1}%", 100.0 * (stage(name) - before) / seconds)
+            })
+            .collect();
+        eprintln!(
+            "engine time by stage: {} (the rest: channel hand-offs and ordering)",
+            stages.join(", ")
+        );
         figures.push((
             "sluice engine (tokenize, batch, run, pool)".into(),
             seconds,

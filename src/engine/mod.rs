@@ -225,10 +225,14 @@ fn embed_blocking(
     texts: &[String],
     stop: &AtomicBool,
 ) -> Result<(Vec<Vec<f32>>, EmbedStats), EngineError> {
+    let tokenizing = Instant::now();
     let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let encodings = tokenizer
         .encode_batch(inputs, true)
         .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    metrics::ENGINE_STAGE_SECONDS
+        .with_label_values(&["tokenize"])
+        .observe(tokenizing.elapsed().as_secs_f64());
     let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
     let order = length_order(&lengths);
     let mut results: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
@@ -258,10 +262,15 @@ fn embed_blocking(
             Err(e) => return Err(e),
         };
         budget.succeeded();
-        metrics::INFERENCE_BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+        let run_seconds = started.elapsed().as_secs_f64();
+        metrics::INFERENCE_BATCH_SECONDS.observe(run_seconds);
+        metrics::ENGINE_STAGE_SECONDS
+            .with_label_values(&["run"])
+            .observe(run_seconds);
         metrics::INFERENCE_BATCH_ROWS.observe(rows as f64);
         stats.padded_tokens += rows * seq;
         stats.batches += 1;
+        let pooling_started = Instant::now();
         let pooled = pooling::pool(
             &hidden,
             &batch.attention_mask,
@@ -274,6 +283,9 @@ fn embed_blocking(
         for (index, vector) in plan.rows.iter().zip(pooled) {
             results[*index] = vector;
         }
+        metrics::ENGINE_STAGE_SECONDS
+            .with_label_values(&["pool"])
+            .observe(pooling_started.elapsed().as_secs_f64());
         position += rows;
     }
     metrics::INFERENCE_TOKENS
