@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 : "${ORT_GPU_DIR:?set ORT_GPU_DIR to the folder scripts/gpu_assets.sh filled}"
 : "${MODEL_DIR:?set MODEL_DIR}" "${NEWS_CSV:?set NEWS_CSV}"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+else
+  echo "gpu_check: no nvidia-smi here; the run below will say whether CUDA starts" >&2
+fi
 export LD_LIBRARY_PATH=$ORT_GPU_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export SLUICE__ENGINE__ORT_DYLIB_PATH=$ORT_GPU_DIR/libonnxruntime.so.1.31.1
 export SLUICE__ENGINE__EXECUTION_PROVIDER=cuda
