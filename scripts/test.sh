@@ -14,7 +14,7 @@ scripts/services.sh up
 step "assets"
 eval "$(scripts/assets.sh)"
 export SLUICE_TEST_ORT_DYLIB=$ORT_DYLIB_PATH SLUICE_TEST_MODEL_DIR=$MODEL_DIR SLUICE_TEST_L3_DIR=$L3_DIR \
-  SLUICE_TEST_RT_CSV=$RT_CSV SLUICE_TEST_REF_PYTHON=$REF_PYTHON
+  SLUICE_TEST_RT_CSV=$RT_CSV SLUICE_TEST_NEWS_CSV=$NEWS_CSV SLUICE_TEST_REF_PYTHON=$REF_PYTHON
 step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy"

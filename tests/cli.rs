@@ -98,3 +98,51 @@ uri = "{output}"
     );
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn bench_prints_ratios_and_writes_its_json() {
+    let assets = common::assets();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.json");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "--engine-only", "--texts", "120", "--out"])
+        .arg(&out)
+        .arg("--model-dir")
+        .arg(&assets.model_dir)
+        .arg("--news-csv")
+        .arg(&assets.news_csv)
+        .arg("--python")
+        .arg(&assets.reference_python)
+        .env("SLUICE__ENGINE__ORT_DYLIB_PATH", &assets.ort_dylib)
+        .output()
+        .await
+        .expect("run sluice bench");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("× raw"),
+        "{}",
+        text(&output.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(report["texts"], 120);
+    let figures = report["figures"].as_array().unwrap();
+    let names: Vec<&str> = figures
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(figures.len(), 4, "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("Python")), "{names:?}");
+    // The faster raw run is the baseline: exactly one raw figure has ratio 1 and none beats it.
+    let raw: Vec<f64> = figures
+        .iter()
+        .filter(|f| f["name"].as_str().unwrap().starts_with("raw"))
+        .map(|f| f["ratio_to_raw_ort"].as_f64().unwrap())
+        .collect();
+    assert_eq!(raw.len(), 2);
+    assert!(raw.iter().any(|r| (r - 1.0).abs() < 1e-9) && raw.iter().all(|r| *r <= 1.0 + 1e-9));
+    assert!(
+        figures
+            .iter()
+            .all(|f| f["texts_per_second"].as_f64().unwrap() > 0.0)
+    );
+}

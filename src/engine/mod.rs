@@ -328,7 +328,7 @@ fn warm_up(
 }
 
 /// Lays the plan's rows out as one `[rows, seq]` batch, padded with zeros.
-fn pad_batch(plan: &BatchPlan, seq: usize, encodings: &[tokenizers::Encoding]) -> TokenBatch {
+pub fn pad_batch(plan: &BatchPlan, seq: usize, encodings: &[tokenizers::Encoding]) -> TokenBatch {
     let rows = plan.rows.len();
     let mut batch = TokenBatch {
         rows,

@@ -26,6 +26,7 @@ pub struct Assets {
     /// paraphrase-MiniLM-L3-v2, fp32.
     pub l3_dir: PathBuf,
     pub rotten_tomatoes_csv: PathBuf,
+    pub news_csv: PathBuf,
     pub reference_python: String,
 }
 
@@ -41,6 +42,7 @@ pub fn assets() -> Assets {
         model_dir: required("SLUICE_TEST_MODEL_DIR").into(),
         l3_dir: required("SLUICE_TEST_L3_DIR").into(),
         rotten_tomatoes_csv: required("SLUICE_TEST_RT_CSV").into(),
+        news_csv: required("SLUICE_TEST_NEWS_CSV").into(),
         reference_python: required("SLUICE_TEST_REF_PYTHON"),
     }
 }
