@@ -6,8 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-started=$(date +%s)
-step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))" >&2; }
 
 step "services"
 scripts/services.sh up
