@@ -9,8 +9,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::submissions::SubmissionConsumer;
 use crate::api::{self, ApiContext};
 use crate::broker::{Broker, Topology};
+use crate::ingest::DropFolder;
 use crate::settings::Settings;
 use crate::state::StateStore;
 use crate::storage::Storage;
@@ -22,20 +24,29 @@ use crate::worker::{self, WorkerContext};
 pub struct Roles {
     pub api: bool,
     pub worker: bool,
+    pub ingest: bool,
 }
 
 impl Roles {
     pub const API: Roles = Roles {
         api: true,
         worker: false,
+        ingest: false,
     };
     pub const WORKER: Roles = Roles {
         api: false,
         worker: true,
+        ingest: false,
+    };
+    pub const INGEST: Roles = Roles {
+        api: false,
+        worker: false,
+        ingest: true,
     };
     pub const SERVE: Roles = Roles {
         api: true,
         worker: true,
+        ingest: true,
     };
 }
 
@@ -131,11 +142,7 @@ pub async fn start(
         api_addr = Some(listener.local_addr()?);
         tracing::info!(addr = %api_addr.expect("bound"), "API listening");
         let ctx = Arc::new(ApiContext {
-            submitter: Submitter::new(
-                services.state.clone(),
-                services.broker.clone(),
-                services.storage.clone(),
-            ),
+            submitter: submitter(&services),
             state: services.state.clone(),
             broker: services.broker.clone(),
             storage: services.storage.clone(),
@@ -148,6 +155,26 @@ pub async fn start(
                 tracing::error!(error = %e, "API server failed");
             }
         });
+        if services.settings.api.amqp_submissions {
+            let consumer = Arc::new(SubmissionConsumer {
+                submitter: submitter(&services),
+                broker: services.broker.clone(),
+                state: services.state.clone(),
+                max_body_bytes: max_body,
+                concurrency: services.settings.api.submission_concurrency,
+            });
+            tracker.spawn(consumer.run(shutdown.clone()));
+        }
+    }
+    if roles.ingest {
+        let watcher = DropFolder::new(
+            services.settings.ingest.clone(),
+            submitter(&services),
+            services.state.clone(),
+            services.storage.clone(),
+        )
+        .context("starting ingest")?;
+        tracker.spawn(watcher.run(shutdown.clone()));
     }
     let worker_done = CancellationToken::new();
     if roles.worker {
@@ -172,12 +199,26 @@ pub async fn start(
     } else {
         worker_done.cancel();
     }
+    // Every role relays job events; the relay stops last, after the work that emits them.
+    tracker.spawn(crate::events::run(
+        services.state.clone(),
+        services.broker.clone(),
+        api_stop.clone(),
+    ));
     tracker.spawn(async move {
         shutdown.cancelled().await;
         worker_done.cancelled().await;
         api_stop.cancel();
     });
     Ok(Running { api_addr, tracker })
+}
+
+fn submitter(services: &Services) -> Submitter {
+    Submitter::new(
+        services.state.clone(),
+        services.broker.clone(),
+        services.storage.clone(),
+    )
 }
 
 /// A token cancelled on the first SIGINT/SIGTERM; a second signal exits at once (unacked

@@ -6,6 +6,8 @@ pub mod app;
 pub mod broker;
 pub mod cli;
 pub mod engine;
+pub mod events;
+pub mod ingest;
 pub mod job;
 pub mod metrics;
 pub mod settings;

@@ -147,6 +147,54 @@ pub static INFERENCE_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// AMQP submissions handled: outcome `accepted|duplicate|rejected|requeued`.
+pub static SUBMISSIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_submissions_total",
+        "AMQP job submissions handled, by outcome.",
+        &["outcome"],
+    )
+});
+
+/// Submissions kept on the rejected queue, by reason class (`not_json`, `invalid_spec`,
+/// `unknown_model`, `too_large`, `missing_message_id`, `output_in_use`).
+pub static SUBMISSIONS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_submissions_rejected_total",
+        "AMQP submissions kept on the rejected queue, by reason class.",
+        &["reason_class"],
+    )
+});
+
+/// Job events published to the events exchange, by event (`job.<state>`).
+pub static EVENTS_PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_events_published_total",
+        "Job events published, by event.",
+        &["event"],
+    )
+});
+
+/// Drop-folder files handled by `ingest`: outcome `submitted|archived|failed|skipped`.
+pub static INGEST_FILES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_ingest_files_total",
+        "Drop-folder files handled, by outcome.",
+        &["outcome"],
+    )
+});
+
+/// Drop-folder scans that failed (S3 or Redis unavailable), retried next interval.
+pub static INGEST_SCAN_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "sluice_ingest_scan_errors_total",
+            "Drop-folder scans that failed and are retried at the next interval.",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Forces registration of every metric so `/metrics` lists them from the start.
 pub fn init() {
     LazyLock::force(&JOBS_SUBMITTED);
@@ -161,6 +209,11 @@ pub fn init() {
     LazyLock::force(&INFERENCE_TOKENS);
     LazyLock::force(&INFERENCE_OOM);
     LazyLock::force(&ENGINE_STAGE_SECONDS);
+    LazyLock::force(&SUBMISSIONS);
+    LazyLock::force(&SUBMISSIONS_REJECTED);
+    LazyLock::force(&EVENTS_PUBLISHED);
+    LazyLock::force(&INGEST_FILES);
+    LazyLock::force(&INGEST_SCAN_ERRORS);
 }
 
 /// The Prometheus text exposition of every metric.

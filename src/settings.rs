@@ -18,6 +18,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub engine: EngineSettings,
     pub planner: PlannerSettings,
+    pub ingest: IngestSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,8 +64,12 @@ pub struct ApiSettings {
     pub listen: String,
     /// Base URL the CLI talks to.
     pub url: String,
-    /// Largest accepted job spec, in bytes.
+    /// Largest accepted job spec, in bytes (HTTP body or AMQP message).
     pub max_body_bytes: usize,
+    /// Whether the `api` role consumes job submissions from upstream systems over AMQP.
+    pub amqp_submissions: bool,
+    /// AMQP submissions handled at once (also the consumer's prefetch).
+    pub submission_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -123,6 +128,42 @@ pub struct PlannerSettings {
     pub shard_bytes: u64,
 }
 
+/// The S3 drop folder watched by `sluice ingest`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Folder watched for new files: `<inbox><pipeline>/<file>`.
+    pub inbox: String,
+    /// Results of a dropped file go to `<outbox><pipeline>/<version>/<file>/`.
+    pub outbox: String,
+    /// Inputs whose job succeeded move to `<archive><pipeline>/<version>/<file>`.
+    pub archive: String,
+    /// Inputs that could not be processed move to `<failed><pipeline>/<version>/<file>`,
+    /// next to `<file>.error.json` saying why.
+    pub failed: String,
+    /// How often the inbox is listed.
+    pub poll_interval_secs: u64,
+    /// Sub-folder of the inbox → job template (a TOML job spec; `input.uri`, `output.uri`
+    /// and the input format are filled in per file).
+    pub pipelines: std::collections::BTreeMap<String, PathBuf>,
+    /// Most new files submitted per scan, so one huge drop cannot starve the rest.
+    pub max_new_files_per_scan: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            inbox: "s3://sluice-drop/inbox/".into(),
+            outbox: "s3://sluice-drop/outbox/".into(),
+            archive: "s3://sluice-drop/archive/".into(),
+            failed: "s3://sluice-drop/failed/".into(),
+            poll_interval_secs: 10,
+            pipelines: [("embed".to_string(), PathBuf::from("jobs/drop-embed.toml"))].into(),
+            max_new_files_per_scan: 500,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -134,6 +175,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             engine: EngineSettings::default(),
             planner: PlannerSettings::default(),
+            ingest: IngestSettings::default(),
         }
     }
 }
@@ -176,6 +218,8 @@ impl Default for ApiSettings {
             listen: "127.0.0.1:8080".into(),
             url: "http://127.0.0.1:8080".into(),
             max_body_bytes: 1024 * 1024,
+            amqp_submissions: true,
+            submission_concurrency: 8,
         }
     }
 }
@@ -310,6 +354,43 @@ impl Settings {
                 "s3.part_size_bytes",
                 "S3 needs multipart parts of at least 5 MiB",
             );
+        }
+        if self.api.submission_concurrency == 0 {
+            return invalid("api.submission_concurrency", "must be at least 1");
+        }
+        if self.ingest.poll_interval_secs == 0 || self.ingest.max_new_files_per_scan == 0 {
+            return invalid(
+                "ingest.poll_interval_secs",
+                "poll_interval_secs and max_new_files_per_scan must be at least 1",
+            );
+        }
+        for (field, uri) in [
+            ("ingest.inbox", &self.ingest.inbox),
+            ("ingest.outbox", &self.ingest.outbox),
+            ("ingest.archive", &self.ingest.archive),
+            ("ingest.failed", &self.ingest.failed),
+        ] {
+            if !uri.starts_with("s3://") || !uri.ends_with('/') {
+                return invalid(field, "must be an S3 folder: s3://bucket/prefix/");
+            }
+        }
+        let inbox = &self.ingest.inbox;
+        for (field, uri) in [
+            ("ingest.outbox", &self.ingest.outbox),
+            ("ingest.archive", &self.ingest.archive),
+            ("ingest.failed", &self.ingest.failed),
+        ] {
+            if uri.starts_with(inbox.as_str()) || inbox.starts_with(uri.as_str()) {
+                return invalid(field, "must not overlap ingest.inbox");
+            }
+        }
+        for name in self.ingest.pipelines.keys() {
+            if name.is_empty() || name.contains('/') {
+                return invalid(
+                    "ingest.pipelines",
+                    "each pipeline is one inbox sub-folder name, without '/'",
+                );
+            }
         }
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
             return invalid("api.listen", "must be HOST:PORT, e.g. 127.0.0.1:8080");

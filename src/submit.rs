@@ -22,6 +22,29 @@ pub enum SubmitError {
     Unavailable(String),
 }
 
+/// Where a submission came from, and what its sender asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    /// `http`, `amqp` or `ingest`: shown in listings, events and metrics.
+    pub source: &'a str,
+    /// The same key always names the same job (`Idempotency-Key`, AMQP `message_id`, the
+    /// dropped file's key and ETag).
+    pub idempotency_key: Option<&'a str>,
+    /// AMQP `reply_to`: the queue that gets the final status.
+    pub reply_to: Option<&'a str>,
+    /// AMQP `correlation_id`, echoed in events and replies.
+    pub correlation_id: Option<&'a str>,
+}
+
+impl<'a> Origin<'a> {
+    pub fn new(source: &'a str) -> Self {
+        Self {
+            source,
+            ..Default::default()
+        }
+    }
+}
+
 /// A job accepted, or the one an idempotency key already named.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Submitted {
@@ -50,9 +73,14 @@ impl Submitter {
     pub async fn submit(
         &self,
         spec: &JobSpec,
-        source: &str,
-        idempotency_key: Option<&str>,
+        origin: &Origin<'_>,
     ) -> Result<Submitted, SubmitError> {
+        let Origin {
+            source,
+            idempotency_key,
+            reply_to,
+            correlation_id,
+        } = *origin;
         let package = spec.model_uri();
         match self.storage.head(&package.join(MANIFEST_FILE)).await {
             Ok(_) => {}
@@ -81,12 +109,15 @@ impl Submitter {
             .state
             .create_job(NewJob {
                 id: &id,
+                kind: spec.kind.as_str(),
                 output: &output,
                 name: &spec.name,
                 spec_json: &spec_json,
                 pool: spec.pool.as_str(),
                 source,
                 idempotency_key,
+                reply_to,
+                correlation_id,
             })
             .await
             .map_err(|e| SubmitError::Unavailable(e.to_string()))?;

@@ -328,12 +328,15 @@ async fn retryable_failures_back_off_through_the_retry_queues_then_dead_letter()
     state
         .create_job(sluice::state::NewJob {
             id: &id,
+            kind: "inference",
             name: "stuck",
             spec_json: &spec.to_string(),
             pool: "cpu",
             source: "test",
             output: "s3://unused/out/",
             idempotency_key: None,
+            reply_to: None,
+            correlation_id: None,
         })
         .await
         .unwrap();

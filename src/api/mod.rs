@@ -1,6 +1,7 @@
 //! The HTTP API (axum): submit, status, list, cancel, health, readiness and metrics.
 
 mod error;
+pub mod submissions;
 pub mod view;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::job::{JobStatus, is_valid_job_id, parse_json_spec};
 use crate::metrics;
 use crate::state::{StateStore, Transition, now_ms};
 use crate::storage::Storage;
-use crate::submit::Submitter;
+use crate::submit::{Origin, Submitter};
 
 pub struct ApiContext {
     pub submitter: Submitter,
@@ -82,7 +83,16 @@ async fn submit(
         }
     };
     let spec = parse_json_spec(&body)?;
-    let submitted = ctx.submitter.submit(&spec, "http", key.as_deref()).await?;
+    let submitted = ctx
+        .submitter
+        .submit(
+            &spec,
+            &Origin {
+                idempotency_key: key.as_deref(),
+                ..Origin::new("http")
+            },
+        )
+        .await?;
     let status = if submitted.created {
         StatusCode::CREATED
     } else {

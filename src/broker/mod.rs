@@ -150,6 +150,20 @@ impl Broker {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
+        self.publish_confirmed(exchange, routing_key, body, properties, true)
+            .await
+    }
+
+    /// `mandatory`: a message no queue takes is an error (tasks), rather than dropped by
+    /// design (events nobody subscribed to).
+    async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), BrokerError> {
         let channel = self.publisher().await?;
         let properties = properties
             .with_delivery_mode(2)
@@ -159,7 +173,7 @@ impl Broker {
                 exchange.into(),
                 routing_key.into(),
                 BasicPublishOptions {
-                    mandatory: true,
+                    mandatory,
                     ..Default::default()
                 },
                 body,
@@ -235,29 +249,125 @@ impl Broker {
         .await
     }
 
+    /// Publishes one job event to the events exchange (routing key `job.<state>`). With no
+    /// subscriber bound the broker drops it, by design; `message_id` is `<job_id>:<seq>`.
+    pub async fn publish_event(
+        &self,
+        routing_key: &str,
+        message_id: &str,
+        body: &[u8],
+    ) -> Result<(), BrokerError> {
+        let properties = BasicProperties::default()
+            .with_message_id(message_id.into())
+            .with_timestamp(unix_secs());
+        self.publish_confirmed(
+            &self.topology.events_exchange(),
+            routing_key,
+            body,
+            properties,
+            false,
+        )
+        .await
+    }
+
+    /// Sends a reply to a submitter's `reply_to` queue (default exchange). A queue that is
+    /// gone is not an error of ours: the reply is dropped and `Ok(false)` says so.
+    pub async fn reply(
+        &self,
+        reply_to: &str,
+        correlation_id: Option<&str>,
+        body: &[u8],
+    ) -> Result<bool, BrokerError> {
+        let mut properties = BasicProperties::default().with_timestamp(unix_secs());
+        if let Some(id) = correlation_id {
+            properties = properties.with_correlation_id(id.into());
+        }
+        match self.publish("", reply_to, body, properties).await {
+            Ok(()) => Ok(true),
+            Err(BrokerError::Unroutable { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps a submission that could not be accepted on the rejected queue: the original
+    /// body and properties, plus headers saying why (`x-sluice-reason`, and a short
+    /// `x-sluice-reason-class` for dashboards and scripts).
+    pub async fn reject_submission(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        class: &str,
+    ) -> Result<(), BrokerError> {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            "x-sluice-reason".into(),
+            AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            "x-sluice-reason-class".into(),
+            AMQPValue::LongString(class.into()),
+        );
+        headers.insert(
+            "x-sluice-rejected-at".into(),
+            AMQPValue::Timestamp(unix_secs()),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        self.publish(
+            &self.topology.rejected_exchange(),
+            "",
+            &delivery.data,
+            properties,
+        )
+        .await
+    }
+
+    /// A consumer of the submissions queue on its own channel, at most `prefetch` unacked.
+    /// Returns the channel too: closing it returns prefetched deliveries at once.
+    pub async fn consume_submissions(
+        &self,
+        prefetch: u16,
+    ) -> Result<(Channel, Consumer), BrokerError> {
+        let queue = self.topology.submissions_queue();
+        self.consume_queue(&queue, "sluice-submissions", prefetch)
+            .await
+    }
+
     /// A consumer of `pool`'s task queue on its own channel, holding at most `prefetch`
     /// unacknowledged deliveries.
     pub async fn consume(&self, pool: Pool, prefetch: u16) -> Result<Consumer, BrokerError> {
+        let queue = self.topology.task_queue(pool);
+        let (_channel, consumer) = self
+            .consume_queue(&queue, "sluice-worker", prefetch)
+            .await?;
+        Ok(consumer)
+    }
+
+    async fn consume_queue(
+        &self,
+        queue: &str,
+        tag_prefix: &str,
+        prefetch: u16,
+    ) -> Result<(Channel, Consumer), BrokerError> {
         let channel = self.channel(true).await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(channel_err("qos"))?;
         let tag = format!(
-            "sluice-worker-{}-{}",
+            "{tag_prefix}-{}-{}",
             std::process::id(),
             uuid::Uuid::new_v4()
         );
         let consumer = channel
             .basic_consume(
-                self.topology.task_queue(pool).into(),
+                queue.into(),
                 tag.into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
             .map_err(channel_err("consume"))?;
-        Ok(consumer)
+        Ok((channel, consumer))
     }
 
     /// Drops every ready message of a queue (operators clearing a backlog; failure tests).
@@ -292,6 +402,12 @@ impl Broker {
             .map_err(channel_err("queue declare (passive)"))?;
         Ok(queue.message_count())
     }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The URL without its password, for errors and logs.

@@ -17,7 +17,13 @@ const MAX_PRIORITY: u8 = 9;
 /// - `{p}.tasks` (direct) → one durable queue per (kind, pool): `{p}.inference.cpu|gpu`;
 /// - `{p}.retry.{n}` (fanout) → queue `{p}.retry.{n}` whose TTL dead-letters back to
 ///   `{p}.tasks` with the original routing key: the back-off ladder;
-/// - `{p}.dead` (fanout) → queue `{p}.dead`: tasks that failed for good, with the reason.
+/// - `{p}.dead` (fanout) → queue `{p}.dead`: tasks that failed for good, with the reason;
+/// - `{p}.submissions` (direct, routing key `submit`) → queue `{p}.submissions`: job specs
+///   from upstream systems, consumed by the `api` role;
+/// - `{p}.rejected` (fanout) → queue `{p}.rejected`: submissions that could not be accepted,
+///   kept with the reason;
+/// - `{p}.events` (topic): job events, routing key `job.<state>`; subscribers bind their own
+///   queues.
 #[derive(Debug, Clone)]
 pub struct Topology {
     prefix: String,
@@ -58,6 +64,28 @@ impl Topology {
 
     pub fn dead_queue(&self) -> String {
         format!("{}.dead", self.prefix)
+    }
+
+    pub fn submissions_exchange(&self) -> String {
+        format!("{}.submissions", self.prefix)
+    }
+
+    pub const SUBMISSION_ROUTING_KEY: &'static str = "submit";
+
+    pub fn submissions_queue(&self) -> String {
+        format!("{}.submissions", self.prefix)
+    }
+
+    pub fn rejected_exchange(&self) -> String {
+        format!("{}.rejected", self.prefix)
+    }
+
+    pub fn rejected_queue(&self) -> String {
+        format!("{}.rejected", self.prefix)
+    }
+
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
     }
 
     pub(super) async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
@@ -160,6 +188,31 @@ impl Topology {
             )
             .await
             .map_err(channel_err("bind dead-letter queue"))?;
+        declare_bound_queue(
+            channel,
+            &self.submissions_exchange(),
+            ExchangeKind::Direct,
+            &self.submissions_queue(),
+            Self::SUBMISSION_ROUTING_KEY,
+        )
+        .await?;
+        declare_bound_queue(
+            channel,
+            &self.rejected_exchange(),
+            ExchangeKind::Fanout,
+            &self.rejected_queue(),
+            "",
+        )
+        .await?;
+        channel
+            .exchange_declare(
+                self.events_exchange().as_str().into(),
+                ExchangeKind::Topic,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(channel_err("declare events exchange"))?;
         Ok(())
     }
 
@@ -170,8 +223,16 @@ impl Topology {
             self.task_queue(Pool::Cpu),
             self.task_queue(Pool::Gpu),
             self.dead_queue(),
+            self.submissions_queue(),
+            self.rejected_queue(),
         ];
-        let mut exchanges = vec![self.tasks_exchange(), self.dead_exchange()];
+        let mut exchanges = vec![
+            self.tasks_exchange(),
+            self.dead_exchange(),
+            self.submissions_exchange(),
+            self.rejected_exchange(),
+            self.events_exchange(),
+        ];
         for level in 0..self.retry_levels() {
             queues.push(self.retry_exchange(level));
             exchanges.push(self.retry_exchange(level));
@@ -190,4 +251,45 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// A durable exchange with one durable queue bound to it.
+async fn declare_bound_queue(
+    channel: &Channel,
+    exchange: &str,
+    kind: ExchangeKind,
+    queue: &str,
+    routing_key: &str,
+) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            kind,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(channel_err("declare exchange"))?;
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(channel_err("declare queue"))?;
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(channel_err("bind queue"))?;
+    Ok(())
 }

@@ -19,7 +19,7 @@ use crate::job::{JobSpec, JobStatus, parse_json_spec};
 use crate::metrics;
 use crate::settings::Settings;
 use crate::state::now_ms;
-use crate::submit::Submitter;
+use crate::submit::{Origin, Submitter};
 use crate::uri::S3Uri;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -436,7 +436,7 @@ async fn run_job(
     submitter: &Submitter,
     spec: &JobSpec,
 ) -> anyhow::Result<crate::state::JobRecord> {
-    let id = submitter.submit(spec, "bench", None).await?.id;
+    let id = submitter.submit(spec, &Origin::new("bench")).await?.id;
     loop {
         let job = services.state.get(&id).await?;
         if job.status.is_terminal() {

@@ -1,5 +1,6 @@
-//! The command line: role commands (`api`, `worker`, `serve`) and the client commands
-//! (`submit`, `status`, `jobs`, `cancel`, `model push`) that talk to the HTTP API.
+//! The command line: role commands (`api`, `worker`, `ingest`, `serve`), `schema`, and the
+//! client commands (`submit`, `status`, `jobs`, `cancel`, `model push`) that talk to the
+//! HTTP API.
 
 mod bench;
 pub mod client;
@@ -45,7 +46,15 @@ pub enum Command {
         #[arg(long)]
         pool: Option<Pool>,
     },
-    /// API and worker in one process, for a single machine.
+    /// Watch the S3 drop folder: files dropped under `<inbox><pipeline>/` become jobs.
+    Ingest,
+    /// Print a JSON Schema: `job-spec` (what to submit), `job-event` (the events exchange)
+    /// or `submission-reply` (replies to AMQP submitters).
+    Schema {
+        #[arg(default_value = "job-spec")]
+        name: String,
+    },
+    /// API, worker and drop-folder watcher in one process, for a single machine.
     Serve {
         #[arg(long)]
         pool: Option<Pool>,
@@ -115,6 +124,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let mut settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Api => run_roles(settings, Roles::API).await,
+        Command::Ingest => run_roles(settings, Roles::INGEST).await,
+        Command::Schema { name } => match crate::job::schema::render(&name) {
+            Some(text) => {
+                print!("{text}");
+                Ok(0)
+            }
+            None => {
+                let known: Vec<&str> = crate::job::schema::SCHEMAS
+                    .iter()
+                    .map(|(n, _, _)| *n)
+                    .collect();
+                bail!("no schema `{name}`; choose one of {}", known.join(", "))
+            }
+        },
         Command::Worker { pool } => {
             if let Some(pool) = pool {
                 settings.worker.pool = pool;

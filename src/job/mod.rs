@@ -1,10 +1,13 @@
 //! Job contracts shared by every role: the spec users submit, task messages, and the status
 //! state machine. Pure types, no I/O.
 
+mod event;
+pub mod schema;
 mod spec;
 mod status;
 mod task;
 
+pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
 pub use spec::{
     API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OutputFormat, OutputSpec, Pool,
     SpecError, Task, parse_json_spec, parse_toml_spec,

@@ -8,13 +8,16 @@ pub const API_VERSION: &str = "sluice/v1";
 
 /// One bulk-inference job, as submitted. Unknown fields are refused so typos never pass
 /// silently.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "sluice job spec", extend("$id" = "https://sluice.dev/schema/job-spec.schema.json"))]
 pub struct JobSpec {
     /// Must be `sluice/v1`.
+    #[schemars(extend("const" = "sluice/v1"))]
     pub api_version: String,
     pub kind: JobKind,
-    /// Human-readable name, shown in listings.
+    /// Human-readable name, shown in listings: 1-128 letters, digits, spaces, '-', '_', '.'.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9 ._-]+$"))]
     pub name: String,
     /// Model package: the S3 folder holding `sluice-model.toml`, `model.onnx`, `tokenizer.json`.
     pub model: String,
@@ -25,9 +28,11 @@ pub struct JobSpec {
     pub pool: Pool,
     /// 0 (lowest) to 9 (highest); higher-priority tasks are delivered first.
     #[serde(default = "default_priority")]
+    #[schemars(range(min = 0, max = 9))]
     pub priority: u8,
     /// Fraction of rows (0 to 1) that may fail before the whole job fails.
     #[serde(default = "default_max_error_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max_error_rate: f64,
 }
 
@@ -39,20 +44,30 @@ fn default_max_error_rate() -> f64 {
     0.01
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
     Inference,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Inference => "inference",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Sentence embeddings: one vector per row.
     Embed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Pool {
     #[default]
@@ -80,7 +95,7 @@ impl std::str::FromStr for Pool {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     /// One object (`s3://b/data.jsonl`) or a folder (`s3://b/data/`, every object under it).
@@ -99,14 +114,14 @@ fn default_text_field() -> String {
     "text".into()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InputFormat {
     Jsonl,
     Csv,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     /// Folder the parts, `_manifest.json` and `_SUCCESS` are written under.
@@ -115,7 +130,9 @@ pub struct OutputSpec {
     pub format: OutputFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     #[default]

@@ -67,6 +67,7 @@ pub enum Created {
 /// What a new job starts with.
 pub struct NewJob<'a> {
     pub id: &'a str,
+    pub kind: &'a str,
     /// The output folder, claimed for this job while it runs.
     pub output: &'a str,
     pub name: &'a str,
@@ -74,6 +75,25 @@ pub struct NewJob<'a> {
     pub pool: &'a str,
     pub source: &'a str,
     pub idempotency_key: Option<&'a str>,
+    /// Where an AMQP submitter wants its replies (job id, then the final status).
+    pub reply_to: Option<&'a str>,
+    /// The submitter's own id for the submission, echoed in events and replies.
+    pub correlation_id: Option<&'a str>,
+}
+
+/// One job event as stored in the outbox stream, waiting to be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The stream entry id: the relay's cursor.
+    pub id: String,
+    /// `job.<state>`, the routing key.
+    pub event: String,
+    pub job_id: String,
+    pub seq: u64,
+    /// Empty when the submitter asked for no replies.
+    pub reply_to: String,
+    /// The event's JSON body (see `job::JobEvent`).
+    pub body: String,
 }
 
 #[derive(Clone)]
@@ -89,6 +109,9 @@ pub fn now_ms() -> u64 {
 }
 
 const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// At most one `job.progress` event per job per this interval (plus one for the last shard).
+const PROGRESS_EVENT_INTERVAL_MS: u64 = 1000;
 
 impl StateStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StateError> {
@@ -130,6 +153,15 @@ impl StateStore {
     fn output_claim_key(&self, output: &str) -> String {
         format!("{}:output:{output}", self.prefix)
     }
+    fn events_key(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+    fn events_cursor_key(&self) -> String {
+        format!("{}:events:cursor", self.prefix)
+    }
+    fn events_relay_key(&self) -> String {
+        format!("{}:events:relay", self.prefix)
+    }
 
     pub async fn ping(&self) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
@@ -153,12 +185,17 @@ impl StateStore {
             .key(idem)
             .key(self.output_claim_key(job.output))
             .key(self.active_key())
+            .key(self.events_key())
             .arg(job.id)
             .arg(&now)
             .arg(IDEMPOTENCY_TTL_SECS)
             .arg(format!("{}:job:", self.prefix))
             .arg(&[
                 ("name", job.name),
+                ("kind", job.kind),
+                ("output", job.output),
+                ("reply_to", job.reply_to.unwrap_or("")),
+                ("correlation_id", job.correlation_id.unwrap_or("")),
                 ("spec", job.spec_json),
                 ("pool", job.pool),
                 ("source", job.source),
@@ -183,7 +220,12 @@ impl StateStore {
         idempotency_key: Option<&str>,
     ) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
+        // Its `job.submitted` event goes too: the job never existed for anyone outside.
+        let event: Option<String> = conn.hget(self.job_key(id), "submitted_event").await?;
         let mut pipe = redis::pipe();
+        if let Some(event) = event {
+            pipe.xdel(self.events_key(), &[event]);
+        }
         // Nobody else can hold the claim meanwhile: this job was still queued.
         pipe.del(self.output_claim_key(output));
         pipe.atomic()
@@ -262,9 +304,11 @@ impl StateStore {
         let (moved, current): (i64, String) = scripts::TRANSITION
             .key(self.job_key(id))
             .key(self.active_key())
+            .key(self.events_key())
             .arg(to.as_str())
             .arg(allowed.join(","))
             .arg(id)
+            .arg(now_ms())
             .arg(fields)
             .invoke_async(&mut conn)
             .await?;
@@ -312,11 +356,13 @@ impl StateStore {
             .key(self.job_key(id))
             .key(self.shards_key(id))
             .key(self.live_key(id))
+            .key(self.events_key())
             .arg(commit.shard)
             .arg(record)
             .arg(commit.rows)
             .arg(commit.failed_rows)
             .arg(now_ms())
+            .arg(PROGRESS_EVENT_INTERVAL_MS)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| {
@@ -436,6 +482,100 @@ impl StateStore {
             let _: () = conn.del(batch).await?;
         }
         Ok(keys.len() as u64)
+    }
+
+    /// Takes or renews the event relay's lease for `ttl_ms`: true while `owner` holds it.
+    pub async fn hold_event_relay(&self, owner: &str, ttl_ms: u64) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        let held: i64 = scripts::HOLD_LEASE
+            .key(self.events_relay_key())
+            .arg(owner)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    /// Gives the relay lease up (on shutdown), if `owner` holds it.
+    pub async fn release_event_relay(&self, owner: &str) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = scripts::RELEASE_LEASE
+            .key(self.events_relay_key())
+            .arg(owner)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Events not yet published: after the relay's cursor, oldest first, at most `count`.
+    pub async fn unpublished_events(&self, count: usize) -> Result<Vec<StoredEvent>, StateError> {
+        let mut conn = self.conn.clone();
+        let cursor: Option<String> = conn.get(self.events_cursor_key()).await?;
+        let start = match cursor {
+            Some(id) => format!("({id}"),
+            None => "-".to_string(),
+        };
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrange_count(self.events_key(), start, "+", count)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let text = |name: &str| entry.get::<String>(name).unwrap_or_default();
+                StoredEvent {
+                    event: text("event"),
+                    job_id: text("job"),
+                    seq: entry.get::<u64>("seq").unwrap_or(0),
+                    reply_to: text("reply_to"),
+                    body: text("body"),
+                    id: entry.id,
+                }
+            })
+            .collect())
+    }
+
+    /// Records that every event up to `id` is published and drops them from the stream;
+    /// refused (false) when `owner` no longer holds the relay lease, so a stalled relay
+    /// that lost its lease cannot move the cursor under the new one.
+    pub async fn mark_events_published(&self, owner: &str, id: &str) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        let moved: i64 = scripts::ADVANCE_EVENT_CURSOR
+            .key(self.events_relay_key())
+            .key(self.events_cursor_key())
+            .key(self.events_key())
+            .arg(owner)
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// The job an idempotency key names, if any (the drop folder asks before submitting).
+    pub async fn job_for_idempotency_key(&self, key: &str) -> Result<Option<String>, StateError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.idempotency_key(key)).await?)
+    }
+
+    /// Whether a rejected submission (`key` from the submission consumer) is already kept.
+    pub async fn rejection_kept(&self, key: &str) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        Ok(conn
+            .exists(format!("{}:rejected:{key}", self.prefix))
+            .await?)
+    }
+
+    /// Remembers (for the idempotency window) that a rejected submission is kept.
+    pub async fn record_rejection(&self, key: &str) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .set_ex(
+                format!("{}:rejected:{key}", self.prefix),
+                now_ms(),
+                IDEMPOTENCY_TTL_SECS,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Counts one more delivery of a task and returns the count; counted on receipt, so a

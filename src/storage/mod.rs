@@ -93,6 +93,14 @@ where
     }
 }
 
+/// Characters escaped in a `CopySource` key: everything but unreserved ones and '/'.
+const COPY_SOURCE_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Size and version of one object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectInfo {
@@ -291,6 +299,49 @@ impl Storage {
             .delete_object()
             .bucket(&uri.bucket)
             .key(&uri.key)
+            .send()
+            .await
+            .map_err(|e| classify(e, "delete", uri))?;
+        Ok(())
+    }
+
+    /// Server-side copy of `from` to `to`; with `if_match`, only while `from` is still that
+    /// version (else `Changed`). One request, so objects up to S3's 5 GiB copy limit.
+    pub async fn copy(
+        &self,
+        from: &S3Uri,
+        to: &S3Uri,
+        if_match: Option<&str>,
+    ) -> Result<(), StorageError> {
+        let source = format!(
+            "{}/{}",
+            from.bucket,
+            percent_encoding::utf8_percent_encode(&from.key, COPY_SOURCE_ESCAPES)
+        );
+        let mut request = self
+            .client
+            .copy_object()
+            .copy_source(source)
+            .bucket(&to.bucket)
+            .key(&to.key);
+        if let Some(etag) = if_match.filter(|e| !e.is_empty()) {
+            request = request.copy_source_if_match(etag);
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| classify(e, "copy", from))?;
+        Ok(())
+    }
+
+    /// Deletes `uri` only while it is still version `etag` (servers without conditional
+    /// deletes delete unconditionally).
+    pub async fn delete_if_match(&self, uri: &S3Uri, etag: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .if_match(etag)
             .send()
             .await
             .map_err(|e| classify(e, "delete", uri))?;

@@ -109,7 +109,11 @@ impl Cluster {
 
     /// Starts the API (and, with `worker`, an in-process worker) in this process.
     pub async fn start(&mut self, worker: bool) -> &Client {
-        let roles = if worker { Roles::SERVE } else { Roles::API };
+        let roles = Roles {
+            api: true,
+            worker,
+            ingest: false,
+        };
         let running = app::start(self.settings.clone(), roles, self.shutdown.clone())
             .await
             .expect("start sluice");

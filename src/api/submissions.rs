@@ -1,0 +1,310 @@
+//! The AMQP front door: upstream systems publish job specs to the submissions exchange; each
+//! becomes a job once per `message_id`, or is kept on the rejected queue with the reason.
+//! The original delivery is acked only after one of those is durable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, Delivery};
+use crate::job::{SubmissionReply, parse_json_spec};
+use crate::metrics;
+use crate::state::StateStore;
+use crate::submit::{Origin, SubmitError, Submitted, Submitter};
+
+/// Longest accepted `message_id` (it becomes a Redis key).
+const MAX_MESSAGE_ID_LEN: usize = 200;
+
+pub struct SubmissionConsumer {
+    pub submitter: Submitter,
+    pub broker: Broker,
+    pub state: StateStore,
+    pub max_body_bytes: usize,
+    pub concurrency: usize,
+}
+
+/// Why a submission was refused: kept with it on the rejected queue.
+#[derive(Debug, Clone, PartialEq)]
+struct Rejection {
+    /// Short, fixed set: `not_json`, `invalid_spec`, `unknown_model`, `too_large`,
+    /// `missing_message_id`, `output_in_use`.
+    class: &'static str,
+    reason: String,
+}
+
+enum Outcome {
+    Accepted(Submitted),
+    Rejected(Rejection),
+    /// Redis, S3 or the broker did not answer: the delivery goes back to the queue.
+    Unavailable(String),
+}
+
+impl SubmissionConsumer {
+    /// Consumes until `shutdown`, then finishes the submissions in hand and returns; what
+    /// was prefetched but not started goes back to the queue with the channel.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let tracker = TaskTracker::new();
+        let prefetch = u16::try_from(self.concurrency).unwrap_or(u16::MAX);
+        let mut backoff = Duration::from_millis(500);
+        'connect: while !shutdown.is_cancelled() {
+            let (channel, mut consumer) = match self.broker.consume_submissions(prefetch).await {
+                Ok(subscription) => subscription,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot consume submissions; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'connect,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(500);
+            tracing::info!(prefetch, "consuming AMQP job submissions");
+            loop {
+                let permit = tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        tracker.close();
+                        tracker.wait().await;
+                        let _ = channel.close(200, "sluice api shutting down".into()).await;
+                        break 'connect;
+                    }
+                    permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
+                };
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        tracker.close();
+                        tracker.wait().await;
+                        let _ = channel.close(200, "sluice api shutting down".into()).await;
+                        break 'connect;
+                    }
+                    next = consumer.next() => next,
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        let this = self.clone();
+                        tracker.spawn(async move {
+                            this.handle(delivery).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "submission consumer failed; reconnecting");
+                        continue 'connect;
+                    }
+                    None => {
+                        tracing::warn!("submission consumer closed by the broker; reconnecting");
+                        continue 'connect;
+                    }
+                }
+            }
+        }
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let properties = &delivery.properties;
+        let message_id = properties.message_id().as_ref().map(|s| s.to_string());
+        let reply_to = properties.reply_to().as_ref().map(|s| s.to_string());
+        let correlation_id = properties.correlation_id().as_ref().map(|s| s.to_string());
+        let outcome = self
+            .decide(
+                &delivery,
+                message_id.as_deref(),
+                reply_to.as_deref(),
+                correlation_id.as_deref(),
+            )
+            .await;
+        let reply = match outcome {
+            Outcome::Accepted(submitted) => {
+                let outcome = if submitted.created {
+                    "accepted"
+                } else {
+                    "duplicate"
+                };
+                metrics::SUBMISSIONS.with_label_values(&[outcome]).inc();
+                tracing::info!(job_id = %submitted.id, message_id = ?message_id, outcome, "AMQP submission handled");
+                SubmissionReply {
+                    outcome: outcome.into(),
+                    job_id: Some(submitted.id),
+                    status: None,
+                    reason: None,
+                    reason_class: None,
+                    event: None,
+                }
+            }
+            Outcome::Rejected(rejection) => {
+                if let Err(e) = self.keep_rejected(&delivery, &rejection).await {
+                    tracing::warn!(error = %e, "could not keep a rejected submission; it goes back to the queue");
+                    requeue_later(&delivery).await;
+                    return;
+                }
+                metrics::SUBMISSIONS.with_label_values(&["rejected"]).inc();
+                metrics::SUBMISSIONS_REJECTED
+                    .with_label_values(&[rejection.class])
+                    .inc();
+                tracing::warn!(message_id = ?message_id, class = rejection.class, reason = %rejection.reason, "AMQP submission rejected");
+                SubmissionReply {
+                    outcome: "rejected".into(),
+                    job_id: None,
+                    status: None,
+                    reason: Some(rejection.reason),
+                    reason_class: Some(rejection.class.into()),
+                    event: None,
+                }
+            }
+            Outcome::Unavailable(reason) => {
+                metrics::SUBMISSIONS.with_label_values(&["requeued"]).inc();
+                tracing::warn!(message_id = ?message_id, %reason, "cannot handle a submission now; it goes back to the queue");
+                requeue_later(&delivery).await;
+                return;
+            }
+        };
+        if let Some(reply_to) = reply_to.as_deref() {
+            let body = serde_json::to_vec(&reply).expect("reply serialises");
+            match self
+                .broker
+                .reply(reply_to, correlation_id.as_deref(), &body)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(%reply_to, "reply queue does not exist; reply dropped")
+                }
+                // The job exists or the rejection is kept: the reply is not worth a
+                // redelivery (which would answer `duplicate` anyway).
+                Err(e) => tracing::warn!(%reply_to, error = %e, "could not send the reply"),
+            }
+        }
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            // Redelivered later: the message_id makes that harmless.
+            tracing::warn!(error = %e, "could not ack a handled submission");
+        }
+    }
+
+    async fn decide(
+        &self,
+        delivery: &Delivery,
+        message_id: Option<&str>,
+        reply_to: Option<&str>,
+        correlation_id: Option<&str>,
+    ) -> Outcome {
+        let body = &delivery.data;
+        if body.len() > self.max_body_bytes {
+            return reject(
+                "too_large",
+                format!(
+                    "submission is {} bytes; the limit is {} (api.max_body_bytes)",
+                    body.len(),
+                    self.max_body_bytes
+                ),
+            );
+        }
+        let message_id = match message_id {
+            Some(id)
+                if !id.is_empty()
+                    && id.len() <= MAX_MESSAGE_ID_LEN
+                    && id.chars().all(|c| c.is_ascii_graphic()) =>
+            {
+                id
+            }
+            _ => {
+                return reject(
+                    "missing_message_id",
+                    format!(
+                        "set the message_id property (1-{MAX_MESSAGE_ID_LEN} visible ASCII characters): it is the idempotency key that makes redelivered or re-sent submissions one job"
+                    ),
+                );
+            }
+        };
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(body) {
+            return reject("not_json", format!("body is not JSON: {e}"));
+        }
+        let spec = match parse_json_spec(body) {
+            Ok(spec) => spec,
+            Err(e) => return reject("invalid_spec", e.to_string()),
+        };
+        let key = format!("amqp:{message_id}");
+        let origin = Origin {
+            source: "amqp",
+            idempotency_key: Some(&key),
+            reply_to,
+            correlation_id,
+        };
+        match self.submitter.submit(&spec, &origin).await {
+            Ok(submitted) => Outcome::Accepted(submitted),
+            Err(SubmitError::Invalid(e)) if e.field == "model" => {
+                reject("unknown_model", e.to_string())
+            }
+            Err(SubmitError::Invalid(e)) => reject("invalid_spec", e.to_string()),
+            Err(SubmitError::OutputInUse(reason)) => reject("output_in_use", reason),
+            Err(SubmitError::Unavailable(reason)) => Outcome::Unavailable(reason),
+        }
+    }
+
+    /// Puts the submission on the rejected queue, once: a redelivery of a submission already
+    /// kept (the process died before its ack) is only acked.
+    async fn keep_rejected(
+        &self,
+        delivery: &Delivery,
+        rejection: &Rejection,
+    ) -> Result<(), String> {
+        let key = rejection_key(delivery);
+        if self
+            .state
+            .rejection_kept(&key)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(());
+        }
+        self.broker
+            .reject_submission(delivery, &rejection.reason, rejection.class)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.state
+            .record_rejection(&key)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn reject(class: &'static str, reason: String) -> Outcome {
+    Outcome::Rejected(Rejection { class, reason })
+}
+
+/// Identifies one submission for the rejected-once check: its `message_id` with a digest of
+/// the body (a re-send with a fixed body under the same id is a new submission).
+fn rejection_key(delivery: &Delivery) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&delivery.data));
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let id_digest = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+    format!("{}:{}", &id_digest[..32], &digest[..32])
+}
+
+/// Back to the queue after a pause, so an outage does not spin through the messages.
+async fn requeue_later(delivery: &Delivery) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Err(e) = delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "could not requeue a submission; the broker will when the channel closes");
+    }
+}

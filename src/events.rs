@@ -1,0 +1,136 @@
+//! The event relay: publishes the job events the state store records (its outbox stream) to
+//! the events exchange, in order, and sends AMQP submitters their final reply.
+//!
+//! Every role runs a relay; a Redis lease lets one publish at a time, so events of one job
+//! leave in the order they were recorded. Delivery is at-least-once: a relay that dies after
+//! publishing but before moving the cursor publishes those events again (same `message_id`).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, BrokerError};
+use crate::job::{FINAL_EVENTS, JobEvent, SubmissionReply};
+use crate::metrics;
+use crate::state::{StateError, StateStore, StoredEvent};
+
+/// How long the relay lease lasts without renewal (renewed every pass).
+const LEASE_MS: u64 = 10_000;
+/// Pause between passes when there was nothing to publish.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Pause between attempts of a relay that does not hold the lease.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
+/// Events published per pass before the cursor moves.
+const BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Relays until `stop` is cancelled, then makes a last pass so the events of work that just
+/// drained leave with this process.
+pub async fn run(state: StateStore, broker: Broker, stop: CancellationToken) {
+    let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
+    loop {
+        let pause = match relay_once(&state, &broker, &owner).await {
+            Ok(Pass::Published) => Duration::ZERO,
+            Ok(Pass::Idle) => IDLE_POLL,
+            Ok(Pass::Standby) => STANDBY_POLL,
+            Err(e) => {
+                tracing::warn!(error = %e, "event relay pass failed; retrying");
+                STANDBY_POLL
+            }
+        };
+        if stop.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+    // Last pass: a bounded drain, then hand the lease over at once.
+    for _ in 0..16 {
+        match relay_once(&state, &broker, &owner).await {
+            Ok(Pass::Published) => continue,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "event relay could not drain at shutdown; another relay will");
+                break;
+            }
+        }
+    }
+    if let Err(e) = state.release_event_relay(&owner).await {
+        tracing::debug!(error = %e, "event relay lease not released; it expires");
+    }
+}
+
+enum Pass {
+    Published,
+    Idle,
+    Standby,
+}
+
+async fn relay_once(state: &StateStore, broker: &Broker, owner: &str) -> Result<Pass, RelayError> {
+    if !state.hold_event_relay(owner, LEASE_MS).await? {
+        return Ok(Pass::Standby);
+    }
+    let events = state.unpublished_events(BATCH).await?;
+    let Some(last) = events.last() else {
+        return Ok(Pass::Idle);
+    };
+    for event in &events {
+        publish(broker, event).await?;
+    }
+    if !state.mark_events_published(owner, &last.id).await? {
+        tracing::warn!("event relay lost its lease mid-pass; the new holder continues");
+        return Ok(Pass::Standby);
+    }
+    Ok(Pass::Published)
+}
+
+async fn publish(broker: &Broker, stored: &StoredEvent) -> Result<(), BrokerError> {
+    let message_id = format!("{}:{}", stored.job_id, stored.seq);
+    broker
+        .publish_event(&stored.event, &message_id, stored.body.as_bytes())
+        .await?;
+    metrics::EVENTS_PUBLISHED
+        .with_label_values(&[stored.event.as_str()])
+        .inc();
+    if !stored.reply_to.is_empty() && FINAL_EVENTS.contains(&stored.event.as_str()) {
+        reply_final(broker, stored).await?;
+    }
+    Ok(())
+}
+
+/// The `finished` reply to the submitter that asked for one.
+async fn reply_final(broker: &Broker, stored: &StoredEvent) -> Result<(), BrokerError> {
+    let event: Option<JobEvent> = match serde_json::from_str(&stored.body) {
+        Ok(event) => Some(event),
+        Err(e) => {
+            tracing::error!(job_id = %stored.job_id, error = %e, "job event body does not parse; replying without it");
+            None
+        }
+    };
+    let correlation_id = event.as_ref().and_then(|e| e.correlation_id.clone());
+    let reply = SubmissionReply {
+        outcome: "finished".into(),
+        job_id: Some(stored.job_id.clone()),
+        status: stored.event.strip_prefix("job.").map(str::to_string),
+        reason: event.as_ref().and_then(|e| e.error.clone()),
+        reason_class: None,
+        event,
+    };
+    let body = serde_json::to_vec(&reply).expect("reply serialises");
+    if !broker
+        .reply(&stored.reply_to, correlation_id.as_deref(), &body)
+        .await?
+    {
+        tracing::warn!(job_id = %stored.job_id, reply_to = %stored.reply_to, "reply queue is gone; final reply dropped");
+    }
+    Ok(())
+}
