@@ -39,10 +39,10 @@ install() {
     pkill -x redis-server 2>/dev/null || true
     pkill -f '^/usr/bin/prometheus' 2>/dev/null || true
   fi
-  if [ ! -x "$venv/bin/moto_server" ]; then
-    log "python venv with moto (S3 server) in $venv"
+  if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import pika' 2>/dev/null; then
+    log "python venv with moto (S3 server) and pika (AMQP example client) in $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q 'moto[s3]==5.2.5' flask flask-cors
+    "$venv/bin/pip" install -q 'moto[s3]==5.2.5' flask flask-cors 'pika>=1.3,<2'
   fi
   configure_rabbitmq
 }

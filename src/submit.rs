@@ -34,6 +34,10 @@ pub struct Origin<'a> {
     pub reply_to: Option<&'a str>,
     /// AMQP `correlation_id`, echoed in events and replies.
     pub correlation_id: Option<&'a str>,
+    /// A redelivery: whoever handled this submission before may have died between creating
+    /// the job and queuing its plan task, so a job still queued gets its plan task again
+    /// at once (a duplicate plan task is harmless).
+    pub redelivered: bool,
 }
 
 impl<'a> Origin<'a> {
@@ -80,6 +84,7 @@ impl Submitter {
             idempotency_key,
             reply_to,
             correlation_id,
+            redelivered,
         } = *origin;
         let package = spec.model_uri();
         match self.storage.head(&package.join(MANIFEST_FILE)).await {
@@ -133,7 +138,8 @@ impl Submitter {
         let task =
             serde_json::to_vec(&TaskMessage::Plan { job_id: id.clone() }).expect("task serialises");
         if !created {
-            self.requeue_if_stranded(&id, &task).await;
+            let stranded_after = if redelivered { 0 } else { STRANDED_AFTER_MS };
+            self.requeue_if_stranded(&id, &task, stranded_after).await;
             return Ok(Submitted { id, created });
         }
         if let Err(e) = self
@@ -155,12 +161,12 @@ impl Submitter {
     /// A job still `queued` long after it was created may have lost its plan task (the
     /// process that created it died before publishing): the resubmission queues it again.
     /// A duplicate plan task is harmless.
-    async fn requeue_if_stranded(&self, id: &str, task: &[u8]) {
+    async fn requeue_if_stranded(&self, id: &str, task: &[u8], stranded_after_ms: u64) {
         let Ok(job) = self.state.get(id).await else {
             return;
         };
         if job.status != JobStatus::Queued
-            || now_ms().saturating_sub(job.created_ms) < STRANDED_AFTER_MS
+            || now_ms().saturating_sub(job.created_ms) < stranded_after_ms
         {
             return;
         }

@@ -237,6 +237,7 @@ impl SubmissionConsumer {
             idempotency_key: Some(&key),
             reply_to,
             correlation_id,
+            redelivered: delivery.redelivered,
         };
         match self.submitter.submit(&spec, &origin).await {
             Ok(submitted) => Outcome::Accepted(submitted),

@@ -172,13 +172,19 @@ impl Cluster {
 
     /// Starts a `sluice worker` process with extra `SLUICE__…` settings.
     pub fn spawn_worker_with(&mut self, extra: &[(&str, &str)]) -> usize {
+        self.spawn_role("worker", extra)
+    }
+
+    /// Starts a `sluice <role>` process (`worker`, `api`, `ingest`) with extra settings;
+    /// returns its index for `kill_worker`/`terminate_worker`.
+    pub fn spawn_role(&mut self, role: &str, extra: &[(&str, &str)]) -> usize {
         let log = std::env::temp_dir().join(format!(
-            "{}-worker-{}.log",
+            "{}-{role}-{}.log",
             self.settings.prefix,
             self.workers.len()
         ));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("worker")
+            .arg(role)
             .envs(self.env())
             .envs(extra.iter().copied())
             .env("SLUICE_LOG", "info")
@@ -186,7 +192,7 @@ impl Cluster {
             .stderr(std::fs::File::create(&log).expect("worker log file"))
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn sluice worker");
+            .unwrap_or_else(|e| panic!("spawn sluice {role}: {e}"));
         self.workers.push(child);
         self.workers.len() - 1
     }
