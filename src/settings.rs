@@ -158,7 +158,11 @@ impl Default for IngestSettings {
             archive: "s3://sluice-drop/archive/".into(),
             failed: "s3://sluice-drop/failed/".into(),
             poll_interval_secs: 10,
-            pipelines: [("embed".to_string(), PathBuf::from("jobs/drop-embed.toml"))].into(),
+            pipelines: [(
+                "embed".to_string(),
+                PathBuf::from("jobs/pipelines/embed.toml"),
+            )]
+            .into(),
             max_new_files_per_scan: 500,
         }
     }

@@ -20,7 +20,7 @@ struct DropFolder {
 /// Settings for `sluice ingest` on this cluster's bucket, with an `embed` pipeline whose
 /// template uses the cluster's model.
 fn drop_folder(cluster: &Cluster) -> DropFolder {
-    let template = std::fs::read_to_string("jobs/drop-embed.toml")
+    let template = std::fs::read_to_string("jobs/pipelines/embed.toml")
         .unwrap()
         .replace("s3://sluice-models/all-minilm-l6-v2/", &cluster.model_uri);
     let file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();

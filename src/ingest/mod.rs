@@ -134,15 +134,25 @@ impl DropFolder {
             ?interval,
             "watching the drop folder"
         );
+        // The same failure every interval (a missing bucket) is logged once, not forever.
+        let mut last_error = None;
         while !shutdown.is_cancelled() {
             match self.scan().await {
-                Ok(report) if report != ScanReport::default() => {
-                    tracing::info!(?report, "drop folder scanned")
+                Ok(report) => {
+                    if last_error.take().is_some() {
+                        tracing::info!("drop folder scans work again");
+                    }
+                    if report != ScanReport::default() {
+                        tracing::info!(?report, "drop folder scanned");
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     metrics::INGEST_SCAN_ERRORS.inc();
-                    tracing::warn!(error = %e, "drop folder scan failed; retrying next interval");
+                    let text = e.to_string();
+                    if last_error.as_ref() != Some(&text) {
+                        tracing::warn!(error = %text, "drop folder scan failed; retrying every interval");
+                    }
+                    last_error = Some(text);
                 }
             }
             tokio::select! {

@@ -187,14 +187,17 @@ text_field = "text"
         let template = Template::parse("embed.toml", EMBED).unwrap();
         let spec = template
             .fill(
-                "s3://b/inbox/embed/day 1/reviews.CSV",
+                "s3://drops/inbox/embed/day 1/reviews.CSV",
                 "day 1/reviews.CSV",
-                "s3://b/outbox/embed/v1/day 1/reviews.CSV/",
+                "s3://drops/outbox/embed/v1/day 1/reviews.CSV/",
             )
             .unwrap();
-        assert_eq!(spec.input.uri, "s3://b/inbox/embed/day 1/reviews.CSV");
+        assert_eq!(spec.input.uri, "s3://drops/inbox/embed/day 1/reviews.CSV");
         assert_eq!(spec.input.format, crate::job::InputFormat::Csv);
-        assert_eq!(spec.output.uri, "s3://b/outbox/embed/v1/day 1/reviews.CSV/");
+        assert_eq!(
+            spec.output.uri,
+            "s3://drops/outbox/embed/v1/day 1/reviews.CSV/"
+        );
         assert_eq!(spec.name, "drop-embed day 1_reviews.CSV");
     }
 
@@ -202,7 +205,11 @@ text_field = "text"
     fn unknown_file_types_are_a_drop_error() {
         let template = Template::parse("embed.toml", EMBED).unwrap();
         let err = template
-            .fill("s3://b/inbox/embed/notes.txt", "notes.txt", "s3://b/o/")
+            .fill(
+                "s3://drops/inbox/embed/notes.txt",
+                "notes.txt",
+                "s3://drops/o/",
+            )
             .unwrap_err();
         assert!(
             matches!(&err, FillError::Drop(e) if e.0.contains("notes.txt")),
@@ -218,6 +225,18 @@ text_field = "text"
         assert!(err.to_string().contains("task"), "{err}");
         let err = Template::parse("bad.toml", "not toml [").unwrap_err();
         assert!(err.to_string().contains("bad.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_pipeline_templates_in_jobs_load() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/pipelines");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            Template::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+        assert!(seen > 0, "no templates in jobs/pipelines/");
     }
 
     #[test]
