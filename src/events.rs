@@ -20,6 +20,8 @@ const LEASE_MS: u64 = 10_000;
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Pause between attempts of a relay that does not hold the lease.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
+/// Longest wait for one publish confirm: well inside the lease.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Events published per pass before the cursor moves.
 const BATCH: usize = 256;
 
@@ -29,6 +31,8 @@ enum RelayError {
     State(#[from] StateError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error("RabbitMQ did not confirm an event within {PUBLISH_TIMEOUT:?}; will retry")]
+    Timeout,
 }
 
 /// Relays until `stop` is cancelled, then makes a last pass so the events of work that just
@@ -84,6 +88,11 @@ async fn relay_once(state: &StateStore, broker: &Broker, owner: &str) -> Result<
         return Ok(Pass::Idle);
     };
     for event in &events {
+        // Checked before every publish, so a relay that stalled past its lease stops
+        // before a second relay's events could interleave with its own.
+        if !state.hold_event_relay(owner, LEASE_MS).await? {
+            return Ok(Pass::Standby);
+        }
         publish(broker, event).await?;
     }
     if !state.mark_events_published(owner, &last.id).await? {
@@ -93,16 +102,29 @@ async fn relay_once(state: &StateStore, broker: &Broker, owner: &str) -> Result<
     Ok(Pass::Published)
 }
 
-async fn publish(broker: &Broker, stored: &StoredEvent) -> Result<(), BrokerError> {
+async fn publish(broker: &Broker, stored: &StoredEvent) -> Result<(), RelayError> {
     let message_id = format!("{}:{}", stored.job_id, stored.seq);
-    broker
-        .publish_event(&stored.event, &message_id, stored.body.as_bytes())
-        .await?;
+    tokio::time::timeout(
+        PUBLISH_TIMEOUT,
+        broker.publish_event(&stored.event, &message_id, stored.body.as_bytes()),
+    )
+    .await
+    .map_err(|_| RelayError::Timeout)??;
     metrics::EVENTS_PUBLISHED
         .with_label_values(&[stored.event.as_str()])
         .inc();
     if !stored.reply_to.is_empty() && FINAL_EVENTS.contains(&stored.event.as_str()) {
-        reply_final(broker, stored).await?;
+        // Best effort: a submitter's full or broken reply queue must not hold up the
+        // events of every other job.
+        match tokio::time::timeout(PUBLISH_TIMEOUT, reply_final(broker, stored)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(job_id = %stored.job_id, reply_to = %stored.reply_to, error = %e, "final reply not sent")
+            }
+            Err(_) => {
+                tracing::warn!(job_id = %stored.job_id, reply_to = %stored.reply_to, "final reply timed out; not sent")
+            }
+        }
     }
     Ok(())
 }

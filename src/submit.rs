@@ -148,7 +148,13 @@ impl Submitter {
             .await
         {
             // Undo the record so the submission can simply be sent again.
-            if let Err(undo) = self.state.delete_job(&id, &output, idempotency_key).await {
+            let reason =
+                format!("not queued ({e}); the submission was refused and can be sent again");
+            if let Err(undo) = self
+                .state
+                .discard_job(&id, &output, idempotency_key, &reason)
+                .await
+            {
                 tracing::error!(job_id = %id, error = %undo, "could not remove the job whose plan task was not queued");
             }
             return Err(SubmitError::Unavailable(e.to_string()));

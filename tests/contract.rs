@@ -111,6 +111,27 @@ async fn missing_input_fails_the_job_naming_the_object() {
     cluster.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_pinned_to_another_version_fails_instead_of_reading_it() {
+    let mut cluster = Cluster::new(1 << 20).await;
+    cluster.start(true).await;
+    cluster
+        .put("in.jsonl", "{\"id\": \"a\", \"text\": \"new content\"}\n")
+        .await;
+    let mut spec = cluster.spec("pinned", "in.jsonl", "jsonl", "out/");
+    spec["input"]["etag"] = "\"0123456789abcdef0123456789abcdef\"".into();
+    let id = cluster.submit(&spec).await;
+    let job = cluster.wait(&id, MINUTE).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap();
+    assert!(
+        error.contains("changed after the job was submitted"),
+        "{error}"
+    );
+    assert!(cluster.keys("out/").await.is_empty());
+    cluster.stop().await;
+}
+
 fn rows_with_bad_lines() -> (String, Vec<String>) {
     let mut body = String::new();
     let mut good = Vec::new();

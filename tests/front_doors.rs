@@ -702,3 +702,66 @@ async fn killing_the_api_mid_stream_loses_and_duplicates_nothing() {
     );
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_could_not_be_queued_still_ends_with_one_final_event() {
+    let mut cluster = Cluster::new(512 * 1024).await;
+    cluster.start(false).await;
+    let (_connection, channel) = channel(&cluster).await;
+    let events = subscribe_events(&channel, &cluster).await;
+    let state = StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+        .await
+        .unwrap();
+    // What the submit path does when the plan task cannot be published after the job
+    // record (and its job.submitted event) exist.
+    let id = sluice::job::new_job_id();
+    let spec = cluster.spec("unqueued", "in.jsonl", "jsonl", "out/");
+    let output = cluster.uri("out/");
+    state
+        .create_job(sluice::state::NewJob {
+            id: &id,
+            kind: "inference",
+            output: &output,
+            name: "unqueued",
+            spec_json: &spec.to_string(),
+            pool: "cpu",
+            source: "http",
+            idempotency_key: Some("unqueued-1"),
+            reply_to: None,
+            correlation_id: None,
+        })
+        .await
+        .unwrap();
+    state
+        .discard_job(&id, &output, Some("unqueued-1"), "not queued (broker down)")
+        .await
+        .unwrap();
+    let by_job = collect_events(
+        &channel,
+        &events,
+        &[id.clone()].into(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_in_order("unqueued", &by_job[&id], "job.failed");
+    assert_eq!(by_job[&id].len(), 2);
+    assert_eq!(
+        by_job[&id][1].error.as_deref(),
+        Some("not queued (broker down)")
+    );
+    // Nothing is left: the key, the output claim and the record are free again.
+    assert!(
+        state
+            .job_for_idempotency_key("unqueued-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        state.get(&id).await,
+        Err(sluice::state::StateError::NotFound(_))
+    ));
+    let (status, body) = cluster.post_spec(&spec, Some("unqueued-1")).await;
+    assert_eq!(status, 201, "{body}");
+    cluster.stop().await;
+}

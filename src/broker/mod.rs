@@ -311,7 +311,25 @@ impl Broker {
             "x-sluice-rejected-at".into(),
             AMQPValue::Timestamp(unix_secs()),
         );
-        let properties = delivery.properties.clone().with_headers(headers);
+        // The submitter's properties, except an expiration: a kept rejection must not
+        // expire off the rejected queue.
+        let original = &delivery.properties;
+        let mut properties = BasicProperties::default().with_headers(headers);
+        if let Some(value) = original.message_id() {
+            properties = properties.with_message_id(value.clone());
+        }
+        if let Some(value) = original.correlation_id() {
+            properties = properties.with_correlation_id(value.clone());
+        }
+        if let Some(value) = original.reply_to() {
+            properties = properties.with_reply_to(value.clone());
+        }
+        if let Some(value) = original.app_id() {
+            properties = properties.with_app_id(value.clone());
+        }
+        if let Some(value) = original.timestamp() {
+            properties = properties.with_timestamp(*value);
+        }
         self.publish(
             &self.topology.rejected_exchange(),
             "",

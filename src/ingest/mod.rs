@@ -54,6 +54,8 @@ pub struct ScanReport {
     pub failed: usize,
     /// Files whose job is still running.
     pub waiting: usize,
+    /// Files that hit an S3 error; tried again next scan.
+    pub errors: usize,
 }
 
 pub struct DropFolder {
@@ -172,13 +174,26 @@ impl DropFolder {
                 continue;
             };
             let key = drop.idempotency_key();
-            match self.state.job_for_idempotency_key(&key).await? {
-                Some(job_id) => self.settle(&drop, &job_id, &mut report).await?,
+            let handled = match self.state.job_for_idempotency_key(&key).await? {
+                Some(job_id) => self.settle(&drop, &job_id, &mut report).await,
                 None if new_files < self.settings.max_new_files_per_scan => {
                     new_files += 1;
-                    self.submit(&drop, &key, &mut report).await?;
+                    self.submit(&drop, &key, &mut report).await
                 }
-                None => {}
+                None => Ok(()),
+            };
+            match handled {
+                Ok(()) => {}
+                // Redis or the API's dependencies are down: the rest of the scan would fail
+                // the same way.
+                Err(e @ (ScanError::State(_) | ScanError::Unavailable(_))) => return Err(e),
+                // One file's trouble (a copy S3 refuses, a transient error) must not hold
+                // up the files after it.
+                Err(ScanError::Storage(e)) => {
+                    metrics::INGEST_SCAN_ERRORS.inc();
+                    report.errors += 1;
+                    tracing::warn!(file = %drop.object.uri, error = %e, "could not handle a dropped file; retrying next scan");
+                }
             }
         }
         Ok(report)
@@ -226,6 +241,7 @@ impl DropFolder {
         let output = self.place(&self.outbox, drop).as_prefix();
         let spec = match template.fill(
             &drop.object.uri.to_string(),
+            &drop.object.etag,
             &drop.file,
             &output.to_string(),
         ) {
@@ -282,13 +298,11 @@ impl DropFolder {
     ) -> Result<(), ScanError> {
         let job = match self.state.get(job_id).await {
             Ok(job) => job,
-            // The record expired or was removed by an operator: nothing to wait for.
+            // The job was discarded (it could not be queued) together with its key: the
+            // next scan submits the file again.
             Err(StateError::NotFound(_)) => {
-                let error = serde_json::json!({
-                    "error": format!("job {job_id} of this file no longer exists"),
-                    "job_id": job_id,
-                });
-                return self.move_to_failed(drop, error, report).await;
+                report.waiting += 1;
+                return Ok(());
             }
             Err(e) => return Err(e.into()),
         };

@@ -55,6 +55,7 @@ impl Template {
         template
             .fill(
                 "s3://template-check/inbox/x/file.csv",
+                "\"0123\"",
                 "file.csv",
                 "s3://template-check/outbox/x/v/file.csv/",
             )
@@ -73,7 +74,13 @@ impl Template {
 
     /// The job for one dropped file: the template with the file as input (format from its
     /// extension, else the template's), `output` as output folder, and the file in the name.
-    pub fn fill(&self, input: &str, file_name: &str, output: &str) -> Result<JobSpec, FillError> {
+    pub fn fill(
+        &self,
+        input: &str,
+        etag: &str,
+        file_name: &str,
+        output: &str,
+    ) -> Result<JobSpec, FillError> {
         let mut table = self.table.clone();
         let format = format_for(file_name).or_else(|| {
             table
@@ -97,6 +104,9 @@ impl Template {
             }));
         };
         input_table.insert("uri".into(), input.into());
+        if !etag.is_empty() {
+            input_table.insert("etag".into(), etag.into());
+        }
         input_table.insert("format".into(), format.into());
         let output_table = table
             .entry("output")
@@ -188,12 +198,14 @@ text_field = "text"
         let spec = template
             .fill(
                 "s3://drops/inbox/embed/day 1/reviews.CSV",
+                "\"abc\"",
                 "day 1/reviews.CSV",
                 "s3://drops/outbox/embed/v1/day 1/reviews.CSV/",
             )
             .unwrap();
         assert_eq!(spec.input.uri, "s3://drops/inbox/embed/day 1/reviews.CSV");
         assert_eq!(spec.input.format, crate::job::InputFormat::Csv);
+        assert_eq!(spec.input.etag.as_deref(), Some("\"abc\""));
         assert_eq!(
             spec.output.uri,
             "s3://drops/outbox/embed/v1/day 1/reviews.CSV/"
@@ -207,6 +219,7 @@ text_field = "text"
         let err = template
             .fill(
                 "s3://drops/inbox/embed/notes.txt",
+                "",
                 "notes.txt",
                 "s3://drops/o/",
             )

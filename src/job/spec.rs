@@ -108,6 +108,11 @@ pub struct InputSpec {
     /// `<object key>:<line>`.
     #[serde(default)]
     pub id_field: Option<String>,
+    /// Only this version of a single-object input (its ETag): if the object has changed
+    /// by the time the job is planned, the job fails instead of reading other content.
+    /// The drop folder sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 fn default_text_field() -> String {
@@ -244,6 +249,12 @@ impl JobSpec {
                 ),
             ));
         }
+        if self.input.etag.is_some() && self.input.uri.ends_with('/') {
+            return Err(SpecError::new(
+                "input.etag",
+                "pins one object's version; a folder input cannot have one",
+            ));
+        }
         if self.input.text_field.trim().is_empty() {
             return Err(SpecError::new("input.text_field", "must not be empty"));
         }
@@ -360,6 +371,18 @@ mod tests {
         let mut v = valid_json();
         v["input"]["uri"] = "s3://data/".into();
         assert_eq!(parse(v).unwrap_err().field, "output.uri");
+    }
+
+    #[test]
+    fn only_single_objects_can_be_pinned_to_a_version() {
+        let mut v = valid_json();
+        v["input"]["etag"] = "\"abc\"".into();
+        assert_eq!(
+            parse(v.clone()).unwrap().input.etag.as_deref(),
+            Some("\"abc\"")
+        );
+        v["input"]["uri"] = "s3://data/in/".into();
+        assert_eq!(parse(v).unwrap_err().field, "input.etag");
     }
 
     #[test]

@@ -212,29 +212,33 @@ impl StateStore {
         })
     }
 
-    /// Removes a job that could not be queued, so a failed submission leaves nothing behind.
-    pub async fn delete_job(
+    /// Removes a job that could not be queued, so the submission can be sent again. Its
+    /// `job.submitted` may already be out, so it ends with a `job.failed` event saying why:
+    /// event consumers still see exactly one final event.
+    pub async fn discard_job(
         &self,
         id: &str,
         output: &str,
         idempotency_key: Option<&str>,
+        reason: &str,
     ) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
-        // Its `job.submitted` event goes too: the job never existed for anyone outside.
-        let event: Option<String> = conn.hget(self.job_key(id), "submitted_event").await?;
-        let mut pipe = redis::pipe();
-        if let Some(event) = event {
-            pipe.xdel(self.events_key(), &[event]);
-        }
-        // Nobody else can hold the claim meanwhile: this job was still queued.
-        pipe.del(self.output_claim_key(output));
-        pipe.atomic()
-            .del(self.job_key(id))
-            .zrem(self.jobs_key(), id);
-        if let Some(key) = idempotency_key {
-            pipe.del(self.idempotency_key(key));
-        }
-        let _: () = pipe.query_async(&mut conn).await?;
+        let _: i64 = scripts::DISCARD_JOB
+            .key(self.job_key(id))
+            .key(self.jobs_key())
+            .key(self.output_claim_key(output))
+            .key(
+                idempotency_key
+                    .map(|k| self.idempotency_key(k))
+                    .unwrap_or_default(),
+            )
+            .key(self.active_key())
+            .key(self.events_key())
+            .arg(id)
+            .arg(now_ms())
+            .arg(reason)
+            .invoke_async(&mut conn)
+            .await?;
         Ok(())
     }
 

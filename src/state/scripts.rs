@@ -62,8 +62,7 @@ end
 redis.call('HSET', KEYS[1], 'id', ARGV[1])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[1])
-local event_id = emit_event(KEYS[1], KEYS[6], 'job.submitted', ARGV[2])
-redis.call('HSET', KEYS[1], 'submitted_event', event_id)
+emit_event(KEYS[1], KEYS[6], 'job.submitted', ARGV[2])
 return {1, ARGV[1]}
 "#,
     )
@@ -88,6 +87,8 @@ for allowed in string.gmatch(ARGV[2], '[^,]+') do
     if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'cancelled' then
       redis.call('SREM', KEYS[2], ARGV[3])
       emit_event(KEYS[1], KEYS[3], 'job.' .. ARGV[1], ARGV[4])
+    elseif current == ARGV[1] then
+      -- A repeated move (a redelivered plan task re-entering planning) is no new event.
     elseif ARGV[1] == 'planning' then
       emit_event(KEYS[1], KEYS[3], 'job.started', ARGV[4])
     elseif ARGV[1] == 'running' then
@@ -171,6 +172,26 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[2])
 redis.call('XDEL', KEYS[3], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// KEYS: job hash, jobs index, output-folder claim, idempotency key ('' for none),
+/// active-jobs set, events stream. ARGV: id, now (ms), reason.
+/// Ends a job that was never queued with `job.failed`, then removes every trace of it (the
+/// claim and the idempotency key only while they still name it).
+pub static DISCARD_JOB: LazyLock<Script> = LazyLock::new(|| {
+    with_events(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[3], 'finished_ms', ARGV[2])
+emit_event(KEYS[1], KEYS[6], 'job.failed', ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+if KEYS[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
 return 1
 "#,
     )

@@ -47,7 +47,13 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         .await?
         .model_sha256()
         .to_string();
-    let objects = list_inputs(ctx, &spec.input_uri(), spec.input.uri.ends_with('/')).await?;
+    let objects = list_inputs(
+        ctx,
+        &spec.input_uri(),
+        spec.input.uri.ends_with('/'),
+        spec.input.etag.as_deref(),
+    )
+    .await?;
     let shards = cut_shards(
         ctx,
         &objects,
@@ -111,14 +117,27 @@ pub async fn publish_shards(
     Ok(())
 }
 
-/// The objects to read: one object, or every non-empty object under a folder.
+/// The objects to read: one object (of version `etag`, when given), or every non-empty
+/// object under a folder.
 async fn list_inputs(
     ctx: &WorkerContext,
     uri: &S3Uri,
     is_folder: bool,
+    etag: Option<&str>,
 ) -> Result<Vec<ObjectInfo>, TaskError> {
     if !is_folder {
         return match ctx.storage.head(uri).await {
+            Ok(info)
+                if etag.is_some_and(|wanted| {
+                    wanted.trim_matches('"') != info.etag.trim_matches('"')
+                }) =>
+            {
+                Err(TaskError::permanent(format!(
+                    "input {uri} changed after the job was submitted (ETag {} expected, {} found); submit the new version as a new job",
+                    etag.unwrap_or_default(),
+                    info.etag
+                )))
+            }
             Ok(info) => Ok(vec![info]),
             Err(StorageError::NotFound { .. }) => Err(TaskError::permanent(format!(
                 "input {uri} not found: check input.uri, or upload the object first"
