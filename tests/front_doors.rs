@@ -252,6 +252,7 @@ async fn a_thousand_submissions_make_exactly_one_job_per_message_id() {
         }
     }
     assert_eq!(sends.len(), 1000);
+    let started = Instant::now();
     for (body, id) in &sends {
         submit(&channel, &cluster, body, id.as_deref(), None).await;
     }
@@ -271,6 +272,10 @@ async fn a_thousand_submissions_make_exactly_one_job_per_message_id() {
         },
     )
     .await;
+    eprintln!(
+        "1,000 AMQP submissions published (one confirm each) and handled in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     // Nothing trickles in late.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(job_count(&state).await, 900);
