@@ -14,5 +14,6 @@ pub mod settings;
 pub mod state;
 pub mod storage;
 pub mod submit;
+pub mod train;
 pub mod uri;
 pub mod worker;

@@ -16,7 +16,7 @@ use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
 pub use batcher::{BatchPlan, Budget, length_order, next_batch, plan_batches};
-pub use ort_backend::{OrtBackend, init_runtime};
+pub use ort_backend::{ModelSource, OrtBackend, init_runtime, open_session};
 pub use package::{ModelManifest, Pooling};
 
 use crate::metrics;

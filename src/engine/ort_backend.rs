@@ -71,36 +71,73 @@ pub struct OrtBackend {
     provider: &'static str,
 }
 
-fn cpu_session(env: &Environment, model: &Path, settings: &EngineSettings) -> ort::Result<Session> {
-    Session::builder(env)?
+/// Where a session's model comes from: a file, or bytes built in memory (training graphs).
+#[derive(Clone, Copy)]
+pub enum ModelSource<'a> {
+    File(&'a Path),
+    Memory { name: &'a str, bytes: &'a [u8] },
+}
+
+impl ModelSource<'_> {
+    fn describe(&self) -> String {
+        match self {
+            ModelSource::File(path) => path.display().to_string(),
+            ModelSource::Memory { name, .. } => (*name).to_string(),
+        }
+    }
+
+    fn commit(&self, mut builder: ort::session::builder::SessionBuilder) -> ort::Result<Session> {
+        match self {
+            ModelSource::File(path) => builder.commit_from_file(path),
+            ModelSource::Memory { bytes, .. } => builder.commit_from_memory(bytes),
+        }
+    }
+}
+
+fn cpu_session(
+    env: &Environment,
+    model: &ModelSource<'_>,
+    settings: &EngineSettings,
+) -> ort::Result<Session> {
+    let builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(settings.intra_op_threads)?
-        .with_inter_threads(settings.inter_op_threads)?
-        .commit_from_file(model)
+        .with_inter_threads(settings.inter_op_threads)?;
+    model.commit(builder)
 }
 
 fn cuda_session(
     env: &Environment,
-    model: &Path,
+    model: &ModelSource<'_>,
     settings: &EngineSettings,
 ) -> ort::Result<Session> {
     let cuda = ep::CUDA::default()
         .with_device_id(settings.gpu_device_id)
         .build()
         .error_on_failure();
-    Session::builder(env)?
+    let builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)?
-        .with_execution_providers([cuda])?
-        .commit_from_file(model)
+        .with_execution_providers([cuda])?;
+    model.commit(builder)
+}
+
+/// Opens a session on the provider the settings ask for (the runtime library loaded
+/// first); says which provider runs it.
+pub fn open_session(
+    model: ModelSource<'_>,
+    settings: &EngineSettings,
+) -> Result<(Session, &'static str), EngineError> {
+    let env = runtime(settings)?;
+    build_session(env, &model, settings)
 }
 
 /// Opens the session on the provider the settings ask for; says which one runs.
 fn build_session(
     env: &Environment,
-    model: &Path,
+    model: &ModelSource<'_>,
     settings: &EngineSettings,
 ) -> Result<(Session, &'static str), EngineError> {
-    let model_error = |e: ort::Error| EngineError::Model(format!("{}: {e}", model.display()));
+    let model_error = |e: ort::Error| EngineError::Model(format!("{}: {e}", model.describe()));
     if settings.execution_provider == ExecutionProvider::Cpu {
         return Ok((
             cpu_session(env, model, settings).map_err(model_error)?,
@@ -158,7 +195,7 @@ impl OrtBackend {
         settings: &EngineSettings,
     ) -> Result<Self, EngineError> {
         let env = runtime(settings)?;
-        let (session, provider) = build_session(env, model, settings)?;
+        let (session, provider) = build_session(env, &ModelSource::File(model), settings)?;
         tracing::info!(provider, model = %model.display(), "ONNX Runtime session ready");
         let inputs: Vec<String> = session
             .inputs()

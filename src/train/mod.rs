@@ -1,0 +1,14 @@
+//! Training on ONNX Runtime without a training build: each optimisation step is an ordinary
+//! ONNX graph (built here for the requested head, or supplied by the user under the same
+//! contract) that takes parameters and optimiser state in and gives the updated ones back.
+
+pub mod builder;
+pub mod head;
+pub mod onnx;
+pub mod reference;
+pub mod runner;
+pub mod step;
+
+pub use head::{HeadLayout, Tensor, Tensors};
+pub use runner::{StepBatch, StepOutput, StepSession, TrainError, TrainState};
+pub use step::{AdamW, build_inference_graph, build_step_graph};
