@@ -81,6 +81,20 @@ pub struct NewJob<'a> {
     pub correlation_id: Option<&'a str>,
 }
 
+/// Ownership of a long-running job (training): held while renewed, with a fencing token
+/// that grows with every new holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub token: u64,
+}
+
+impl Lease {
+    fn holder(&self) -> String {
+        format!("{} {}", self.owner, self.token)
+    }
+}
+
 /// One job event as stored in the outbox stream, waiting to be published.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -580,6 +594,91 @@ impl StateStore {
             )
             .await?;
         Ok(())
+    }
+
+    fn lease_key(&self, id: &str) -> String {
+        format!("{}:job:{id}:lease", self.prefix)
+    }
+    fn fence_key(&self, id: &str) -> String {
+        format!("{}:job:{id}:fence", self.prefix)
+    }
+    fn checkpoint_key(&self, id: &str) -> String {
+        format!("{}:job:{id}:checkpoint", self.prefix)
+    }
+
+    /// Takes the job's lease for `ttl_ms` if nobody holds it; the lease carries a fencing
+    /// token greater than any earlier holder's.
+    pub async fn acquire_job_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<Lease>, StateError> {
+        let mut conn = self.conn.clone();
+        let token: u64 = scripts::ACQUIRE_JOB_LEASE
+            .key(self.lease_key(id))
+            .key(self.fence_key(id))
+            .arg(owner)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((token > 0).then(|| Lease {
+            owner: owner.to_string(),
+            token,
+        }))
+    }
+
+    /// Extends the lease; false when it was lost (expired, and maybe taken by another).
+    pub async fn renew_job_lease(
+        &self,
+        id: &str,
+        lease: &Lease,
+        ttl_ms: u64,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        let renewed: i64 = scripts::RENEW_JOB_LEASE
+            .key(self.lease_key(id))
+            .arg(lease.holder())
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives the lease up (the job was handed back or ended), if still held.
+    pub async fn release_job_lease(&self, id: &str, lease: &Lease) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = scripts::RELEASE_LEASE
+            .key(self.lease_key(id))
+            .arg(lease.holder())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Points the job at a new checkpoint, only while `lease` is held: a stale owner that
+    /// lost its lease cannot move the pointer (fencing). False when refused.
+    pub async fn commit_checkpoint(
+        &self,
+        id: &str,
+        lease: &Lease,
+        pointer: &str,
+    ) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        let committed: i64 = scripts::COMMIT_CHECKPOINT
+            .key(self.lease_key(id))
+            .key(self.checkpoint_key(id))
+            .arg(lease.holder())
+            .arg(pointer)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(committed == 1)
+    }
+
+    /// The job's latest committed checkpoint pointer, if any.
+    pub async fn checkpoint_pointer(&self, id: &str) -> Result<Option<String>, StateError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(self.checkpoint_key(id)).await?)
     }
 
     /// Counts one more delivery of a task and returns the count; counted on receipt, so a

@@ -196,3 +196,42 @@ return 1
 "#,
     )
 });
+
+/// KEYS: job lease, job fencing counter. ARGV: owner, ttl (ms).
+/// Takes a free lease with a new fencing token (strictly greater than every earlier one);
+/// returns the token, or 0 when someone holds the lease.
+pub static ACQUIRE_JOB_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', tonumber(ARGV[2]))
+return token
+"#,
+    )
+});
+
+/// KEYS: job lease. ARGV: holder (`owner token`), ttl (ms). Extends the lease while the
+/// holder still holds it; 1 when extended, 0 when it was lost.
+pub static RENEW_JOB_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"#,
+    )
+});
+
+/// KEYS: job lease, checkpoint pointer. ARGV: holder (`owner token`), pointer.
+/// Records a checkpoint only while the holder holds the lease (fencing): a stale owner's
+/// checkpoint is refused. 1 when recorded, 0 when refused.
+pub static COMMIT_CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"#,
+    )
+});

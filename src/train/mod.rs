@@ -3,6 +3,7 @@
 //! contract) that takes parameters and optimiser state in and gives the updated ones back.
 
 pub mod builder;
+pub mod checkpoint;
 pub mod head;
 pub mod onnx;
 pub mod reference;
