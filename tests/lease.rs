@@ -1,7 +1,6 @@
 //! Job leases against the real Redis: one holder at a time, fencing tokens that grow, a
 //! lost lease noticed, and a stale holder's checkpoint refused.
 
-
 use std::time::Duration;
 
 use sluice::settings::Settings;

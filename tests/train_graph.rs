@@ -241,3 +241,94 @@ fn malformed_step_graphs_are_refused_naming_the_problem() {
         "{text}"
     );
 }
+
+#[test]
+fn a_step_graph_sluice_did_not_build_trains_under_the_contract() {
+    // Softmax regression with SGD + momentum, written with the `onnx` Python package.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("custom.onnx");
+    let built = std::process::Command::new(common::assets().reference_python)
+        .arg("docs/examples/custom_step_graph.py")
+        .arg(&path)
+        .args(["--features", "12", "--classes", "3", "--momentum", "0.9"])
+        .output()
+        .expect("run docs/examples/custom_step_graph.py");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let mut session = StepSession::open("custom.onnx", &bytes, &engine()).unwrap();
+    let contract = session.contract().clone();
+    assert_eq!(
+        contract
+            .params
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["w", "b"]
+    );
+    assert_eq!(contract.opt.len(), 2);
+    assert!(!contract.has_grads);
+
+    // Its parameters under sluice's names, for the reference computation.
+    let layout = HeadLayout::linear(12, 3);
+    let start = layout.initial_parameters(21);
+    let mut params = Tensors::new();
+    params.insert("w".into(), start["head.weight"].clone());
+    params.insert("b".into(), start["head.bias"].clone());
+    let mut state = session.initial_state(params).unwrap();
+    let (lr, momentum) = (0.05f64, 0.9f64);
+    let mut reference = ReferenceState::new(&start);
+    let mut velocity: std::collections::BTreeMap<String, Vec<f64>> = reference
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), vec![0.0; v.len()]))
+        .collect();
+    let mut losses = Vec::new();
+    for step in 0..30u64 {
+        let b = batch(&layout, 16, 200 + step % 3);
+        let out = session
+            .step(
+                &mut state,
+                &StepBatch {
+                    rows: b.rows,
+                    features: &b.features,
+                    targets: &b.targets,
+                    dropout: vec![],
+                },
+                lr as f32,
+            )
+            .unwrap();
+        let (loss, grads) = loss_and_grads(
+            &layout,
+            &reference.tensors(&layout),
+            &b.features,
+            &b.targets,
+            b.rows,
+            &[],
+        );
+        assert!(
+            (out.loss as f64 - loss).abs() < 1e-4,
+            "step {step}: {} vs {loss}",
+            out.loss
+        );
+        for (name, g) in &grads {
+            let v = velocity.get_mut(name).unwrap();
+            let p = reference.params.get_mut(name).unwrap();
+            for i in 0..g.len() {
+                v[i] = momentum * v[i] + g[i];
+                p[i] -= lr * v[i];
+            }
+        }
+        let diff_w = max_abs_diff(&state.params["w"].data, &reference.params["head.weight"]);
+        let diff_b = max_abs_diff(&state.params["b"].data, &reference.params["head.bias"]);
+        assert!(
+            diff_w < 1e-4 && diff_b < 1e-4,
+            "step {step}: {diff_w} {diff_b}"
+        );
+        losses.push(out.loss);
+    }
+    assert!(losses[29] < losses[0] * 0.9, "{losses:?}");
+}
