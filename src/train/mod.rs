@@ -4,11 +4,13 @@
 
 pub mod builder;
 pub mod checkpoint;
+pub mod eval;
 pub mod head;
 pub mod onnx;
 pub mod reference;
 pub mod runner;
 pub mod step;
+pub mod trainer;
 
 pub use head::{HeadLayout, Tensor, Tensors};
 pub use runner::{StepBatch, StepOutput, StepSession, TrainError, TrainState};

@@ -1,0 +1,292 @@
+//! The training loop: seeded epoch order, mini-batches, dropout masks, the learning-rate
+//! schedule and checkpoints, driven step by step so a run stopped at any checkpoint and
+//! resumed from it ends with the same weights as one that never stopped.
+//!
+//! Determinism: each epoch's order is a permutation derived from (seed, epoch) alone, so a
+//! resumed run recomputes it and skips the batches its checkpoint already trained on; the
+//! generator that draws dropout masks is saved in every checkpoint.
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::checkpoint::Checkpoint;
+use super::head::Tensors;
+use super::runner::{StepBatch, StepSession, TrainError};
+
+/// Features and labels of one data set, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    pub dim: usize,
+    pub features: Vec<f32>,
+    /// Class index per row.
+    pub labels: Vec<usize>,
+}
+
+impl Dataset {
+    pub fn rows(&self) -> usize {
+        self.labels.len()
+    }
+}
+
+/// How the learning rate moves: linear warm-up from 0, then a decay to 0 at the last step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decay {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub peak_lr: f32,
+    pub warmup_steps: u64,
+    pub decay: Decay,
+}
+
+impl Schedule {
+    /// The learning rate of 1-based step `step` out of `total`.
+    pub fn lr(&self, step: u64, total: u64) -> f32 {
+        let peak = self.peak_lr as f64;
+        if step <= self.warmup_steps && self.warmup_steps > 0 {
+            return (peak * step as f64 / self.warmup_steps as f64) as f32;
+        }
+        let span = total.saturating_sub(self.warmup_steps).max(1) as f64;
+        let done = (step.saturating_sub(self.warmup_steps) as f64 / span).min(1.0);
+        let factor = match self.decay {
+            Decay::Constant => 1.0,
+            Decay::Linear => 1.0 - done,
+            Decay::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * done).cos()),
+        };
+        (peak * factor) as f32
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub epochs: u64,
+    pub seed: u64,
+    pub schedule: Schedule,
+    /// A checkpoint every this many steps (and at every epoch end); 0 for epoch ends only.
+    pub checkpoint_every: u64,
+    /// Dropout probability of the `dropout.*` masks (0 for none).
+    pub dropout: f32,
+}
+
+impl TrainConfig {
+    pub fn steps_per_epoch(&self, rows: usize) -> u64 {
+        rows.div_ceil(self.batch_size.max(1)) as u64
+    }
+}
+
+/// What the loop tells its caller, and what the caller answers.
+pub trait Observer {
+    /// After every step.
+    fn on_step(&mut self, _progress: &StepProgress) -> Flow {
+        Flow::Continue
+    }
+    /// A checkpoint to keep (write it, record it); an error stops the run.
+    fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Flow, TrainError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Stop now (cancel, shutdown, lost lease); after a checkpoint, the run can resume.
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepProgress {
+    pub step: u64,
+    pub total_steps: u64,
+    pub epoch: u64,
+    pub loss: f32,
+    pub lr: f32,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// Every epoch done; the final state.
+    Completed(Checkpoint),
+    /// The observer stopped it; the last state reached (a checkpoint only if one was
+    /// taken at this step).
+    Stopped(Checkpoint),
+}
+
+/// A fresh start: the head's initial parameters, optimiser state at zero, generator seeded.
+pub fn fresh_start(
+    session: &StepSession,
+    params: Tensors,
+    seed: u64,
+) -> Result<Checkpoint, TrainError> {
+    Ok(Checkpoint {
+        state: session.initial_state(params)?,
+        epoch: 0,
+        cursor: 0,
+        // A stream apart from the epoch orders', so the two never share numbers.
+        rng: {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(1);
+            rng
+        },
+        losses: Vec::new(),
+    })
+}
+
+/// Row order of `epoch`: a permutation from (seed, epoch) alone.
+pub fn epoch_order(seed: u64, epoch: u64, rows: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..rows).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(2 + epoch);
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Trains from `start` (fresh or a checkpoint) to the end of the last epoch, or until the
+/// observer says stop.
+pub fn train(
+    session: &mut StepSession,
+    data: &Dataset,
+    config: &TrainConfig,
+    start: Checkpoint,
+    observer: &mut dyn Observer,
+) -> Result<Finish, TrainError> {
+    let classes = session.contract().classes;
+    let masks_spec = session.contract().dropout.clone();
+    if data.dim != session.contract().features {
+        return Err(TrainError::Run {
+            graph: "training".into(),
+            message: format!(
+                "features have {} dimensions, the step graph wants {}",
+                data.dim,
+                session.contract().features
+            ),
+        });
+    }
+    if let Some(bad) = data.labels.iter().find(|&&l| l >= classes) {
+        return Err(TrainError::Run {
+            graph: "training".into(),
+            message: format!("label index {bad} out of range for {classes} classes"),
+        });
+    }
+    let rows = data.rows();
+    if rows == 0 || config.batch_size == 0 {
+        return Err(TrainError::Run {
+            graph: "training".into(),
+            message: "the training data set is empty (or batch_size is 0)".into(),
+        });
+    }
+    let per_epoch = config.steps_per_epoch(rows);
+    let total = per_epoch * config.epochs;
+    let mut at = start;
+    let keep = 1.0 - config.dropout;
+    let mut features = Vec::new();
+    let mut targets = Vec::new();
+    while at.epoch < config.epochs {
+        let order = epoch_order(config.seed, at.epoch, rows);
+        while at.cursor < per_epoch {
+            let begin = at.cursor as usize * config.batch_size;
+            let batch_rows = &order[begin..(begin + config.batch_size).min(rows)];
+            features.clear();
+            targets.clear();
+            targets.resize(batch_rows.len() * classes, 0.0);
+            for (i, &row) in batch_rows.iter().enumerate() {
+                features.extend_from_slice(&data.features[row * data.dim..(row + 1) * data.dim]);
+                targets[i * classes + data.labels[row]] = 1.0;
+            }
+            let dropout = masks_spec
+                .iter()
+                .map(|(_, width)| {
+                    (0..batch_rows.len() * width)
+                        .map(|_| {
+                            if at.rng.random::<f32>() < keep {
+                                1.0 / keep
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let lr = config.schedule.lr(at.state.step + 1, total);
+            let out = session.step(
+                &mut at.state,
+                &StepBatch {
+                    rows: batch_rows.len(),
+                    features: &features,
+                    targets: &targets,
+                    dropout,
+                },
+                lr,
+            )?;
+            at.losses.push(out.loss);
+            at.cursor += 1;
+            if at.cursor == per_epoch {
+                at.epoch += 1;
+                at.cursor = 0;
+            }
+            let progress = StepProgress {
+                step: at.state.step,
+                total_steps: total,
+                epoch: at.epoch,
+                loss: out.loss,
+                lr,
+            };
+            let mut flow = observer.on_step(&progress);
+            let due = at.cursor == 0
+                || (config.checkpoint_every > 0 && at.state.step % config.checkpoint_every == 0);
+            if due && observer.on_checkpoint(&at)? == Flow::Stop {
+                flow = Flow::Stop;
+            }
+            if flow == Flow::Stop {
+                return Ok(Finish::Stopped(at));
+            }
+            if at.cursor == 0 {
+                break;
+            }
+        }
+    }
+    Ok(Finish::Completed(at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_warms_up_then_decays_to_zero() {
+        let s = Schedule {
+            peak_lr: 1.0,
+            warmup_steps: 10,
+            decay: Decay::Linear,
+        };
+        assert_eq!(s.lr(5, 110), 0.5);
+        assert_eq!(s.lr(10, 110), 1.0);
+        assert!((s.lr(60, 110) - 0.5).abs() < 1e-6);
+        assert_eq!(s.lr(110, 110), 0.0);
+        let c = Schedule {
+            decay: Decay::Cosine,
+            ..s.clone()
+        };
+        assert!((c.lr(60, 110) - 0.5).abs() < 1e-6);
+        let k = Schedule {
+            decay: Decay::Constant,
+            warmup_steps: 0,
+            ..s
+        };
+        assert_eq!(k.lr(1, 110), 1.0);
+    }
+
+    #[test]
+    fn epoch_orders_depend_only_on_seed_and_epoch() {
+        let a = epoch_order(7, 3, 50);
+        assert_eq!(a, epoch_order(7, 3, 50));
+        assert_ne!(a, epoch_order(7, 4, 50));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+    }
+}
