@@ -237,7 +237,8 @@ pub fn train(
             };
             let mut flow = observer.on_step(&progress);
             let due = at.cursor == 0
-                || (config.checkpoint_every > 0 && at.state.step % config.checkpoint_every == 0);
+                || (config.checkpoint_every > 0
+                    && at.state.step.is_multiple_of(config.checkpoint_every));
             if due && observer.on_checkpoint(&at)? == Flow::Stop {
                 flow = Flow::Stop;
             }
