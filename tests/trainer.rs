@@ -35,8 +35,8 @@ fn blobs(rows: usize, seed: u64) -> Dataset {
     let mut labels = Vec::new();
     for _ in 0..rows {
         let label = rng.random_range(0..3);
-        for d in 0..dim {
-            features.push(centres[label][d] + rng.random_range(-0.8..0.8));
+        for centre in &centres[label] {
+            features.push(centre + rng.random_range(-0.8..0.8));
         }
         labels.push(label);
     }
