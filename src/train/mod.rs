@@ -5,6 +5,7 @@
 pub mod builder;
 pub mod checkpoint;
 pub mod eval;
+pub mod features;
 pub mod head;
 pub mod onnx;
 pub mod reference;
