@@ -10,6 +10,7 @@ pub mod head;
 pub mod onnx;
 pub mod reference;
 pub mod runner;
+pub mod split;
 pub mod step;
 pub mod trainer;
 
