@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 use crate::engine::package::{
-    self, FileDigest, IoNames, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask, Pooling,
-    TOKENIZER_FILE, digest_file,
+    self, FileDigest, HEAD_FILE, IoNames, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask,
+    Pooling, TOKENIZER_FILE, digest_file,
 };
 use crate::storage::Storage;
 use crate::uri::S3Uri;
@@ -32,7 +32,11 @@ pub async fn push(
     let manifest = manifest_for_dir(dir, options)?;
     let text = manifest.to_toml();
     let target = target.as_prefix();
-    for name in [MODEL_FILE, TOKENIZER_FILE] {
+    let mut names = vec![MODEL_FILE, TOKENIZER_FILE];
+    if manifest.task == ModelTask::Classify {
+        names.push(HEAD_FILE);
+    }
+    for name in names {
         storage
             .put_file(&target.join(name), &dir.join(name))
             .await
@@ -85,12 +89,17 @@ pub fn manifest_for_dir(dir: &Path, options: &PushOptions) -> anyhow::Result<Mod
             pooling: pooling_from_sentence_transformers(dir)?,
             normalize: true,
             dimension: options.dimension,
+            labels: Vec::new(),
             names: IoNames::default(),
             files: BTreeMap::new(),
         },
     };
     let mut files: BTreeMap<String, FileDigest> = BTreeMap::new();
-    for name in [MODEL_FILE, TOKENIZER_FILE] {
+    let mut names = vec![MODEL_FILE, TOKENIZER_FILE];
+    if manifest.task == ModelTask::Classify {
+        names.push(HEAD_FILE);
+    }
+    for name in names {
         let digest = digest_file(&dir.join(name))
             .with_context(|| format!("reading {}/{name}", dir.display()))?;
         files.insert(name.to_string(), digest);

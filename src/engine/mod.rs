@@ -16,7 +16,7 @@ use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
 pub use batcher::{BatchPlan, Budget, length_order, next_batch, plan_batches};
-pub use ort_backend::{ModelSource, OrtBackend, init_runtime, open_session};
+pub use ort_backend::{ModelSource, OrtBackend, OrtHead, init_runtime, open_session};
 pub use package::{ModelManifest, Pooling};
 
 use crate::metrics;
@@ -100,6 +100,8 @@ pub struct Embedder {
     requests: mpsc::Sender<Request>,
     dimension: usize,
     model_sha256: Arc<str>,
+    /// A classifier's class names; empty for an embedding model.
+    labels: Arc<[String]>,
 }
 
 impl Embedder {
@@ -117,14 +119,39 @@ impl Embedder {
             settings,
         )?;
         let tokenizer = load_tokenizer(&dir.join(package::TOKENIZER_FILE), manifest.max_length)?;
-        let embedder = Self::start(Box::new(backend), tokenizer, manifest, settings);
-        Ok(embedder)
+        let head = match manifest.task {
+            package::ModelTask::Embed => None,
+            package::ModelTask::Classify => Some(OrtHead::load(
+                &dir.join(package::HEAD_FILE),
+                manifest.labels.len(),
+                settings,
+            )?),
+        };
+        Ok(Self::start_with_head(
+            Box::new(backend),
+            tokenizer,
+            head,
+            manifest,
+            settings,
+        ))
     }
 
     /// Starts the engine thread around any backend.
     pub fn start(
         backend: Box<dyn InferenceBackend>,
         tokenizer: Tokenizer,
+        manifest: &ModelManifest,
+        settings: &EngineSettings,
+    ) -> Self {
+        Self::start_with_head(backend, tokenizer, None, manifest, settings)
+    }
+
+    /// Starts the engine thread; with a head, each text's answer is its class
+    /// probabilities instead of its embedding.
+    pub fn start_with_head(
+        backend: Box<dyn InferenceBackend>,
+        tokenizer: Tokenizer,
+        head: Option<OrtHead>,
         manifest: &ModelManifest,
         settings: &EngineSettings,
     ) -> Self {
@@ -146,6 +173,7 @@ impl Embedder {
             .name(name)
             .spawn(move || {
                 let mut backend = backend;
+                let mut head = head;
                 let mut budget = Budget::new(config.max_batch_rows, config.max_batch_tokens);
                 warm_up(backend.as_mut(), &tokenizer, &config, &mut budget);
                 while let Some(request) = receiver.blocking_recv() {
@@ -157,7 +185,10 @@ impl Embedder {
                         &request.texts,
                         &request.stop,
                     )
-                    .map(|(vectors, _)| vectors);
+                    .and_then(|(vectors, _)| match head.as_mut() {
+                        None => Ok(vectors),
+                        Some(head) => classify(head, vectors, config.dimension),
+                    });
                     // The caller may have gone (cancelled); nothing to do then.
                     let _ = request.reply.send(result);
                 }
@@ -167,7 +198,14 @@ impl Embedder {
             requests,
             dimension: manifest.dimension,
             model_sha256: manifest.model_sha256().into(),
+            labels: manifest.labels.clone().into(),
         }
+    }
+
+    /// A classifier's class names (the order of its probabilities); empty for an
+    /// embedding model.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
     }
 
     pub fn dimension(&self) -> usize {
@@ -297,6 +335,22 @@ fn embed_blocking(
     Ok((results, stats))
 }
 
+/// Class probabilities for pooled embeddings, one vector per row.
+fn classify(
+    head: &mut OrtHead,
+    vectors: Vec<Vec<f32>>,
+    dimension: usize,
+) -> Result<Vec<Vec<f32>>, EngineError> {
+    if vectors.is_empty() {
+        return Ok(vectors);
+    }
+    let rows = vectors.len();
+    let flat: Vec<f32> = vectors.into_iter().flatten().collect();
+    let probabilities = head.probabilities(&flat, rows, dimension)?;
+    let classes = probabilities.len() / rows;
+    Ok(probabilities.chunks(classes).map(<[f32]>::to_vec).collect())
+}
+
 /// Runs a short and a long row once before the first request, so the first shard does not
 /// pay for the runtime's first-run set-up.
 fn warm_up(
@@ -398,6 +452,7 @@ mod tests {
             pooling: Pooling::Mean,
             normalize: false,
             dimension: 2,
+            labels: Vec::new(),
             names: IoNames::default(),
             files: BTreeMap::from([
                 (package::MODEL_FILE.to_string(), digest.clone()),

@@ -314,6 +314,51 @@ impl InferenceBackend for OrtBackend {
     }
 }
 
+/// A classifier head (`head.onnx`: `features` → `probabilities`) run after pooling, on the
+/// engine thread.
+pub struct OrtHead {
+    session: Session,
+    classes: usize,
+}
+
+impl OrtHead {
+    pub fn load(
+        path: &Path,
+        classes: usize,
+        settings: &EngineSettings,
+    ) -> Result<Self, EngineError> {
+        let (session, _) = open_session(ModelSource::File(path), settings)?;
+        Ok(Self { session, classes })
+    }
+
+    /// Class probabilities, `[rows, classes]` row-major, for pooled embeddings
+    /// `[rows, dim]`.
+    pub fn probabilities(
+        &mut self,
+        embeddings: &[f32],
+        rows: usize,
+        dim: usize,
+    ) -> Result<Vec<f32>, EngineError> {
+        let input = Tensor::from_array((vec![rows as i64, dim as i64], embeddings.to_vec()))
+            .map_err(|e| EngineError::Inference(format!("head input: {e}")))?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["features" => input])
+            .map_err(|e| EngineError::Inference(format!("head run: {e}")))?;
+        let (shape, data) = outputs["probabilities"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| EngineError::Model(format!("head output `probabilities`: {e}")))?;
+        if shape[..] != [rows as i64, self.classes as i64] {
+            return Err(EngineError::Model(format!(
+                "head output has shape {:?}, expected [{rows}, {}] (do the package's labels match the head?)",
+                &shape[..],
+                self.classes
+            )));
+        }
+        Ok(data.to_vec())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_out_of_memory;

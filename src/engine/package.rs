@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 pub const MANIFEST_FILE: &str = "sluice-model.toml";
 pub const MODEL_FILE: &str = "model.onnx";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// A classifier package's head: `features` → `probabilities` (exported by a training job).
+pub const HEAD_FILE: &str = "head.onnx";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,9 @@ pub struct ModelManifest {
     pub normalize: bool,
     /// Embedding size, checked against the model's output.
     pub dimension: usize,
+    /// Class names of a classifier package, in the head's output order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
     /// Graph input/output names; left out, they are read from the model by convention
     /// (`input_ids`, `attention_mask`, `token_type_ids`, first output).
     #[serde(default)]
@@ -39,7 +44,10 @@ pub struct ModelManifest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelTask {
+    /// Sentence embeddings.
     Embed,
+    /// The encoder followed by a trained head: a label and class probabilities per text.
+    Classify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -87,6 +95,18 @@ impl ModelManifest {
                 ));
             }
         }
+        if manifest.task == ModelTask::Classify {
+            if !manifest.files.contains_key(HEAD_FILE) {
+                return Err(format!(
+                    "{MANIFEST_FILE}: a classify package needs [files] entry {HEAD_FILE}"
+                ));
+            }
+            if manifest.labels.len() < 2 {
+                return Err(format!(
+                    "{MANIFEST_FILE}: a classify package needs at least two labels"
+                ));
+            }
+        }
         if manifest.max_length == 0 || manifest.dimension == 0 {
             return Err(format!(
                 "{MANIFEST_FILE}: max_length and dimension must be positive"
@@ -99,9 +119,17 @@ impl ModelManifest {
         toml::to_string_pretty(self).expect("manifest serialises")
     }
 
-    /// The model file's sha256: what identifies the package's behaviour.
-    pub fn model_sha256(&self) -> &str {
-        &self.files[MODEL_FILE].sha256
+    /// What identifies the package's behaviour: the model file's sha256, or for a
+    /// classifier the sha256 of the model's and the head's hashes together (the same
+    /// encoder with another head is another model).
+    pub fn model_sha256(&self) -> String {
+        let model = &self.files[MODEL_FILE].sha256;
+        match self.files.get(HEAD_FILE) {
+            Some(head) if self.task == ModelTask::Classify => {
+                hex::encode(Sha256::digest(format!("{model}:{}", head.sha256)))
+            }
+            _ => model.clone(),
+        }
     }
 }
 
@@ -150,6 +178,7 @@ mod tests {
             pooling: Pooling::Mean,
             normalize: true,
             dimension: 384,
+            labels: Vec::new(),
             names: IoNames::default(),
             files,
         };

@@ -63,6 +63,9 @@ impl JobKind {
 pub enum Task {
     /// Sentence embeddings: one vector per row.
     Embed,
+    /// With a classifier package (written by a training job): the label and every class's
+    /// probability per row.
+    Classify,
 }
 
 #[derive(

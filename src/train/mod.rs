@@ -8,6 +8,7 @@ pub mod eval;
 pub mod features;
 pub mod head;
 pub mod onnx;
+pub mod package;
 pub mod reference;
 pub mod runner;
 pub mod split;

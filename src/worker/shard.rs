@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{TaskError, WorkerContext, finish};
 use crate::engine::{Embedder, EngineError};
-use crate::job::{InputFormat, JobStatus, ShardTask};
+use crate::job::{InputFormat, JobStatus, ShardTask, Task};
 use crate::metrics;
 use crate::state::{JobRecord, ShardCommit, StateStore};
 use crate::storage::PartWriter;
@@ -40,6 +40,33 @@ pub fn errors_part_uri(output: &S3Uri, shard: u32) -> S3Uri {
 struct OutputRow<'a> {
     id: &'a serde_json::Value,
     embedding: &'a [f32],
+}
+
+/// A classify job's row: the most probable label and every class's probability.
+#[derive(Serialize)]
+struct ClassifiedRow<'a> {
+    id: &'a serde_json::Value,
+    label: &'a str,
+    probabilities: std::collections::BTreeMap<&'a str, f32>,
+}
+
+impl<'a> ClassifiedRow<'a> {
+    fn new(id: &'a serde_json::Value, labels: &'a [String], probabilities: &[f32]) -> Self {
+        let best = probabilities
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        Self {
+            id,
+            label: &labels[best],
+            probabilities: labels
+                .iter()
+                .map(String::as_str)
+                .zip(probabilities.iter().copied())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -82,6 +109,21 @@ pub async fn run(
             job.spec.model,
             embedder.model_sha256()
         )));
+    }
+    match (job.spec.task, embedder.labels().is_empty()) {
+        (Task::Embed, true) | (Task::Classify, false) => {}
+        (Task::Classify, true) => {
+            return Err(TaskError::permanent(format!(
+                "model package {} is an embedding model; task = \"classify\" needs a classifier package (one a training job wrote)",
+                job.spec.model
+            )));
+        }
+        (Task::Embed, false) => {
+            return Err(TaskError::permanent(format!(
+                "model package {} is a classifier; use task = \"classify\", or its encoder's package for embeddings",
+                job.spec.model
+            )));
+        }
     }
     let output = job.spec.output_uri();
     let stop = Arc::new(AtomicBool::new(false));
@@ -299,14 +341,19 @@ impl ShardRun<'_> {
             Err(e) => return Err(e.into()),
         };
         let mut lines = Vec::with_capacity(ids.len() * (embedder.dimension() * 12 + 32));
+        let labels = embedder.labels();
         for (id, vector) in ids.iter().zip(&vectors) {
-            serde_json::to_writer(
-                &mut lines,
-                &OutputRow {
-                    id,
-                    embedding: vector,
-                },
-            )
+            if labels.is_empty() {
+                serde_json::to_writer(
+                    &mut lines,
+                    &OutputRow {
+                        id,
+                        embedding: vector,
+                    },
+                )
+            } else {
+                serde_json::to_writer(&mut lines, &ClassifiedRow::new(id, labels, vector))
+            }
             .expect("output row serialises");
             lines.push(b'\n');
         }
