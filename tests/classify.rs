@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use common::Cluster;
 use prost::Message;
-use sluice::job::{InputFormat, JobStatus};
+use sluice::job::JobStatus;
 use sluice::settings::ExecutionProvider;
 use sluice::train::checkpoint::Checkpoint;
 use sluice::train::eval::evaluate;
-use sluice::train::features::load_or_embed;
 use sluice::train::package::{ClassifierPackage, write_classifier_package};
 use sluice::train::split::stratified_split;
 use sluice::train::trainer::{
@@ -24,7 +23,6 @@ use sluice::train::{
     AdamW, HeadLayout, StepSession, TrainError, build_inference_graph, build_step_graph,
 };
 use sluice::uri::S3Uri;
-use sluice::worker::ModelCache;
 
 struct Quiet;
 
@@ -40,43 +38,15 @@ async fn a_trained_head_serves_a_bulk_classify_job() {
     cluster.start(true).await;
     let storage = cluster.storage.clone();
     let names = ["fresh", "rotten"];
-    let mut reader = csv::Reader::from_path(common::assets().rotten_tomatoes_csv).unwrap();
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for record in reader.records().map(Result::unwrap) {
-        if &record[0] != "plot" {
-            rows.push((record[1].to_string(), record[0].to_string()));
-        }
-        if rows.len() == 2000 {
-            break;
-        }
-    }
-    let mut body = "text,label\n".to_string();
-    for (text, label) in &rows {
-        body.push_str(&format!("\"{}\",{label}\n", text.replace('"', "\"\"")));
-    }
-    cluster.put("train/reviews.csv", body).await;
-    let objects = storage
-        .list(&S3Uri::parse(&cluster.uri("train/")).unwrap())
-        .await
-        .unwrap();
+    let rows = common::rotten_tomatoes_reviews(Some(2000));
+    cluster
+        .put("train/reviews.csv", common::reviews_csv(&rows))
+        .await;
     let encoder = S3Uri::parse(&cluster.model_uri).unwrap();
-    let models = ModelCache::new(
-        storage.clone(),
-        cluster.settings.worker.model_cache_dir.clone(),
-        cluster.settings.engine.clone(),
-    );
-    let embedder = models.get(&encoder).await.unwrap();
-    let (features, _) = load_or_embed(
-        &storage,
-        &S3Uri::parse(&cluster.uri("cache/")).unwrap(),
-        &embedder,
-        &objects,
-        InputFormat::Csv,
-        "text",
-        "label",
-    )
-    .await
-    .unwrap();
+    let (models, embedder) = cluster.encoder().await;
+    let (features, _) = cluster
+        .labelled_features(&embedder, "train/", "cache/")
+        .await;
     let labels: Vec<usize> = features
         .labels
         .iter()

@@ -10,73 +10,33 @@ use common::Cluster;
 use sluice::job::InputFormat;
 use sluice::train::features::{FeatureError, load_or_embed};
 use sluice::uri::S3Uri;
-use sluice::worker::ModelCache;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn features_are_embedded_once_then_served_from_the_cache() {
     let cluster = Cluster::new(1 << 20).await;
     let storage = cluster.storage.clone();
     // 300 review snippets with their fresh/rotten label, as CSV.
-    let mut reader = csv::Reader::from_path(common::assets().rotten_tomatoes_csv).unwrap();
-    let mut body = "text,label\n".to_string();
-    let mut expected = Vec::new();
-    for record in reader.records().map(Result::unwrap) {
-        if &record[0] == "plot" {
-            continue;
-        }
-        let text = record[1].replace('"', "\"\"");
-        body.push_str(&format!("\"{text}\",{}\n", &record[0]));
-        expected.push(record[0].to_string());
-        if expected.len() == 300 {
-            break;
-        }
-    }
-    cluster.put("train/reviews.csv", body).await;
-    let objects = storage
-        .list(&S3Uri::parse(&cluster.uri("train/")).unwrap())
-        .await
-        .unwrap();
-    let models = ModelCache::new(
-        storage.clone(),
-        cluster.settings.worker.model_cache_dir.clone(),
-        cluster.settings.engine.clone(),
-    );
-    let embedder = models
-        .get(&S3Uri::parse(&cluster.model_uri).unwrap())
-        .await
-        .unwrap();
-    let cache = S3Uri::parse(&cluster.uri("feature-cache/")).unwrap();
+    let reviews = common::rotten_tomatoes_reviews(Some(300));
+    let expected: Vec<String> = reviews.iter().map(|(_, label)| label.clone()).collect();
+    cluster
+        .put("train/reviews.csv", common::reviews_csv(&reviews))
+        .await;
+    let (_models, embedder) = cluster.encoder().await;
     let started = Instant::now();
-    let (first, outcome) = load_or_embed(
-        &storage,
-        &cache,
-        &embedder,
-        &objects,
-        InputFormat::Csv,
-        "text",
-        "label",
-    )
-    .await
-    .unwrap();
+    let (first, outcome) = cluster
+        .labelled_features(&embedder, "train/", "feature-cache/")
+        .await;
     assert!(!outcome.hit);
     assert_eq!(first.labels, expected);
     assert_eq!(first.dim, 384);
     assert_eq!(first.features.len(), 300 * 384);
-    let (second, cached) = load_or_embed(
-        &storage,
-        &cache,
-        &embedder,
-        &objects,
-        InputFormat::Csv,
-        "text",
-        "label",
-    )
-    .await
-    .unwrap();
+    let (second, cached) = cluster
+        .labelled_features(&embedder, "train/", "feature-cache/")
+        .await;
     assert!(cached.hit);
     assert_eq!(second, first);
     eprintln!(
-        "300 texts: embedded in {:.2} s, from the cache in {:.3} s ({:.0}× faster); total {:.2} s",
+        "300 texts: embedded in {:.2} s, from the cache in {:.3} s ({:.0}x faster); total {:.2} s",
         outcome.seconds,
         cached.seconds,
         outcome.seconds / cached.seconds.max(1e-6),
@@ -84,6 +44,7 @@ async fn features_are_embedded_once_then_served_from_the_cache() {
     );
     assert!(cached.seconds < outcome.seconds);
     assert_eq!(cluster.keys("feature-cache/").await.len(), 1);
+    let cache = S3Uri::parse(&cluster.uri("feature-cache/")).unwrap();
 
     // Bad training data fails early, naming the problem.
     let cases = [

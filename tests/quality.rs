@@ -6,18 +6,14 @@ mod common;
 
 use common::Cluster;
 use prost::Message;
-use sluice::job::InputFormat;
 use sluice::settings::ExecutionProvider;
 use sluice::train::checkpoint::Checkpoint;
 use sluice::train::eval::evaluate;
-use sluice::train::features::load_or_embed;
 use sluice::train::split::stratified_split;
 use sluice::train::trainer::{
     Dataset, Decay, Finish, Flow, Observer, Schedule, TrainConfig, fresh_start, train,
 };
 use sluice::train::{AdamW, HeadLayout, StepSession, TrainError, build_step_graph};
-use sluice::uri::S3Uri;
-use sluice::worker::ModelCache;
 
 struct Quiet;
 
@@ -41,43 +37,14 @@ fn subset(all: &Dataset, rows: &[usize]) -> Dataset {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trained_head_reaches_logistic_regression_on_rotten_tomatoes() {
     let cluster = Cluster::new(1 << 20).await;
-    let storage = cluster.storage.clone();
-    let mut reader = csv::Reader::from_path(common::assets().rotten_tomatoes_csv).unwrap();
-    let mut body = "text,label\n".to_string();
-    for record in reader.records().map(Result::unwrap) {
-        if &record[0] != "plot" {
-            body.push_str(&format!(
-                "\"{}\",{}\n",
-                record[1].replace('"', "\"\""),
-                &record[0]
-            ));
-        }
-    }
-    cluster.put("train/reviews.csv", body).await;
-    let objects = storage
-        .list(&S3Uri::parse(&cluster.uri("train/")).unwrap())
-        .await
-        .unwrap();
-    let models = ModelCache::new(
-        storage.clone(),
-        cluster.settings.worker.model_cache_dir.clone(),
-        cluster.settings.engine.clone(),
-    );
-    let embedder = models
-        .get(&S3Uri::parse(&cluster.model_uri).unwrap())
-        .await
-        .unwrap();
-    let (features, outcome) = load_or_embed(
-        &storage,
-        &S3Uri::parse(&cluster.uri("cache/")).unwrap(),
-        &embedder,
-        &objects,
-        InputFormat::Csv,
-        "text",
-        "label",
-    )
-    .await
-    .unwrap();
+    let reviews = common::rotten_tomatoes_reviews(None);
+    cluster
+        .put("train/reviews.csv", common::reviews_csv(&reviews))
+        .await;
+    let (_models, embedder) = cluster.encoder().await;
+    let (features, outcome) = cluster
+        .labelled_features(&embedder, "train/", "cache/")
+        .await;
     let names = ["fresh", "rotten"];
     let all = Dataset {
         dim: features.dim,

@@ -7,7 +7,7 @@ mod common;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sluice::settings::{EngineSettings, ExecutionProvider};
+use sluice::settings::EngineSettings;
 use sluice::train::builder::GraphBuilder;
 use sluice::train::onnx::Dim;
 use sluice::train::reference::{ReferenceState, loss_and_grads};
@@ -17,12 +17,7 @@ use sluice::train::{
 };
 
 fn engine() -> EngineSettings {
-    EngineSettings {
-        ort_dylib_path: common::assets().ort_dylib,
-        execution_provider: ExecutionProvider::Cpu,
-        intra_op_threads: 1,
-        ..Default::default()
-    }
+    common::cpu_engine()
 }
 
 /// A batch of `rows` random features, random one-hot targets, and dropout masks.

@@ -7,7 +7,7 @@ mod common;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sluice::settings::{EngineSettings, ExecutionProvider};
+use sluice::settings::EngineSettings;
 use sluice::train::checkpoint::{self, Checkpoint};
 use sluice::train::eval::evaluate;
 use sluice::train::trainer::{
@@ -16,12 +16,7 @@ use sluice::train::trainer::{
 use sluice::train::{AdamW, HeadLayout, StepSession, TrainError, build_step_graph};
 
 fn engine() -> EngineSettings {
-    EngineSettings {
-        ort_dylib_path: common::assets().ort_dylib,
-        execution_provider: ExecutionProvider::Cpu,
-        intra_op_threads: 1,
-        ..Default::default()
-    }
+    common::cpu_engine()
 }
 
 /// Three Gaussian blobs in 12 dimensions: learnable, not trivially.

@@ -471,3 +471,85 @@ pub fn assert_exactly_once(rows: &[Value], expected_ids: &[String]) {
     );
     assert_eq!(rows.len(), expected_ids.len());
 }
+
+/// Rotten Tomatoes review snippets (plots dropped) as (text, label), in file order.
+pub fn rotten_tomatoes_reviews(limit: Option<usize>) -> Vec<(String, String)> {
+    let mut reader =
+        csv::Reader::from_path(assets().rotten_tomatoes_csv).expect("rotten tomatoes csv");
+    let mut reviews = Vec::new();
+    for record in reader.records() {
+        let record = record.expect("csv record");
+        if &record[0] == "plot" {
+            continue;
+        }
+        reviews.push((record[1].to_string(), record[0].to_string()));
+        if limit.is_some_and(|l| reviews.len() >= l) {
+            break;
+        }
+    }
+    reviews
+}
+
+/// Reviews as CSV with columns `text,label`.
+pub fn reviews_csv(reviews: &[(String, String)]) -> String {
+    let mut body = "text,label\n".to_string();
+    for (text, label) in reviews {
+        body.push_str(&format!("\"{}\",{label}\n", text.replace('"', "\"\"")));
+    }
+    body
+}
+
+/// ONNX Runtime on the CPU with one thread: for step graphs and heads in tests.
+pub fn cpu_engine() -> sluice::settings::EngineSettings {
+    sluice::settings::EngineSettings {
+        ort_dylib_path: assets().ort_dylib,
+        execution_provider: sluice::settings::ExecutionProvider::Cpu,
+        intra_op_threads: 1,
+        ..Default::default()
+    }
+}
+
+impl Cluster {
+    /// A model cache on this cluster's storage, and the pushed encoder loaded from it.
+    pub async fn encoder(&self) -> (sluice::worker::ModelCache, sluice::engine::Embedder) {
+        let models = sluice::worker::ModelCache::new(
+            self.storage.clone(),
+            self.settings.worker.model_cache_dir.clone(),
+            self.settings.engine.clone(),
+        );
+        let embedder = models
+            .get(&S3Uri::parse(&self.model_uri).unwrap())
+            .await
+            .expect("load the encoder");
+        (models, embedder)
+    }
+
+    /// Features of the `text,label` CSV objects under `folder`, through the cache under
+    /// `cache`.
+    pub async fn labelled_features(
+        &self,
+        embedder: &sluice::engine::Embedder,
+        folder: &str,
+        cache: &str,
+    ) -> (
+        sluice::train::features::FeatureSet,
+        sluice::train::features::CacheOutcome,
+    ) {
+        let objects = self
+            .storage
+            .list(&S3Uri::parse(&self.uri(folder)).unwrap())
+            .await
+            .expect("list training data");
+        sluice::train::features::load_or_embed(
+            &self.storage,
+            &S3Uri::parse(&self.uri(cache)).unwrap(),
+            embedder,
+            &objects,
+            sluice::job::InputFormat::Csv,
+            "text",
+            "label",
+        )
+        .await
+        .expect("features")
+    }
+}
