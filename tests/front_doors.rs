@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{Cluster, wait_for};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
@@ -144,12 +144,17 @@ async fn job_count(state: &StateStore) -> usize {
     state.list(None, 5000).await.unwrap().len()
 }
 
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// The job ids of plan task messages.
+fn planned_job_ids(plans: &[lapin::message::BasicGetMessage]) -> HashSet<String> {
+    plans
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Value>(&m.data).unwrap()["job_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }
 
 /// The invalid submissions of the thousand: five kinds, ten of each.
@@ -328,15 +333,7 @@ async fn a_thousand_submissions_make_exactly_one_job_per_message_id() {
 
     // One plan task per job, and one job.submitted event per job.
     let plans = drain(&channel, &t.task_queue(sluice::job::Pool::Cpu)).await;
-    let planned: HashSet<String> = plans
-        .iter()
-        .map(|m| {
-            serde_json::from_slice::<Value>(&m.data).unwrap()["job_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let planned = planned_job_ids(&plans);
     assert_eq!(planned, jobs);
     assert_eq!(plans.len(), 900);
     let mut submitted = HashSet::new();
@@ -684,15 +681,7 @@ async fn killing_the_api_mid_stream_loses_and_duplicates_nothing() {
     }
     // Every job has a plan task queued (a redelivery re-queues one a crash may have lost).
     let plans = drain(&channel, &t.task_queue(sluice::job::Pool::Cpu)).await;
-    let planned: HashSet<String> = plans
-        .iter()
-        .map(|m| {
-            serde_json::from_slice::<Value>(&m.data).unwrap()["job_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let planned = planned_job_ids(&plans);
     assert_eq!(planned, jobs);
     // The ten junk messages are kept; a crash between keeping one and acking it may keep
     // it twice, never lose it.

@@ -5,9 +5,9 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
+use common::{Cluster, wait_for};
 use serde_json::Value;
 use sluice::job::JobStatus;
 use sluice::state::{JobRecord, StateStore};
@@ -60,14 +60,6 @@ async fn ingest_jobs(state: &StateStore) -> Vec<JobRecord> {
         .into_iter()
         .filter(|job| job.source == "ingest")
         .collect()
-}
-
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// `n` JSONL rows with ids `<tag>-<i>`.

@@ -553,3 +553,12 @@ impl Cluster {
         .expect("features")
     }
 }
+
+/// Polls `check` until it holds, failing the test after `limit` with `what`.
+pub async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
