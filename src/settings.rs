@@ -19,6 +19,30 @@ pub struct Settings {
     pub engine: EngineSettings,
     pub planner: PlannerSettings,
     pub ingest: IngestSettings,
+    pub training: TrainingSettings,
+}
+
+/// How workers run training jobs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSettings {
+    /// A training job is owned through a Redis lease of this length, renewed every
+    /// `heartbeat_secs`; when its worker dies, another resumes the job once it expires.
+    pub lease_ttl_secs: u64,
+    pub heartbeat_secs: u64,
+    /// S3 folder where encoder features are cached, keyed by the encoder's sha256 and the
+    /// data objects' ETags, so later epochs and later jobs on the same data skip the encoder.
+    pub feature_cache: String,
+}
+
+impl Default for TrainingSettings {
+    fn default() -> Self {
+        Self {
+            lease_ttl_secs: 30,
+            heartbeat_secs: 5,
+            feature_cache: "s3://sluice-cache/features/".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -180,6 +204,7 @@ impl Default for Settings {
             engine: EngineSettings::default(),
             planner: PlannerSettings::default(),
             ingest: IngestSettings::default(),
+            training: TrainingSettings::default(),
         }
     }
 }
@@ -368,7 +393,16 @@ impl Settings {
                 "poll_interval_secs and max_new_files_per_scan must be at least 1",
             );
         }
+        if self.training.heartbeat_secs == 0
+            || self.training.lease_ttl_secs < 2 * self.training.heartbeat_secs
+        {
+            return invalid(
+                "training.lease_ttl_secs",
+                "heartbeat_secs must be at least 1 and lease_ttl_secs at least twice heartbeat_secs",
+            );
+        }
         for (field, uri) in [
+            ("training.feature_cache", &self.training.feature_cache),
             ("ingest.inbox", &self.ingest.inbox),
             ("ingest.outbox", &self.ingest.outbox),
             ("ingest.archive", &self.ingest.archive),

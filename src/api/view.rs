@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobSpec, JobStatus};
+use crate::job::{JobSpec, JobStatus, TrainingProgress};
 use crate::state::JobRecord;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -14,9 +14,13 @@ pub struct JobView {
     pub source: String,
     pub model_sha256: Option<String>,
     pub progress: Progress,
+    /// Training jobs: step, epoch, loss, evaluation, ETA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingProgress>,
     pub timings: Timings,
     pub error: Option<String>,
-    /// Folder holding the parts, `_manifest.json` and `_SUCCESS`.
+    /// Folder holding the parts, `_manifest.json` and `_SUCCESS` (training: the model
+    /// package).
     pub output_uri: String,
     pub manifest_uri: String,
     pub spec: JobSpec,
@@ -53,6 +57,8 @@ impl JobView {
         let processed = job.rows_done + job.rows_failed + job.rows_in_flight;
         let fraction = if job.status == JobStatus::Succeeded {
             1.0
+        } else if let Some(training) = &job.training {
+            training.fraction()
         } else if job.rows_total > 0 {
             (processed as f64 / job.rows_total as f64).min(1.0)
         } else {
@@ -65,6 +71,10 @@ impl JobView {
             .filter(|&s| s > 0.0)
             .map(|s| (job.rows_done + job.rows_in_flight) as f64 / s);
         let output = job.spec.output_uri();
+        let manifest = match job.spec.kind {
+            crate::job::JobKind::Inference => output.join("_manifest.json"),
+            crate::job::JobKind::Training => output.join(crate::engine::package::MANIFEST_FILE),
+        };
         Self {
             id: job.id,
             name: job.name,
@@ -81,6 +91,7 @@ impl JobView {
                 rows_in_flight: job.rows_in_flight,
                 fraction,
             },
+            training: job.training,
             timings: Timings {
                 created_ms: job.created_ms,
                 started_ms: job.started_ms,
@@ -90,7 +101,7 @@ impl JobView {
             },
             error: job.error,
             output_uri: output.to_string(),
-            manifest_uri: output.join("_manifest.json").to_string(),
+            manifest_uri: manifest.to_string(),
             spec: job.spec,
         }
     }

@@ -6,6 +6,8 @@ pub mod schema;
 mod spec;
 mod status;
 mod task;
+mod train_progress;
+mod training;
 
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
 pub use spec::{
@@ -14,6 +16,8 @@ pub use spec::{
 };
 pub use status::JobStatus;
 pub use task::{InputPiece, ShardTask, TaskMessage};
+pub use train_progress::{EvalPoint, TrainingProgress};
+pub use training::{DecaySpec, EvalSpec, HeadSpec, OptimizerSpec, ScheduleSpec, TrainingSpec};
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
 pub fn new_job_id() -> String {

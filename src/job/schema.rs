@@ -73,18 +73,18 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        for field in [
-            "api_version",
-            "kind",
-            "name",
-            "model",
-            "task",
-            "input",
-            "output",
-        ] {
+        for field in ["api_version", "kind", "name", "model", "input", "output"] {
             assert!(required.contains(&field), "{field} not required: {schema}");
         }
         assert!(!required.contains(&"priority"));
+        assert!(!required.contains(&"task"));
+        let training = &value["$defs"]["TrainingSpec"];
+        assert_eq!(
+            training["required"],
+            serde_json::json!(["labels"]),
+            "{schema}"
+        );
+        assert_eq!(training["additionalProperties"], false, "{schema}");
         assert_eq!(value["properties"]["priority"]["maximum"], 9, "{schema}");
     }
 }

@@ -2,11 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::training::TrainingSpec;
 use crate::uri::S3Uri;
 
 pub const API_VERSION: &str = "sluice/v1";
 
-/// One bulk-inference job, as submitted. Unknown fields are refused so typos never pass
+/// One job (bulk inference or training), as submitted. Unknown fields are refused so typos never pass
 /// silently.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -20,10 +21,18 @@ pub struct JobSpec {
     #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9 ._-]+$"))]
     pub name: String,
     /// Model package: the S3 folder holding `sluice-model.toml`, `model.onnx`, `tokenizer.json`.
+    /// For a training job, the frozen encoder the head is trained on.
     pub model: String,
+    /// Inference only: what each row gets (`embed` by default).
+    #[serde(default)]
     pub task: Task,
+    /// Inference: the rows to run. Training: the labelled training data.
     pub input: InputSpec,
+    /// Inference: the folder of output parts. Training: where the model package goes.
     pub output: OutputSpec,
+    /// Required for `kind = "training"`, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingSpec>,
     #[serde(default)]
     pub pool: Pool,
     /// 0 (lowest) to 9 (highest); higher-priority tasks are delivered first.
@@ -47,21 +56,28 @@ fn default_max_error_rate() -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
+    /// Bulk inference: every input row through the model, output parts in S3.
     Inference,
+    /// Train a classifier head on a frozen encoder; the result is a model package.
+    Training,
 }
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Inference => "inference",
+            JobKind::Training => "training",
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Sentence embeddings: one vector per row.
+    #[default]
     Embed,
     /// With a classifier package (written by a training job): the label and every class's
     /// probability per row.
@@ -111,6 +127,9 @@ pub struct InputSpec {
     /// `<object key>:<line>`.
     #[serde(default)]
     pub id_field: Option<String>,
+    /// Training only: the field or column holding each row's label (`label` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_field: Option<String>,
     /// Only this version of a single-object input (its ETag): if the object has changed
     /// by the time the job is planned, the job fails instead of reading other content.
     /// The drop folder sets it.
@@ -156,7 +175,7 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn new(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -267,6 +286,48 @@ impl JobSpec {
                 "must not be empty (leave it out to use line numbers)",
             ));
         }
+        match (self.kind, &self.training) {
+            (JobKind::Inference, Some(_)) => {
+                return Err(SpecError::new(
+                    "training",
+                    "only applies to kind = \"training\" jobs",
+                ));
+            }
+            (JobKind::Inference, None) if self.input.label_field.is_some() => {
+                return Err(SpecError::new(
+                    "input.label_field",
+                    "only applies to kind = \"training\" jobs",
+                ));
+            }
+            (JobKind::Training, None) => {
+                return Err(SpecError::new(
+                    "training",
+                    "a training job needs a [training] section (at least `labels`)",
+                ));
+            }
+            (JobKind::Training, Some(training)) => {
+                if self.task != Task::Embed {
+                    return Err(SpecError::new(
+                        "task",
+                        "does not apply to training jobs (they train a classifier on the encoder's embeddings)",
+                    ));
+                }
+                if matches!(&self.input.label_field, Some(f) if f.trim().is_empty()) {
+                    return Err(SpecError::new("input.label_field", "must not be empty"));
+                }
+                training.validate()?;
+                if let Some(eval) = &training.eval.uri {
+                    let eval = S3Uri::parse(eval).expect("validated");
+                    if output.as_prefix().contains(&eval) || eval.as_prefix().contains(&output) {
+                        return Err(SpecError::new(
+                            "training.eval.uri",
+                            format!("`{eval}` overlaps the output `{}`", self.output.uri),
+                        ));
+                    }
+                }
+            }
+            (JobKind::Inference, None) => {}
+        }
         if self.priority > 9 {
             return Err(SpecError::new(
                 "priority",
@@ -290,6 +351,11 @@ impl JobSpec {
 
     pub fn input_uri(&self) -> S3Uri {
         S3Uri::parse(&self.input.uri).expect("validated spec")
+    }
+
+    /// Training jobs: the field holding each row's label.
+    pub fn label_field(&self) -> &str {
+        self.input.label_field.as_deref().unwrap_or("label")
     }
 
     pub fn output_uri(&self) -> S3Uri {

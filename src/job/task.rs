@@ -9,12 +9,15 @@ pub enum TaskMessage {
     Plan { job_id: String },
     /// Run inference over one shard.
     Shard(ShardTask),
+    /// Run (or resume) a training job. Ownership is the job's Redis lease, not this
+    /// delivery: it is acked as soon as the lease is taken.
+    Train { job_id: String },
 }
 
 impl TaskMessage {
     pub fn job_id(&self) -> &str {
         match self {
-            TaskMessage::Plan { job_id } => job_id,
+            TaskMessage::Plan { job_id } | TaskMessage::Train { job_id } => job_id,
             TaskMessage::Shard(shard) => &shard.job_id,
         }
     }
@@ -23,6 +26,7 @@ impl TaskMessage {
     pub fn task_key(&self) -> String {
         match self {
             TaskMessage::Plan { .. } => "plan".into(),
+            TaskMessage::Train { .. } => "train".into(),
             TaskMessage::Shard(shard) => format!("shard-{}", shard.shard),
         }
     }

@@ -656,6 +656,19 @@ impl StateStore {
         Ok(())
     }
 
+    /// Whether any worker holds the job's lease now.
+    pub async fn job_lease_held(&self, id: &str) -> Result<bool, StateError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.exists(self.lease_key(id)).await?)
+    }
+
+    /// The latest fencing token handed out for the job: how many times it was leased.
+    pub async fn job_lease_count(&self, id: &str) -> Result<u64, StateError> {
+        let mut conn = self.conn.clone();
+        let count: Option<u64> = conn.get(self.fence_key(id)).await?;
+        Ok(count.unwrap_or(0))
+    }
+
     /// Points the job at a new checkpoint, only while `lease` is held: a stale owner that
     /// lost its lease cannot move the pointer (fencing). False when refused.
     pub async fn commit_checkpoint(

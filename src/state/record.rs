@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::StateError;
-use crate::job::{JobSpec, JobStatus};
+use crate::job::{JobSpec, JobStatus, TrainingProgress};
 
 /// A committed shard: where its output went and how many rows it held.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +51,8 @@ pub struct JobRecord {
     pub progress_ms: Option<u64>,
     /// Last time the sweeper re-queued the job's work.
     pub swept_ms: Option<u64>,
+    /// Training jobs, once training has started.
+    pub training: Option<TrainingProgress>,
 }
 
 impl JobRecord {
@@ -97,6 +99,13 @@ impl JobRecord {
             model_sha256: text(&mut fields, "model_sha256"),
             progress_ms: number(&fields, "progress_ms"),
             swept_ms: number(&fields, "swept_ms"),
+            training: match fields.remove("training") {
+                Some(json) => Some(
+                    serde_json::from_str(&json)
+                        .map_err(|e| corrupt(format!("training progress: {e}")))?,
+                ),
+                None => None,
+            },
         })
     }
 }

@@ -8,6 +8,7 @@ mod models;
 mod plan;
 pub mod shard;
 pub mod sweep;
+pub mod training;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,6 +160,7 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
     let kind = match task {
         TaskMessage::Plan { .. } => "plan",
         TaskMessage::Shard(_) => "shard",
+        TaskMessage::Train { .. } => "train",
     };
     let job_id = task.job_id().to_string();
     let task_key = task.task_key();
@@ -179,6 +181,10 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
         return;
     }
     let result = match &task {
+        TaskMessage::Train { job_id } => {
+            training::handle(ctx, &delivery, job_id, attempt, shutdown).await;
+            return;
+        }
         TaskMessage::Plan { job_id } => plan::run(ctx, job_id).await,
         TaskMessage::Shard(shard) => shard::run(ctx, shard, shutdown).await.map(|outcome| {
             if outcome == shard::ShardOutcome::Skipped {

@@ -2,7 +2,8 @@
 //! record the counts, and publish one task per shard.
 
 use super::{TaskError, WorkerContext, finish};
-use crate::job::{InputFormat, InputPiece, JobSpec, JobStatus, ShardTask, TaskMessage};
+use crate::engine::package::ModelTask;
+use crate::job::{InputFormat, InputPiece, JobKind, JobSpec, JobStatus, ShardTask, TaskMessage};
 use crate::state::{Transition, now_ms};
 use crate::storage::records::{RecordReader, parse_csv_header};
 use crate::storage::{ObjectInfo, StorageError};
@@ -28,6 +29,10 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         }
         // A redelivered plan task whose shards may be partly published: publish the stored
         // plan again (duplicates are harmless), never a new cut of a possibly changed input.
+        JobStatus::Running if job.spec.kind == JobKind::Training => {
+            super::training::requeue_train(ctx, &job.spec, job_id).await;
+            return Ok(());
+        }
         JobStatus::Running => {
             let stored = ctx.state.plan(job_id).await?;
             let tasks: Vec<String> = stored.into_iter().map(|(_, task)| task).collect();
@@ -40,6 +45,9 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         _ => return Ok(()),
     }
     let spec = &job.spec;
+    if spec.kind == JobKind::Training {
+        return plan_training(ctx, job_id, spec).await;
+    }
     // The model is fixed for the whole job: every shard checks it runs this exact package.
     let model_sha256 = ctx
         .models
@@ -103,6 +111,44 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     Ok(())
 }
 
+/// A training job is one task: check what can be checked before a worker commits to it
+/// (the encoder, the data's presence), then queue the `train` task.
+async fn plan_training(ctx: &WorkerContext, job_id: &str, spec: &JobSpec) -> Result<(), TaskError> {
+    let manifest = ctx.models.manifest(&spec.model_uri()).await?;
+    if manifest.task != ModelTask::Embed {
+        return Err(TaskError::permanent(format!(
+            "model package {} is a classifier; a training job needs an encoder (embedding) package",
+            spec.model
+        )));
+    }
+    let objects = list_inputs(
+        ctx,
+        &spec.input_uri(),
+        spec.input.uri.ends_with('/'),
+        spec.input.etag.as_deref(),
+    )
+    .await?;
+    let moved = ctx
+        .state
+        .transition(
+            job_id,
+            &[JobStatus::Planning],
+            JobStatus::Running,
+            &[
+                ("started_ms", now_ms().to_string()),
+                ("model_sha256", manifest.model_sha256().to_string()),
+            ],
+        )
+        .await?;
+    if let Transition::Refused(status) = moved {
+        tracing::info!(job_id, %status, "job left planning meanwhile (cancelled?); not training it");
+        return Ok(());
+    }
+    tracing::info!(job_id, objects = objects.len(), "training job planned");
+    super::training::requeue_train(ctx, spec, job_id).await;
+    Ok(())
+}
+
 /// Publishes shard tasks (as stored in the plan) to the job's pool.
 pub async fn publish_shards(
     ctx: &WorkerContext,
@@ -119,7 +165,7 @@ pub async fn publish_shards(
 
 /// The objects to read: one object (of version `etag`, when given), or every non-empty
 /// object under a folder.
-async fn list_inputs(
+pub(super) async fn list_inputs(
     ctx: &WorkerContext,
     uri: &S3Uri,
     is_folder: bool,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{TaskError, WorkerContext, finish, plan, worker_id};
-use crate::job::{JobStatus, TaskMessage};
+use crate::job::{JobKind, JobStatus, TaskMessage};
 use crate::metrics;
 use crate::state::{JobRecord, StateError, now_ms};
 
@@ -55,7 +55,29 @@ pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), TaskError> {
         .flatten()
         .max()
         .unwrap_or(0);
-        if now_ms().saturating_sub(last_sign_of_life) < stall_ms {
+        let training = job.spec.kind == JobKind::Training && job.status == JobStatus::Running;
+        // A training job is alive while its lease is held; once the lease has expired, it
+        // needs a worker again.
+        let stall = if training {
+            ctx.settings.training.lease_ttl_secs * 1000
+        } else {
+            stall_ms
+        };
+        if now_ms().saturating_sub(last_sign_of_life) < stall {
+            continue;
+        }
+        if training {
+            if ctx.state.job_lease_held(&id).await? {
+                continue;
+            }
+            super::training::requeue_train(ctx, &job.spec, &id).await;
+            tracing::warn!(job_id = %id, "training job has no owner: train task queued again");
+            metrics::SWEEPER_REQUEUED
+                .with_label_values(&["train"])
+                .inc();
+            ctx.state
+                .set_fields(&id, &[("swept_ms", now_ms().to_string())])
+                .await?;
             continue;
         }
         if requeue(ctx, &job).await? {

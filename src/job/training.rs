@@ -1,0 +1,380 @@
+//! The `[training]` section of a training job's spec: labels, head, evaluation data,
+//! optimiser, schedule and checkpointing, with defaults and validation.
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::{InputFormat, SpecError};
+use crate::uri::S3Uri;
+
+/// What to train and how. Everything but `labels` has a default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    /// Class names, in the order the head outputs them. Every row's label must be one of
+    /// them.
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub head: HeadSpec,
+    /// A user-supplied step graph (`s3://…/step.onnx`) following the step-graph contract,
+    /// used instead of the one sluice builds. Its `param.*` inputs must be the head's
+    /// parameters (same names and shapes), which is what the package exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_graph: Option<String>,
+    #[serde(default)]
+    pub eval: EvalSpec,
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+    /// Rows per optimisation step.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub batch_size: usize,
+    #[serde(default = "default_epochs")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub epochs: u64,
+    /// Seeds the initial weights, the evaluation split, each epoch's order and dropout: the
+    /// same job trains the same weights.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// A checkpoint every this many steps (and at each epoch end); 0 for epoch ends only.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept in S3 (older ones are deleted).
+    #[serde(default = "default_keep_checkpoints")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep_checkpoints: usize,
+}
+
+fn default_batch_size() -> usize {
+    64
+}
+fn default_epochs() -> u64 {
+    10
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_checkpoint_every() -> u64 {
+    200
+}
+fn default_keep_checkpoints() -> usize {
+    3
+}
+
+/// The head trained on top of the frozen encoder's pooled embedding.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HeadSpec {
+    /// Softmax regression: one dense layer.
+    #[default]
+    Linear,
+    /// Dense ReLU layers of the given widths, each followed by dropout, then the output layer.
+    Mlp {
+        hidden: Vec<usize>,
+        #[serde(default)]
+        dropout: f64,
+    },
+}
+
+impl HeadSpec {
+    pub fn hidden(&self) -> &[usize] {
+        match self {
+            HeadSpec::Linear => &[],
+            HeadSpec::Mlp { hidden, .. } => hidden,
+        }
+    }
+
+    pub fn dropout(&self) -> f32 {
+        match self {
+            HeadSpec::Linear => 0.0,
+            HeadSpec::Mlp { dropout, .. } => *dropout as f32,
+        }
+    }
+}
+
+/// Held-out data for evaluation: a fraction of the training rows (stratified by label,
+/// seeded), or separate objects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Share of the training rows held out (when `uri` is not given).
+    #[serde(default = "default_eval_fraction")]
+    #[schemars(range(min = 0.0, max = 0.9))]
+    pub fraction: f64,
+    /// Separate evaluation data (one object or a folder), read with the input's fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Format of `uri` (the input's format when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<InputFormat>,
+}
+
+fn default_eval_fraction() -> f64 {
+    0.2
+}
+
+impl Default for EvalSpec {
+    fn default() -> Self {
+        Self {
+            fraction: default_eval_fraction(),
+            uri: None,
+            format: None,
+        }
+    }
+}
+
+/// AdamW with decoupled weight decay (applied to weights, not biases).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    /// Peak learning rate (reached at the end of the warm-up).
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+fn default_lr() -> f64 {
+    1e-3
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        Self {
+            lr: default_lr(),
+            betas: default_betas(),
+            weight_decay: default_weight_decay(),
+            eps: default_eps(),
+        }
+    }
+}
+
+/// Linear warm-up from 0 to the peak learning rate, then a decay to 0 at the last step.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    #[serde(default)]
+    pub warmup_steps: u64,
+    #[serde(default)]
+    pub decay: DecaySpec,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DecaySpec {
+    Constant,
+    Linear,
+    #[default]
+    Cosine,
+}
+
+impl TrainingSpec {
+    /// Checks what types alone cannot; field names are given from the spec's root.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let err = |field: &str, message: String| Err(SpecError::new(field, message));
+        if self.labels.len() < 2 {
+            return err(
+                "training.labels",
+                format!("needs at least 2 classes, found {}", self.labels.len()),
+            );
+        }
+        for (i, label) in self.labels.iter().enumerate() {
+            if label.trim().is_empty() {
+                return err("training.labels", format!("label {i} is empty"));
+            }
+            if self.labels[..i].contains(label) {
+                return err("training.labels", format!("\"{label}\" appears twice"));
+            }
+        }
+        if let HeadSpec::Mlp { hidden, dropout } = &self.head {
+            if hidden.is_empty() || hidden.iter().any(|&w| w == 0 || w > 65536) {
+                return err(
+                    "training.head.hidden",
+                    format!(
+                        "needs one or more widths of 1-65536, found {hidden:?} (or use type = \"linear\")"
+                    ),
+                );
+            }
+            if !(0.0..0.95).contains(dropout) {
+                return err(
+                    "training.head.dropout",
+                    format!("{dropout} is out of range 0-0.95"),
+                );
+            }
+        }
+        if let Some(graph) = &self.step_graph {
+            let uri = S3Uri::parse(graph).map_err(|e| SpecError::new("training.step_graph", e))?;
+            if uri.key.is_empty() || graph.ends_with('/') {
+                return err(
+                    "training.step_graph",
+                    "must name one .onnx object, not a folder".into(),
+                );
+            }
+        }
+        match &self.eval.uri {
+            Some(uri) => {
+                S3Uri::parse(uri).map_err(|e| SpecError::new("training.eval.uri", e))?;
+            }
+            None if !(0.01..=0.9).contains(&self.eval.fraction) => {
+                return err(
+                    "training.eval.fraction",
+                    format!(
+                        "{} is out of range 0.01-0.9 (or give training.eval.uri)",
+                        self.eval.fraction
+                    ),
+                );
+            }
+            None if self.eval.format.is_some() => {
+                return err(
+                    "training.eval.format",
+                    "only applies with training.eval.uri".into(),
+                );
+            }
+            None => {}
+        }
+        let o = &self.optimizer;
+        if !(o.lr.is_finite() && o.lr > 0.0 && o.lr <= 10.0) {
+            return err(
+                "training.optimizer.lr",
+                format!("{} is out of range (0, 10]", o.lr),
+            );
+        }
+        if o.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return err(
+                "training.optimizer.betas",
+                format!("{:?}: each must be in [0, 1)", o.betas),
+            );
+        }
+        if !(0.0..=1.0).contains(&o.weight_decay) {
+            return err(
+                "training.optimizer.weight_decay",
+                format!("{} is out of range 0-1", o.weight_decay),
+            );
+        }
+        if !(o.eps > 0.0 && o.eps < 1.0) {
+            return err(
+                "training.optimizer.eps",
+                format!("{} is out of range (0, 1)", o.eps),
+            );
+        }
+        if self.batch_size == 0 || self.batch_size > 65536 {
+            return err(
+                "training.batch_size",
+                format!("{} is out of range 1-65536", self.batch_size),
+            );
+        }
+        if self.epochs == 0 || self.epochs > 10_000 {
+            return err(
+                "training.epochs",
+                format!("{} is out of range 1-10000", self.epochs),
+            );
+        }
+        if self.keep_checkpoints == 0 || self.keep_checkpoints > 1000 {
+            return err(
+                "training.keep_checkpoints",
+                format!("{} is out of range 1-1000", self.keep_checkpoints),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::job::{JobKind, parse_json_spec};
+
+    fn training_json() -> serde_json::Value {
+        serde_json::json!({
+            "api_version": "sluice/v1",
+            "kind": "training",
+            "name": "sentiment",
+            "model": "s3://models/minilm/",
+            "input": {"uri": "s3://data/train.csv", "format": "csv", "label_field": "category"},
+            "output": {"uri": "s3://models/sentiment/"},
+            "training": {
+                "labels": ["fresh", "rotten"],
+                "head": {"type": "mlp", "hidden": [64], "dropout": 0.1},
+                "optimizer": {"lr": 0.0005}
+            }
+        })
+    }
+
+    fn field_of(value: serde_json::Value) -> String {
+        parse_json_spec(value.to_string().as_bytes())
+            .unwrap_err()
+            .field
+    }
+
+    #[test]
+    fn a_training_spec_gets_its_defaults() {
+        let spec = parse_json_spec(training_json().to_string().as_bytes()).unwrap();
+        assert_eq!(spec.kind, JobKind::Training);
+        assert_eq!(spec.label_field(), "category");
+        let training = spec.training.unwrap();
+        assert_eq!(training.batch_size, 64);
+        assert_eq!(training.eval.fraction, 0.2);
+        assert_eq!(training.optimizer.betas, [0.9, 0.999]);
+        assert_eq!(training.head.hidden(), &[64]);
+    }
+
+    #[test]
+    fn bad_training_fields_are_named() {
+        let mut v = training_json();
+        v["training"]["labels"] = serde_json::json!(["fresh"]);
+        assert_eq!(field_of(v), "training.labels");
+        let mut v = training_json();
+        v["training"]["labels"] = serde_json::json!(["fresh", "fresh"]);
+        assert_eq!(field_of(v), "training.labels");
+        let mut v = training_json();
+        v["training"]["head"] = serde_json::json!({"type": "mlp", "hidden": []});
+        assert_eq!(field_of(v), "training.head.hidden");
+        let mut v = training_json();
+        v["training"]["head"] = serde_json::json!({"type": "tree"});
+        assert_eq!(field_of(v), "training.head.type");
+        let mut v = training_json();
+        v["training"]["eval"] = serde_json::json!({"fraction": 0.0});
+        assert_eq!(field_of(v), "training.eval.fraction");
+        let mut v = training_json();
+        v["training"]["optimizer"]["lr"] = (-1.0).into();
+        assert_eq!(field_of(v), "training.optimizer.lr");
+        let mut v = training_json();
+        v["training"]["optimizer"]["momentum"] = 0.9.into();
+        assert_eq!(field_of(v), "training.optimizer.momentum");
+        let mut v = training_json();
+        v["training"]["step_graph"] = "s3://graphs/".into();
+        assert_eq!(field_of(v), "training.step_graph");
+    }
+
+    #[test]
+    fn kind_and_training_section_must_agree() {
+        let mut v = training_json();
+        v.as_object_mut().unwrap().remove("training");
+        assert_eq!(field_of(v), "training");
+        let mut v = training_json();
+        v["kind"] = "inference".into();
+        assert_eq!(field_of(v), "training");
+        let mut v = training_json();
+        v["kind"] = "inference".into();
+        v.as_object_mut().unwrap().remove("training");
+        assert_eq!(field_of(v), "input.label_field");
+        let mut v = training_json();
+        v["task"] = "classify".into();
+        assert_eq!(field_of(v), "task");
+    }
+}

@@ -1,0 +1,560 @@
+//! Training jobs on the worker. A `train` task is only a nudge: ownership is the job's Redis
+//! lease (heartbeats, fencing token), so the delivery is acked as soon as the lease is taken
+//! and a job can run far longer than the broker's delivery timeout. The job trains from its
+//! last checkpoint (or from scratch), checkpoints to S3 as it goes, and ends by writing the
+//! classifier package. A worker that dies loses the lease; the sweeper queues the job again
+//! and another worker resumes it from the checkpoint.
+
+mod data;
+mod observer;
+mod report;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use self::observer::{JobObserver, StopFlags};
+use super::{TaskError, WorkerContext, ack, fail_job, worker_id};
+use crate::broker::Delivery;
+use crate::engine::package::ModelTask;
+use crate::job::{DecaySpec, JobSpec, JobStatus, TaskMessage, TrainingProgress, TrainingSpec};
+use crate::metrics;
+use crate::state::{JobRecord, Lease, Transition, now_ms};
+use crate::storage::StorageError;
+use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::package::{ClassifierPackage, write_classifier_package};
+use crate::train::trainer::{Decay, Finish, Schedule, TrainConfig, fresh_start, train};
+use crate::train::{
+    AdamW, HeadLayout, StepSession, TrainError, build_inference_graph, build_step_graph,
+};
+use crate::uri::S3Uri;
+
+/// Folder under the job's output where checkpoints go.
+pub const CHECKPOINT_FOLDER: &str = "checkpoints/";
+
+/// How a training run on this worker ended.
+enum Ended {
+    Succeeded,
+    /// Cancelled, or the lease was lost: nothing more to do here.
+    Abandoned,
+    /// Shutdown: checkpointed, to be resumed elsewhere.
+    HandedBack,
+}
+
+/// Handles one `train` delivery from start to end; acks it itself.
+pub async fn handle(
+    ctx: &WorkerContext,
+    delivery: &Delivery,
+    job_id: &str,
+    attempt: u64,
+    shutdown: &CancellationToken,
+) {
+    let ttl_ms = ctx.settings.training.lease_ttl_secs * 1000;
+    let job = match ctx.state.get(job_id).await {
+        Ok(job) if job.status == JobStatus::Running => job,
+        Ok(job) => {
+            tracing::info!(job_id, status = %job.status, "training job is not running; dropping its train task");
+            ack(delivery).await;
+            return;
+        }
+        Err(e) if !e.is_retryable() => {
+            tracing::warn!(job_id, error = %e, "training job unreadable; dropping its train task");
+            ack(delivery).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "state store unavailable; train task goes back to the queue");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            super::requeue(delivery).await;
+            return;
+        }
+    };
+    let lease = match ctx
+        .state
+        .acquire_job_lease(job_id, worker_id(), ttl_ms)
+        .await
+    {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            // Another worker is training it; if that worker dies, the sweeper re-queues it.
+            metrics::JOB_LEASES.with_label_values(&["busy"]).inc();
+            tracing::info!(
+                job_id,
+                "training job is owned by another worker; dropping the duplicate train task"
+            );
+            let _ = ctx.state.uncount_attempt(job_id, "train").await;
+            ack(delivery).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(job_id, error = %e, "cannot take the job's lease; train task goes back to the queue");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            super::requeue(delivery).await;
+            return;
+        }
+    };
+    metrics::JOB_LEASES.with_label_values(&["acquired"]).inc();
+    // The lease, not the delivery, owns the job from here.
+    ack(delivery).await;
+    tracing::info!(job_id, token = lease.token, attempt, "training job leased");
+
+    let flags = Arc::new(StopFlags::default());
+    let done = CancellationToken::new();
+    let watcher = tokio::spawn(watch(
+        ctx.state.clone(),
+        job_id.to_string(),
+        lease.clone(),
+        flags.clone(),
+        shutdown.clone(),
+        done.clone(),
+        ctx.settings.training.heartbeat_secs,
+        ttl_ms,
+    ));
+    let result = execute(ctx, &job, &lease, flags.clone()).await;
+    done.cancel();
+    let _ = watcher.await;
+    metrics::forget_training_job(job_id);
+
+    let release = || async {
+        if flags.lease_lost.load(Ordering::Relaxed) {
+            return;
+        }
+        match ctx.state.release_job_lease(job_id, &lease).await {
+            Ok(()) => metrics::JOB_LEASES.with_label_values(&["released"]).inc(),
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "could not release the lease; it expires on its own")
+            }
+        }
+    };
+    match result {
+        Ok(Ended::Succeeded) => {
+            metrics::TASKS.with_label_values(&["train", "ok"]).inc();
+            release().await;
+        }
+        Ok(Ended::Abandoned) => release().await,
+        Ok(Ended::HandedBack) => {
+            // A clean hand-back is not a failed attempt.
+            let _ = ctx.state.uncount_attempt(job_id, "train").await;
+            release().await;
+            requeue_train(ctx, &job.spec, job_id).await;
+        }
+        Err(TaskError::Interrupted) => {
+            let _ = ctx.state.uncount_attempt(job_id, "train").await;
+            release().await;
+            requeue_train(ctx, &job.spec, job_id).await;
+        }
+        Err(TaskError::Retryable(reason))
+            if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 =>
+        {
+            tracing::warn!(job_id, attempt, %reason, "training failed; retrying later from the last checkpoint");
+            release().await;
+            metrics::TASKS
+                .with_label_values(&["train", "retried"])
+                .inc();
+            // The delivery was acked already; its body goes to the retry queue.
+            if let Err(e) = ctx.broker.retry_later(delivery, attempt as usize - 1).await {
+                tracing::warn!(job_id, error = %e, "could not schedule the retry; the sweeper will queue the job again");
+            }
+        }
+        Err(TaskError::Retryable(reason) | TaskError::Permanent(reason)) => {
+            tracing::error!(job_id, attempt, %reason, "training failed for good");
+            metrics::TASKS.with_label_values(&["train", "failed"]).inc();
+            if !fail_job(ctx, job_id, &reason).await {
+                tracing::warn!(
+                    job_id,
+                    "job not marked failed; the sweeper will try the job again"
+                );
+            }
+            release().await;
+        }
+    }
+}
+
+/// Queues a `train` task for the job (a hand-back, or the sweeper finding it unowned).
+pub async fn requeue_train(ctx: &WorkerContext, spec: &JobSpec, job_id: &str) {
+    let task = serde_json::to_vec(&TaskMessage::Train {
+        job_id: job_id.to_string(),
+    })
+    .expect("task serialises");
+    if let Err(e) = ctx
+        .broker
+        .publish_task(spec.pool, spec.priority, &task)
+        .await
+    {
+        tracing::warn!(job_id, error = %e, "could not queue the train task; the sweeper will");
+    }
+}
+
+/// Renews the lease every `heartbeat_secs` and watches for cancel and shutdown, twice a
+/// second, until `done`.
+#[allow(clippy::too_many_arguments)]
+async fn watch(
+    state: crate::state::StateStore,
+    job_id: String,
+    lease: Lease,
+    flags: Arc<StopFlags>,
+    shutdown: CancellationToken,
+    done: CancellationToken,
+    heartbeat_secs: u64,
+    ttl_ms: u64,
+) {
+    let heartbeat = Duration::from_secs(heartbeat_secs);
+    let mut last_renewal = Instant::now();
+    let mut last_attempt = Instant::now();
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = shutdown.cancelled(), if !flags.shutdown.load(Ordering::Relaxed) => {
+                tracing::info!(%job_id, "shutdown: checkpointing at the next step and handing the job back");
+                flags.shutdown.store(true, Ordering::Relaxed);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if let Ok(status) = state.status(&job_id).await
+            && status != JobStatus::Running
+        {
+            tracing::info!(%job_id, %status, "job left running (cancelled?); stopping training");
+            flags.cancelled.store(true, Ordering::Relaxed);
+        }
+        if last_attempt.elapsed() >= heartbeat {
+            last_attempt = Instant::now();
+            match state.renew_job_lease(&job_id, &lease, ttl_ms).await {
+                Ok(true) => {
+                    last_renewal = Instant::now();
+                    metrics::JOB_LEASES.with_label_values(&["renewed"]).inc();
+                }
+                Ok(false) => {
+                    tracing::warn!(%job_id, "lease lost; stopping without writing anything more");
+                    metrics::JOB_LEASES.with_label_values(&["lost"]).inc();
+                    flags.lease_lost.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => tracing::warn!(%job_id, error = %e, "could not renew the lease"),
+            }
+            // Unable to renew for a whole lease: assume someone else has it now.
+            if last_renewal.elapsed() >= Duration::from_millis(ttl_ms) {
+                tracing::warn!(%job_id, "lease not renewed for its whole length; stopping");
+                metrics::JOB_LEASES.with_label_values(&["lost"]).inc();
+                flags.lease_lost.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// The head described by the spec, on features of `input_dim`.
+pub fn head_layout(training: &TrainingSpec, input_dim: usize) -> HeadLayout {
+    HeadLayout {
+        input_dim,
+        classes: training.labels.len(),
+        hidden: training.head.hidden().to_vec(),
+        dropout: training.head.dropout(),
+    }
+}
+
+pub fn train_config(training: &TrainingSpec) -> TrainConfig {
+    TrainConfig {
+        batch_size: training.batch_size,
+        epochs: training.epochs,
+        seed: training.seed,
+        schedule: Schedule {
+            peak_lr: training.optimizer.lr as f32,
+            warmup_steps: training.schedule.warmup_steps,
+            decay: match training.schedule.decay {
+                DecaySpec::Constant => Decay::Constant,
+                DecaySpec::Linear => Decay::Linear,
+                DecaySpec::Cosine => Decay::Cosine,
+            },
+        },
+        checkpoint_every: training.checkpoint_every,
+        dropout: training.head.dropout(),
+    }
+}
+
+pub fn adamw(training: &TrainingSpec) -> AdamW {
+    AdamW {
+        beta1: training.optimizer.betas[0] as f32,
+        beta2: training.optimizer.betas[1] as f32,
+        eps: training.optimizer.eps as f32,
+        weight_decay: training.optimizer.weight_decay as f32,
+    }
+}
+
+/// Refuses a step graph whose parameters are not the head's: the package exports the head,
+/// so the graph must train exactly its parameters.
+fn check_graph_trains_the_head(
+    graph: &str,
+    session: &StepSession,
+    layout: &HeadLayout,
+) -> Result<(), TaskError> {
+    let contract = session.contract();
+    if contract.features != layout.input_dim {
+        return Err(TaskError::permanent(format!(
+            "step graph {graph}: takes {} features, the encoder gives {}",
+            contract.features, layout.input_dim
+        )));
+    }
+    if contract.classes != layout.classes {
+        return Err(TaskError::permanent(format!(
+            "step graph {graph}: has {} classes, training.labels has {}",
+            contract.classes, layout.classes
+        )));
+    }
+    let mut found = contract.params.clone();
+    found.sort();
+    let mut wanted = layout.parameters();
+    wanted.sort();
+    if found != wanted {
+        let show = |p: &[(String, Vec<usize>)]| {
+            p.iter()
+                .map(|(n, s)| format!("param.{n}{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(TaskError::permanent(format!(
+            "step graph {graph}: its parameters [{}] are not the head's [{}] (training.head decides what the package exports)",
+            show(&found),
+            show(&wanted)
+        )));
+    }
+    Ok(())
+}
+
+impl From<TrainError> for TaskError {
+    fn from(err: TrainError) -> Self {
+        match err {
+            TrainError::Engine(e) => e.into(),
+            other => TaskError::Permanent(other.to_string()),
+        }
+    }
+}
+
+async fn execute(
+    ctx: &WorkerContext,
+    job: &JobRecord,
+    lease: &Lease,
+    flags: Arc<StopFlags>,
+) -> Result<Ended, TaskError> {
+    let began = Instant::now();
+    let spec = &job.spec;
+    let training = spec
+        .training
+        .as_ref()
+        .ok_or_else(|| TaskError::permanent("training job without a [training] section"))?;
+    let encoder_uri = spec.model_uri();
+    let encoder_manifest = ctx.models.manifest(&encoder_uri).await?;
+    if encoder_manifest.task != ModelTask::Embed {
+        return Err(TaskError::permanent(format!(
+            "model package {} is a classifier; a training job needs an encoder (embedding) package",
+            spec.model
+        )));
+    }
+    let embedder = ctx.models.get(&encoder_uri).await?;
+    let data = data::load(ctx, spec, training, &embedder).await?;
+    let layout = head_layout(training, embedder.dimension());
+    let (graph_name, graph) = match &training.step_graph {
+        Some(uri) => {
+            let uri = S3Uri::parse(uri).expect("validated spec");
+            match ctx.storage.get_bytes(&uri).await {
+                Ok(bytes) => (uri.to_string(), bytes),
+                Err(StorageError::NotFound { .. }) => {
+                    return Err(TaskError::permanent(format!(
+                        "training.step_graph {uri} not found: upload the graph first"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => (
+            "built-in step graph".to_string(),
+            build_step_graph(&layout, &adamw(training)).encode_to_vec(),
+        ),
+    };
+    let resume_from = match ctx.state.checkpoint_pointer(&job.id).await? {
+        Some(pointer) => {
+            let uri = S3Uri::parse(&pointer)
+                .map_err(|e| TaskError::permanent(format!("checkpoint pointer {pointer}: {e}")))?;
+            let bytes = ctx.storage.get_bytes(&uri).await?;
+            Some(
+                checkpoint::decode(&pointer, &bytes)
+                    .map_err(|e| TaskError::permanent(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    let config = train_config(training);
+    let mut progress = job.training.clone().unwrap_or_default();
+    progress.epochs = training.epochs;
+    progress.train_rows = data.train.rows() as u64;
+    progress.eval_rows = data.eval.rows() as u64;
+    progress.total_steps = config.steps_per_epoch(data.train.rows()) * training.epochs;
+    progress.features_cached = Some(data.cached);
+    progress.features_seconds = Some(data.seconds);
+    if let Some(at) = &resume_from {
+        progress.resumes += 1;
+        progress.step = at.state.step;
+        tracing::info!(job_id = %job.id, step = at.state.step, epoch = at.epoch, "resuming from checkpoint");
+    }
+    let start_step = resume_from.as_ref().map_or(0, |c| c.state.step);
+    let mut observer = JobObserver {
+        runtime: tokio::runtime::Handle::current(),
+        storage: ctx.storage.clone(),
+        state: ctx.state.clone(),
+        job_id: job.id.clone(),
+        lease: lease.clone(),
+        flags: flags.clone(),
+        checkpoints: spec.output_uri().join(CHECKPOINT_FOLDER),
+        keep: training.keep_checkpoints,
+        layout: layout.clone(),
+        eval: data.eval.clone(),
+        engine: ctx.settings.engine.clone(),
+        progress,
+        failure: None,
+        last_written: Instant::now(),
+        started: Instant::now(),
+        start_step,
+    };
+    observer.write_progress();
+    let seed = training.seed;
+    let train_set = data.train;
+    let thread_layout = layout.clone();
+    let engine = ctx.settings.engine.clone();
+    let (finish, mut observer, provider) = tokio::task::spawn_blocking(move || {
+        let run = || -> Result<(Finish, &'static str), TaskError> {
+            let mut session = StepSession::open(&graph_name, &graph, &engine)?;
+            check_graph_trains_the_head(&graph_name, &session, &thread_layout)?;
+            let start = match resume_from {
+                Some(checkpoint) => checkpoint,
+                None => fresh_start(&session, thread_layout.initial_parameters(seed), seed)?,
+            };
+            let finish = train(&mut session, &train_set, &config, start, &mut observer)?;
+            Ok((finish, session.provider()))
+        };
+        let result = run();
+        (result, observer)
+    })
+    .await
+    .map(|(result, observer)| result.map(|(finish, provider)| (finish, observer, provider)))
+    .map_err(|e| TaskError::Retryable(format!("training thread: {e}")))??;
+    if let Some(failure) = observer.failure.take() {
+        return Err(failure);
+    }
+    if flags.lease_lost.load(Ordering::Relaxed) {
+        return Ok(Ended::Abandoned);
+    }
+    let done = match finish {
+        Finish::Stopped(at) => {
+            if flags.cancelled.load(Ordering::Relaxed) {
+                observer.write_progress();
+                return Ok(Ended::Abandoned);
+            }
+            // Shutdown: save this step unless it was just saved, then hand the job back.
+            if observer.progress.checkpoint_step != Some(at.state.step) {
+                let saved = tokio::task::spawn_blocking(move || {
+                    let saved = observer.save(&at);
+                    if saved {
+                        observer.write_progress();
+                    }
+                    (saved, observer)
+                })
+                .await
+                .map_err(|e| TaskError::Retryable(format!("checkpoint thread: {e}")))?;
+                if let (false, mut observer) = saved {
+                    return Err(observer.failure.take().unwrap_or(TaskError::Interrupted));
+                }
+            }
+            return Ok(Ended::HandedBack);
+        }
+        Finish::Completed(at) => at,
+    };
+    finish_job(
+        ctx,
+        job,
+        lease,
+        &layout,
+        &done,
+        &observer.progress,
+        &encoder_manifest,
+        provider,
+        began,
+    )
+    .await
+}
+
+/// Writes the classifier package and marks the job succeeded.
+#[allow(clippy::too_many_arguments)]
+async fn finish_job(
+    ctx: &WorkerContext,
+    job: &JobRecord,
+    lease: &Lease,
+    layout: &HeadLayout,
+    done: &Checkpoint,
+    progress: &TrainingProgress,
+    encoder_manifest: &crate::engine::package::ModelManifest,
+    provider: &str,
+    began: Instant,
+) -> Result<Ended, TaskError> {
+    let spec = &job.spec;
+    let training = spec.training.as_ref().expect("checked");
+    // A stale owner must not write the package over the new owner's.
+    if !ctx
+        .state
+        .renew_job_lease(&job.id, lease, ctx.settings.training.lease_ttl_secs * 1000)
+        .await?
+    {
+        tracing::warn!(job_id = %job.id, "lease lost before writing the package; leaving the job to its new owner");
+        return Ok(Ended::Abandoned);
+    }
+    let report = report::build(job, training, progress, done, provider, began.elapsed());
+    let head = build_inference_graph(layout, &done.state.params).encode_to_vec();
+    let manifest = write_classifier_package(
+        &ctx.storage,
+        &ClassifierPackage {
+            name: &spec.name,
+            encoder: &spec.model_uri(),
+            encoder_manifest,
+            head,
+            labels: training.labels.clone(),
+            report,
+        },
+        &spec.output_uri(),
+    )
+    .await?;
+    let json = serde_json::to_string(progress).expect("progress serialises");
+    let moved = ctx
+        .state
+        .transition(
+            &job.id,
+            &[JobStatus::Running],
+            JobStatus::Succeeded,
+            &[
+                ("finished_ms", now_ms().to_string()),
+                ("training", json),
+                ("rows_done", progress.train_rows.to_string()),
+                ("package_sha256", manifest.model_sha256().to_string()),
+            ],
+        )
+        .await?;
+    match moved {
+        Transition::Moved(_) => {
+            metrics::JOBS_FINISHED
+                .with_label_values(&["succeeded"])
+                .inc();
+            tracing::info!(
+                job_id = %job.id,
+                steps = done.state.step,
+                accuracy = progress.eval.map(|e| e.accuracy),
+                package = %spec.output_uri(),
+                "training job succeeded"
+            );
+            Ok(Ended::Succeeded)
+        }
+        Transition::Refused(status) => {
+            tracing::info!(job_id = %job.id, %status, "training finished but the job is {status}; leaving it");
+            Ok(Ended::Abandoned)
+        }
+    }
+}

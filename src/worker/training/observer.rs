@@ -1,0 +1,265 @@
+//! What a running training job does between steps, on its training thread: publish
+//! progress (Redis, metrics), evaluate at epoch ends, write checkpoints to S3 and commit them
+//! under the job's lease (fencing), keep the last K, and stop when told to.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use super::super::TaskError;
+use crate::job::{EvalPoint, TrainingProgress};
+use crate::metrics;
+use crate::settings::EngineSettings;
+use crate::state::{Lease, StateStore, now_ms};
+use crate::storage::Storage;
+use crate::train::checkpoint::{self, Checkpoint};
+use crate::train::eval::evaluate;
+use crate::train::trainer::{Dataset, Flow, Observer, StepProgress};
+use crate::train::{HeadLayout, TrainError};
+use crate::uri::S3Uri;
+
+/// Why a run should stop, set from outside the training thread.
+#[derive(Default)]
+pub struct StopFlags {
+    /// The job was cancelled (or failed elsewhere): stop, nothing to save.
+    pub cancelled: AtomicBool,
+    /// The worker is shutting down: checkpoint at this step and hand the job back.
+    pub shutdown: AtomicBool,
+    /// The lease is gone: another worker may own the job now; write nothing more.
+    pub lease_lost: AtomicBool,
+}
+
+impl StopFlags {
+    pub fn any(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+            || self.shutdown.load(Ordering::Relaxed)
+            || self.lease_lost.load(Ordering::Relaxed)
+    }
+}
+
+/// How often progress is written to Redis while steps run.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+pub struct JobObserver {
+    pub runtime: Handle,
+    pub storage: Storage,
+    pub state: StateStore,
+    pub job_id: String,
+    pub lease: Lease,
+    pub flags: Arc<StopFlags>,
+    /// Folder of `step-<n>.safetensors` checkpoints.
+    pub checkpoints: S3Uri,
+    pub keep: usize,
+    pub layout: HeadLayout,
+    pub eval: Dataset,
+    pub engine: EngineSettings,
+    pub progress: TrainingProgress,
+    /// The first failure of an S3 or Redis write; the run stops and the job is retried.
+    pub failure: Option<TaskError>,
+    pub last_written: Instant,
+    pub started: Instant,
+    pub start_step: u64,
+}
+
+impl JobObserver {
+    /// Writes `checkpoint` and points the job at it; false when the lease was lost (the
+    /// pointer was refused) or the write failed (recorded in `failure`).
+    pub fn save(&mut self, checkpoint: &Checkpoint) -> bool {
+        let started = Instant::now();
+        let step = checkpoint.state.step;
+        let bytes = match checkpoint::encode(checkpoint) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.failure = Some(TaskError::permanent(format!("checkpoint: {e}")));
+                return false;
+            }
+        };
+        let uri = self
+            .checkpoints
+            .join(&format!("step-{step:010}.safetensors"));
+        let (storage, state) = (self.storage.clone(), self.state.clone());
+        let (job_id, lease) = (self.job_id.clone(), self.lease.clone());
+        let pointer = uri.to_string();
+        let committed = self.runtime.block_on(async move {
+            storage
+                .put(&uri, bytes, "application/octet-stream")
+                .await
+                .map_err(TaskError::from)?;
+            Ok::<_, TaskError>(state.commit_checkpoint(&job_id, &lease, &pointer).await?)
+        });
+        match committed {
+            Ok(true) => {
+                metrics::CHECKPOINTS.with_label_values(&["committed"]).inc();
+                metrics::CHECKPOINT_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
+                self.progress.checkpoint_step = Some(step);
+                self.prune(step);
+                tracing::info!(job_id = %self.job_id, step, "checkpoint committed");
+                true
+            }
+            Ok(false) => {
+                metrics::CHECKPOINTS.with_label_values(&["refused"]).inc();
+                tracing::warn!(job_id = %self.job_id, step, "checkpoint refused: the job's lease was lost; stopping");
+                self.flags.lease_lost.store(true, Ordering::Relaxed);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %self.job_id, step, error = %e, "checkpoint not written; stopping");
+                self.failure = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Deletes checkpoints older than the last `keep`; best effort (a leftover costs space,
+    /// not correctness: the pointer names the one to resume from).
+    fn prune(&self, current: u64) {
+        let (storage, prefix, keep) = (self.storage.clone(), self.checkpoints.clone(), self.keep);
+        let result = self.runtime.block_on(async move {
+            let mut steps: Vec<_> = storage
+                .list(&prefix)
+                .await?
+                .into_iter()
+                .filter_map(|o| {
+                    let name = o.uri.key.rsplit('/').next()?.to_string();
+                    let step: u64 = name
+                        .strip_prefix("step-")?
+                        .strip_suffix(".safetensors")?
+                        .parse()
+                        .ok()?;
+                    (step <= current).then_some((step, o.uri))
+                })
+                .collect();
+            steps.sort_by_key(|(step, _)| *step);
+            let old = steps.len().saturating_sub(keep);
+            for (_, uri) in steps.into_iter().take(old) {
+                storage.delete(&uri).await?;
+            }
+            Ok::<_, crate::storage::StorageError>(())
+        });
+        if let Err(e) = result {
+            tracing::warn!(job_id = %self.job_id, error = %e, "could not delete old checkpoints");
+        }
+    }
+
+    /// Stores the progress with the job (and as a sign of life for the sweeper).
+    pub fn write_progress(&mut self) {
+        self.last_written = Instant::now();
+        let json = serde_json::to_string(&self.progress).expect("progress serialises");
+        let (state, id) = (self.state.clone(), self.job_id.clone());
+        let result = self.runtime.block_on(async move {
+            state
+                .set_fields(
+                    &id,
+                    &[("training", json), ("progress_ms", now_ms().to_string())],
+                )
+                .await
+        });
+        if let Err(e) = result {
+            tracing::warn!(job_id = %self.job_id, error = %e, "could not store training progress");
+        }
+    }
+
+    fn evaluate(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        let metrics = evaluate(
+            &self.layout,
+            &checkpoint.state.params,
+            &self.eval,
+            &self.engine,
+        )?;
+        let point = EvalPoint {
+            epoch: checkpoint.epoch,
+            step: checkpoint.state.step,
+            loss: metrics.loss,
+            accuracy: metrics.accuracy,
+            macro_f1: metrics.macro_f1,
+        };
+        // A run resumed from an earlier checkpoint evaluates these steps again.
+        self.progress
+            .eval_history
+            .retain(|p| p.step < checkpoint.state.step);
+        self.progress.eval_history.push(point);
+        self.progress.eval = Some(point);
+        for (metric, value) in [
+            ("accuracy", point.accuracy),
+            ("macro_f1", point.macro_f1),
+            ("loss", point.loss),
+        ] {
+            metrics::TRAINING_EVAL
+                .with_label_values(&[&self.job_id, metric])
+                .set(value);
+        }
+        tracing::info!(
+            job_id = %self.job_id,
+            epoch = point.epoch,
+            step = point.step,
+            accuracy = point.accuracy,
+            macro_f1 = point.macro_f1,
+            loss = point.loss,
+            "evaluated"
+        );
+        Ok(())
+    }
+}
+
+impl Observer for JobObserver {
+    fn on_step(&mut self, step: &StepProgress) -> Flow {
+        let id = self.job_id.as_str();
+        metrics::TRAINING_STEPS.inc();
+        metrics::TRAINING_STEP
+            .with_label_values(&[id])
+            .set(step.step as f64);
+        metrics::TRAINING_TOTAL_STEPS
+            .with_label_values(&[id])
+            .set(step.total_steps as f64);
+        metrics::TRAINING_EPOCH
+            .with_label_values(&[id])
+            .set(step.epoch as f64);
+        metrics::TRAINING_LOSS
+            .with_label_values(&[id])
+            .set(step.loss as f64);
+        metrics::TRAINING_LEARNING_RATE
+            .with_label_values(&[id])
+            .set(step.lr as f64);
+        let p = &mut self.progress;
+        p.step = step.step;
+        p.total_steps = step.total_steps;
+        p.epoch = step.epoch;
+        p.loss = Some(step.loss as f64);
+        p.learning_rate = Some(step.lr as f64);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let done_here = step.step.saturating_sub(self.start_step);
+        if done_here > 0 && elapsed > 0.0 {
+            let rate = done_here as f64 / elapsed;
+            p.steps_per_second = Some(rate);
+            let eta = step.total_steps.saturating_sub(step.step) as f64 / rate;
+            p.eta_seconds = Some(eta);
+            metrics::TRAINING_ETA_SECONDS
+                .with_label_values(&[id])
+                .set(eta);
+        }
+        if self.last_written.elapsed() >= PROGRESS_EVERY {
+            self.write_progress();
+        }
+        if self.flags.any() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Flow, TrainError> {
+        if self.flags.lease_lost.load(Ordering::Relaxed) {
+            return Ok(Flow::Stop);
+        }
+        if checkpoint.cursor == 0 {
+            self.evaluate(checkpoint)?;
+        }
+        if !self.save(checkpoint) {
+            return Ok(Flow::Stop);
+        }
+        self.write_progress();
+        Ok(Flow::Continue)
+    }
+}
