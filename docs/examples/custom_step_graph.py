@@ -2,7 +2,11 @@
 """Build a user-supplied training step graph with the `onnx` package: softmax regression
 trained by SGD with momentum, written independently of sluice's own graph builder.
 
-    custom_step_graph.py OUT.onnx --features 384 --classes 2 [--momentum 0.9]
+    custom_step_graph.py OUT.onnx --features 384 --classes 2 [--momentum 0.9] [--head-names]
+
+With --head-names the parameters are called `head.weight` and `head.bias`, the names of
+sluice's linear head, so a training job (`training.step_graph`, `head = {type = "linear"}`)
+can export what this graph trains as the package's head.
 
 It follows sluice's step-graph contract (README, "Training: the step-graph contract"):
 `param.*` and `opt.*` inputs with fixed shapes come back as `new.param.*` / `new.opt.*`
@@ -23,17 +27,19 @@ def main():
     parser.add_argument("--features", type=int, required=True)
     parser.add_argument("--classes", type=int, required=True)
     parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--head-names", action="store_true")
     args = parser.parse_args()
     d, c = args.features, args.classes
+    w, b = ("head.weight", "head.bias") if args.head_names else ("w", "b")
 
     def tensor(name, dims):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
     inputs = [
-        tensor("param.w", [d, c]),
-        tensor("param.b", [c]),
-        tensor("opt.velocity.w", [d, c]),
-        tensor("opt.velocity.b", [c]),
+        tensor(f"param.{w}", [d, c]),
+        tensor(f"param.{b}", [c]),
+        tensor(f"opt.velocity.{w}", [d, c]),
+        tensor(f"opt.velocity.{b}", [c]),
         tensor("batch.features", ["n", d]),
         tensor("batch.targets", ["n", c]),
         tensor("step", []),
@@ -41,10 +47,10 @@ def main():
     ]
     outputs = [
         tensor("loss", []),
-        tensor("new.param.w", [d, c]),
-        tensor("new.param.b", [c]),
-        tensor("new.opt.velocity.w", [d, c]),
-        tensor("new.opt.velocity.b", [c]),
+        tensor(f"new.param.{w}", [d, c]),
+        tensor(f"new.param.{b}", [c]),
+        tensor(f"new.opt.velocity.{w}", [d, c]),
+        tensor(f"new.opt.velocity.{b}", [c]),
     ]
     constants = [
         helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
@@ -54,7 +60,7 @@ def main():
     ]
     n = helper.make_node
     nodes = [
-        n("Gemm", ["batch.features", "param.w", "param.b"], ["logits"]),
+        n("Gemm", ["batch.features", f"param.{w}", f"param.{b}"], ["logits"]),
         n("Softmax", ["logits"], ["probs"], axis=1),
         n("Log", ["probs"], ["log_probs"]),
         n("Mul", ["batch.targets", "log_probs"], ["picked"]),
@@ -69,12 +75,12 @@ def main():
         n("Gemm", ["batch.features", "grad_logits"], ["grad_w"], transA=1),
         n("ReduceSum", ["grad_logits", "axis0"], ["grad_b"], keepdims=0),
     ]
-    for name in ["w", "b"]:
+    for short, name in [("w", w), ("b", b)]:
         nodes += [
-            n("Mul", ["momentum", f"opt.velocity.{name}"], [f"kept_{name}"]),
-            n("Add", [f"kept_{name}", f"grad_{name}"], [f"new.opt.velocity.{name}"]),
-            n("Mul", ["lr", f"new.opt.velocity.{name}"], [f"move_{name}"]),
-            n("Sub", [f"param.{name}", f"move_{name}"], [f"new.param.{name}"]),
+            n("Mul", ["momentum", f"opt.velocity.{name}"], [f"kept_{short}"]),
+            n("Add", [f"kept_{short}", f"grad_{short}"], [f"new.opt.velocity.{name}"]),
+            n("Mul", ["lr", f"new.opt.velocity.{name}"], [f"move_{short}"]),
+            n("Sub", [f"param.{name}", f"move_{short}"], [f"new.param.{name}"]),
         ]
     graph = helper.make_graph(nodes, "custom_sgd_momentum_step", inputs, outputs, constants)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -34,7 +34,7 @@ pub struct LabeledTexts {
     pub texts: Vec<String>,
     /// The label of each text, as written in the data (a JSON number becomes its text).
     pub labels: Vec<String>,
-    /// Where each text came from: `uri:line`, for messages.
+    /// Where each text came from: `uri line N`, for messages.
     pub origins: Vec<String>,
 }
 
@@ -100,7 +100,7 @@ pub async fn read_labeled(
             };
             out.texts.push(row.text);
             out.labels.push(label);
-            out.origins.push(format!("{uri}:{}", record.line));
+            out.origins.push(format!("{uri} line {}", record.line));
         }
     }
     if out.texts.is_empty() {
@@ -201,6 +201,32 @@ pub async fn load_or_embed(
     text_field: &str,
     label_field: &str,
 ) -> Result<(FeatureSet, CacheOutcome), FeatureError> {
+    load_or_embed_checked(
+        storage,
+        cache_root,
+        embedder,
+        objects,
+        format,
+        text_field,
+        label_field,
+        &|_| Ok(()),
+    )
+    .await
+}
+
+/// As `load_or_embed`, with `check` run on the rows read before anything is embedded, so
+/// bad data (an unknown label) fails before the encoder spends time on it.
+#[allow(clippy::too_many_arguments)]
+pub async fn load_or_embed_checked(
+    storage: &Storage,
+    cache_root: &S3Uri,
+    embedder: &Embedder,
+    objects: &[ObjectInfo],
+    format: InputFormat,
+    text_field: &str,
+    label_field: &str,
+    check: &(dyn Fn(&LabeledTexts) -> Result<(), FeatureError> + Sync),
+) -> Result<(FeatureSet, CacheOutcome), FeatureError> {
     let started = Instant::now();
     let key = cache_key(
         embedder.model_sha256(),
@@ -228,6 +254,7 @@ pub async fn load_or_embed(
         Err(e) => return Err(e.into()),
     }
     let data = read_labeled(storage, objects, format, text_field, label_field).await?;
+    check(&data)?;
     let vectors = embedder.embed(data.texts).await?;
     let dim = embedder.dimension();
     let set = FeatureSet {

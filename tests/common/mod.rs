@@ -75,6 +75,10 @@ impl Cluster {
         settings.worker.shutdown_grace_secs = 10;
         settings.worker.model_cache_dir = std::env::temp_dir().join("sluice-test-models");
         let bucket = format!("sluice-test-{tag}");
+        settings.training.feature_cache = format!("s3://{bucket}/features/");
+        // Short leases, so a dead trainer's job moves on within seconds.
+        settings.training.lease_ttl_secs = 4;
+        settings.training.heartbeat_secs = 1;
         let storage = Storage::connect(&settings.s3).await;
         storage
             .create_bucket(&bucket)
@@ -158,6 +162,18 @@ impl Cluster {
                 s.worker.model_cache_dir.display().to_string(),
             ),
             ("SLUICE__WORKER__SHUTDOWN_GRACE_SECS".into(), "10".into()),
+            (
+                "SLUICE__TRAINING__FEATURE_CACHE".into(),
+                s.training.feature_cache.clone(),
+            ),
+            (
+                "SLUICE__TRAINING__LEASE_TTL_SECS".into(),
+                s.training.lease_ttl_secs.to_string(),
+            ),
+            (
+                "SLUICE__TRAINING__HEARTBEAT_SECS".into(),
+                s.training.heartbeat_secs.to_string(),
+            ),
             (
                 "SLUICE__WORKER__CHUNK_ROWS".into(),
                 s.worker.chunk_rows.to_string(),

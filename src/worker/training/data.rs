@@ -6,7 +6,7 @@ use super::super::{TaskError, WorkerContext, plan};
 use crate::engine::Embedder;
 use crate::job::{JobSpec, TrainingSpec};
 use crate::metrics;
-use crate::train::features::{FeatureError, FeatureSet, load_or_embed};
+use crate::train::features::{FeatureError, FeatureSet, LabeledTexts, load_or_embed_checked};
 use crate::train::split::stratified_split;
 use crate::train::trainer::Dataset;
 use crate::uri::S3Uri;
@@ -45,20 +45,28 @@ pub async fn load(
         spec.input.etag.as_deref(),
     )
     .await?;
+    let label_field = spec.label_field();
+    let known_labels = |rows: &LabeledTexts| {
+        class_indices(&rows.labels, &rows.origins, &training.labels, label_field)
+            .map(|_| ())
+            .map_err(FeatureError::Data)
+    };
     let read = |objects, format| {
-        load_or_embed(
+        load_or_embed_checked(
             &ctx.storage,
             &cache,
             embedder,
             objects,
             format,
             &spec.input.text_field,
-            spec.label_field(),
+            label_field,
+            &known_labels,
         )
     };
     let (set, outcome) = read(&objects, spec.input.format).await?;
     count_cache(outcome.hit);
-    let labels = class_indices(&set, &training.labels, spec.label_field())?;
+    let labels = class_indices(&set.labels, &set.origins, &training.labels, label_field)
+        .map_err(TaskError::Permanent)?;
     let (mut cached, mut seconds) = (outcome.hit, outcome.seconds);
     let (train, eval) = match &training.eval.uri {
         Some(uri) => {
@@ -75,7 +83,13 @@ pub async fn load(
             count_cache(eval_outcome.hit);
             cached &= eval_outcome.hit;
             seconds += eval_outcome.seconds;
-            let eval_labels = class_indices(&eval_set, &training.labels, spec.label_field())?;
+            let eval_labels = class_indices(
+                &eval_set.labels,
+                &eval_set.origins,
+                &training.labels,
+                label_field,
+            )
+            .map_err(TaskError::Permanent)?;
             let all_train: Vec<usize> = (0..labels.len()).collect();
             let all_eval: Vec<usize> = (0..eval_labels.len()).collect();
             (
@@ -121,19 +135,20 @@ fn count_cache(hit: bool) {
 /// Maps each row's label to its class index; a label outside the spec's set fails the job,
 /// naming the row and the labels that are allowed.
 pub fn class_indices(
-    set: &FeatureSet,
+    labels: &[String],
+    origins: &[String],
     classes: &[String],
     label_field: &str,
-) -> Result<Vec<usize>, TaskError> {
-    set.labels
+) -> Result<Vec<usize>, String> {
+    labels
         .iter()
-        .zip(&set.origins)
+        .zip(origins)
         .map(|(label, origin)| {
             classes.iter().position(|c| c == label).ok_or_else(|| {
-                TaskError::permanent(format!(
+                format!(
                     "{origin}: label \"{label}\" (field \"{label_field}\") is not one of training.labels [{}]; fix the row or add the label",
                     classes.join(", ")
-                ))
+                )
             })
         })
         .collect()
@@ -157,26 +172,23 @@ mod tests {
 
     #[test]
     fn unknown_labels_name_the_row_and_the_allowed_set() {
-        let set = FeatureSet {
-            dim: 1,
-            features: vec![0.0, 1.0],
-            labels: vec!["fresh".into(), "meh".into()],
-            origins: vec!["s3://b/t.csv:2".into(), "s3://b/t.csv:3".into()],
-        };
+        let origins = vec![
+            "s3://b/t.csv line 2".to_string(),
+            "s3://b/t.csv line 3".to_string(),
+        ];
+        let labels = vec!["fresh".to_string(), "meh".to_string()];
         let classes = vec!["fresh".to_string(), "rotten".to_string()];
-        let err = class_indices(&set, &classes, "label")
-            .unwrap_err()
-            .to_string();
+        let err = class_indices(&labels, &origins, &classes, "label").unwrap_err();
         assert!(
-            err.contains("s3://b/t.csv:3")
+            err.contains("s3://b/t.csv line 3")
                 && err.contains("\"meh\"")
                 && err.contains("fresh, rotten"),
             "{err}"
         );
-        let ok = FeatureSet {
-            labels: vec!["rotten".into(), "fresh".into()],
-            ..set
-        };
-        assert_eq!(class_indices(&ok, &classes, "label").unwrap(), vec![1, 0]);
+        let ok = vec!["rotten".to_string(), "fresh".to_string()];
+        assert_eq!(
+            class_indices(&ok, &origins, &classes, "label").unwrap(),
+            vec![1, 0]
+        );
     }
 }

@@ -417,7 +417,7 @@ async fn execute(
         started: Instant::now(),
         start_step,
     };
-    observer.write_progress();
+    observer::store_progress(ctx.state.clone(), job.id.clone(), &observer.progress).await?;
     let seed = training.seed;
     let train_set = data.train;
     let thread_layout = layout.clone();
@@ -448,7 +448,9 @@ async fn execute(
     let done = match finish {
         Finish::Stopped(at) => {
             if flags.cancelled.load(Ordering::Relaxed) {
-                observer.write_progress();
+                let _ =
+                    observer::store_progress(ctx.state.clone(), job.id.clone(), &observer.progress)
+                        .await;
                 return Ok(Ended::Abandoned);
             }
             // Shutdown: save this step unless it was just saved, then hand the job back.

@@ -143,20 +143,12 @@ impl JobObserver {
         }
     }
 
-    /// Stores the progress with the job (and as a sign of life for the sweeper).
+    /// Stores the progress with the job (and as a sign of life for the sweeper); from the
+    /// training thread.
     pub fn write_progress(&mut self) {
         self.last_written = Instant::now();
-        let json = serde_json::to_string(&self.progress).expect("progress serialises");
-        let (state, id) = (self.state.clone(), self.job_id.clone());
-        let result = self.runtime.block_on(async move {
-            state
-                .set_fields(
-                    &id,
-                    &[("training", json), ("progress_ms", now_ms().to_string())],
-                )
-                .await
-        });
-        if let Err(e) = result {
+        let write = store_progress(self.state.clone(), self.job_id.clone(), &self.progress);
+        if let Err(e) = self.runtime.block_on(write) {
             tracing::warn!(job_id = %self.job_id, error = %e, "could not store training progress");
         }
     }
@@ -261,5 +253,22 @@ impl Observer for JobObserver {
         }
         self.write_progress();
         Ok(Flow::Continue)
+    }
+}
+
+/// Stores a training job's progress (and its sign of life for the sweeper).
+pub fn store_progress(
+    state: StateStore,
+    job_id: String,
+    progress: &TrainingProgress,
+) -> impl std::future::Future<Output = Result<(), crate::state::StateError>> + use<> {
+    let json = serde_json::to_string(progress).expect("progress serialises");
+    async move {
+        state
+            .set_fields(
+                &job_id,
+                &[("training", json), ("progress_ms", now_ms().to_string())],
+            )
+            .await
     }
 }
