@@ -242,17 +242,7 @@ fn a_step_graph_sluice_did_not_build_trains_under_the_contract() {
     // Softmax regression with SGD + momentum, written with the `onnx` Python package.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("custom.onnx");
-    let built = std::process::Command::new(common::assets().reference_python)
-        .arg("docs/examples/custom_step_graph.py")
-        .arg(&path)
-        .args(["--features", "12", "--classes", "3", "--momentum", "0.9"])
-        .output()
-        .expect("run docs/examples/custom_step_graph.py");
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    common::custom_step_graph(&path, 12, 3, &["--momentum", "0.9"]);
     let bytes = std::fs::read(&path).unwrap();
     let mut session = StepSession::open("custom.onnx", &bytes, &engine()).unwrap();
     let contract = session.contract().clone();

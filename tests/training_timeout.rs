@@ -63,7 +63,11 @@ async fn a_training_job_longer_than_the_consumer_timeout_completes_once() {
     let channel = connection.create_channel().await.unwrap();
     let queue = format!("{}.control", cluster.settings.prefix);
     channel
-        .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     channel
@@ -85,7 +89,11 @@ async fn a_training_job_longer_than_the_consumer_timeout_completes_once() {
         )
         .await
         .unwrap();
-    let held = consumer.next().await.expect("a delivery").expect("delivery");
+    let held = consumer
+        .next()
+        .await
+        .expect("a delivery")
+        .expect("delivery");
     let holding = Instant::now();
     let cut_off = tokio::time::timeout(Duration::from_secs(150), async {
         while channel.status().connected() {
@@ -93,7 +101,10 @@ async fn a_training_job_longer_than_the_consumer_timeout_completes_once() {
         }
     })
     .await;
-    assert!(cut_off.is_ok(), "the broker never enforced its consumer timeout");
+    assert!(
+        cut_off.is_ok(),
+        "the broker never enforced its consumer timeout"
+    );
     drop(held);
     eprintln!("control consumer cut off after {:.0?}", holding.elapsed());
 

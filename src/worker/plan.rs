@@ -55,13 +55,7 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         .await?
         .model_sha256()
         .to_string();
-    let objects = list_inputs(
-        ctx,
-        &spec.input_uri(),
-        spec.input.uri.ends_with('/'),
-        spec.input.etag.as_deref(),
-    )
-    .await?;
+    let objects = job_inputs(ctx, spec).await?;
     let shards = cut_shards(
         ctx,
         &objects,
@@ -121,13 +115,7 @@ async fn plan_training(ctx: &WorkerContext, job_id: &str, spec: &JobSpec) -> Res
             spec.model
         )));
     }
-    let objects = list_inputs(
-        ctx,
-        &spec.input_uri(),
-        spec.input.uri.ends_with('/'),
-        spec.input.etag.as_deref(),
-    )
-    .await?;
+    let objects = job_inputs(ctx, spec).await?;
     let moved = ctx
         .state
         .transition(
@@ -165,6 +153,20 @@ pub async fn publish_shards(
 
 /// The objects to read: one object (of version `etag`, when given), or every non-empty
 /// object under a folder.
+/// The objects of the job's input (pinned to the spec's ETag, when it has one).
+pub(super) async fn job_inputs(
+    ctx: &WorkerContext,
+    spec: &JobSpec,
+) -> Result<Vec<ObjectInfo>, TaskError> {
+    list_inputs(
+        ctx,
+        &spec.input_uri(),
+        spec.input.uri.ends_with('/'),
+        spec.input.etag.as_deref(),
+    )
+    .await
+}
+
 pub(super) async fn list_inputs(
     ctx: &WorkerContext,
     uri: &S3Uri,

@@ -76,7 +76,7 @@ impl Drop for BrokerNode {
     fn drop(&mut self) {
         // The server script runs the Erlang VM as a child: kill the whole group.
         let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

@@ -581,3 +581,25 @@ pub async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Writes `docs/examples/custom_step_graph.py`'s graph (softmax regression, SGD with
+/// momentum, built with the `onnx` package, not by sluice) to `path`.
+pub fn custom_step_graph(path: &std::path::Path, features: usize, classes: usize, extra: &[&str]) {
+    let built = std::process::Command::new(assets().reference_python)
+        .arg("docs/examples/custom_step_graph.py")
+        .arg(path)
+        .args([
+            "--features",
+            &features.to_string(),
+            "--classes",
+            &classes.to_string(),
+        ])
+        .args(extra)
+        .output()
+        .expect("run docs/examples/custom_step_graph.py");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}

@@ -38,13 +38,7 @@ pub async fn load(
 ) -> Result<JobData, TaskError> {
     let cache = S3Uri::parse(&ctx.settings.training.feature_cache)
         .map_err(|e| TaskError::permanent(format!("setting training.feature_cache: {e}")))?;
-    let objects = plan::list_inputs(
-        ctx,
-        &spec.input_uri(),
-        spec.input.uri.ends_with('/'),
-        spec.input.etag.as_deref(),
-    )
-    .await?;
+    let objects = plan::job_inputs(ctx, spec).await?;
     let label_field = spec.label_field();
     let known_labels = |rows: &LabeledTexts| {
         class_indices(&rows.labels, &rows.origins, &training.labels, label_field)
