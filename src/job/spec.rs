@@ -315,6 +315,15 @@ impl JobSpec {
                 if matches!(&self.input.label_field, Some(f) if f.trim().is_empty()) {
                     return Err(SpecError::new("input.label_field", "must not be empty"));
                 }
+                if self.label_field() == self.input.text_field {
+                    return Err(SpecError::new(
+                        "input.label_field",
+                        format!(
+                            "is the text field (`{}`) too: the label must be another field",
+                            self.input.text_field
+                        ),
+                    ));
+                }
                 training.validate()?;
                 if let Some(eval) = &training.eval.uri {
                     let eval = S3Uri::parse(eval).expect("validated");

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Every field has a default, so records written by an older or newer version still read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrainingProgress {
     /// Optimisation steps taken, out of `total_steps`.
     pub step: u64,

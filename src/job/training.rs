@@ -100,7 +100,7 @@ impl HeadSpec {
 pub struct EvalSpec {
     /// Share of the training rows held out (when `uri` is not given).
     #[serde(default = "default_eval_fraction")]
-    #[schemars(range(min = 0.0, max = 0.9))]
+    #[schemars(range(min = 0.01, max = 0.9))]
     pub fraction: f64,
     /// Separate evaluation data (one object or a folder), read with the input's fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -656,6 +656,25 @@ impl StateStore {
         Ok(())
     }
 
+    /// One field of the job's record as stored (`None` when absent).
+    pub async fn field(&self, id: &str, name: &str) -> Result<Option<String>, StateError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.hget(self.job_key(id), name).await?)
+    }
+
+    /// Sets a task's delivery count (a training job that made progress starts its crash
+    /// budget again).
+    pub async fn set_attempts(
+        &self,
+        id: &str,
+        task_key: &str,
+        count: u64,
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.hset(self.attempts_key(id), task_key, count).await?;
+        Ok(())
+    }
+
     /// Whether any worker holds the job's lease now.
     pub async fn job_lease_held(&self, id: &str) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();

@@ -4,6 +4,8 @@
 //! same data skip the encoder.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -210,6 +212,7 @@ pub async fn load_or_embed(
         text_field,
         label_field,
         &|_| Ok(()),
+        Arc::new(AtomicBool::new(false)),
     )
     .await
 }
@@ -226,6 +229,7 @@ pub async fn load_or_embed_checked(
     text_field: &str,
     label_field: &str,
     check: &(dyn Fn(&LabeledTexts) -> Result<(), FeatureError> + Sync),
+    stop: Arc<AtomicBool>,
 ) -> Result<(FeatureSet, CacheOutcome), FeatureError> {
     let started = Instant::now();
     let key = cache_key(
@@ -255,7 +259,7 @@ pub async fn load_or_embed_checked(
     }
     let data = read_labeled(storage, objects, format, text_field, label_field).await?;
     check(&data)?;
-    let vectors = embedder.embed(data.texts).await?;
+    let vectors = embedder.embed_until(data.texts, stop).await?;
     let dim = embedder.dimension();
     let set = FeatureSet {
         dim,

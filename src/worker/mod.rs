@@ -173,7 +173,10 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
             return;
         }
     };
-    if attempt > ctx.settings.amqp.max_deliveries {
+    // A train task's attempts are judged once it holds the job's lease: duplicates of a
+    // task whose job another worker is training must not use up the job's budget.
+    let judged_later = matches!(task, TaskMessage::Train { .. });
+    if !judged_later && attempt > ctx.settings.amqp.max_deliveries {
         let reason = format!(
             "{task_key} of job {job_id} was delivered {attempt} times without finishing (does it crash the worker? see the worker logs)"
         );
@@ -182,6 +185,7 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
     }
     let result = match &task {
         TaskMessage::Train { job_id } => {
+            // Acks, retries and fails on its own: the lease, not the delivery, owns the job.
             training::handle(ctx, &delivery, job_id, attempt, shutdown).await;
             return;
         }

@@ -125,6 +125,12 @@ async fn plan_training(ctx: &WorkerContext, job_id: &str, spec: &JobSpec) -> Res
             &[
                 ("started_ms", now_ms().to_string()),
                 ("model_sha256", manifest.model_sha256().to_string()),
+                // Every attempt reads exactly these versions, so a resumed run sees the
+                // same rows.
+                (
+                    super::training::PINNED_INPUTS,
+                    super::training::pin_inputs(&objects),
+                ),
             ],
         )
         .await?;

@@ -43,6 +43,11 @@ pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), TaskError> {
         let job = match ctx.state.get(&id).await {
             Ok(job) => job,
             Err(StateError::NotFound(_)) => continue,
+            // One unreadable record must not stop the sweep of the others.
+            Err(e @ StateError::Corrupt { .. }) => {
+                tracing::error!(job_id = %id, error = %e, "job record unreadable; not sweeping it");
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         let last_sign_of_life = [
@@ -67,7 +72,9 @@ pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), TaskError> {
             continue;
         }
         if training {
-            if ctx.state.job_lease_held(&id).await? {
+            // Held: alive. A train task still waiting in the queue is not lost either.
+            let queue = ctx.broker.topology().task_queue(job.spec.pool);
+            if ctx.state.job_lease_held(&id).await? || ctx.broker.queue_depth(&queue).await? > 0 {
                 continue;
             }
             super::training::requeue_train(ctx, &job.spec, &id).await;

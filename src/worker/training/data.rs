@@ -2,10 +2,16 @@
 //! feature cache), labels mapped to the head's classes, and the evaluation part — a seeded
 //! stratified split of the training rows, or separate objects.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+
 use super::super::{TaskError, WorkerContext, plan};
 use crate::engine::Embedder;
 use crate::job::{JobSpec, TrainingSpec};
 use crate::metrics;
+use crate::storage::ObjectInfo;
 use crate::train::features::{FeatureError, FeatureSet, LabeledTexts, load_or_embed_checked};
 use crate::train::split::stratified_split;
 use crate::train::trainer::Dataset;
@@ -32,13 +38,19 @@ impl From<FeatureError> for TaskError {
 
 pub async fn load(
     ctx: &WorkerContext,
+    job_id: &str,
     spec: &JobSpec,
     training: &TrainingSpec,
     embedder: &Embedder,
+    stop: Arc<AtomicBool>,
 ) -> Result<JobData, TaskError> {
     let cache = S3Uri::parse(&ctx.settings.training.feature_cache)
         .map_err(|e| TaskError::permanent(format!("setting training.feature_cache: {e}")))?;
-    let objects = plan::job_inputs(ctx, spec).await?;
+    let objects = match ctx.state.field(job_id, PINNED_INPUTS).await? {
+        Some(json) => unpin_inputs(&json)?,
+        // Planned before inputs were pinned.
+        None => plan::job_inputs(ctx, spec).await?,
+    };
     let label_field = spec.label_field();
     let known_labels = |rows: &LabeledTexts| {
         class_indices(&rows.labels, &rows.origins, &training.labels, label_field)
@@ -55,6 +67,7 @@ pub async fn load(
             &spec.input.text_field,
             label_field,
             &known_labels,
+            stop.clone(),
         )
     };
     let (set, outcome) = read(&objects, spec.input.format).await?;
@@ -120,6 +133,43 @@ pub async fn load(
     })
 }
 
+/// Job field holding the training objects and their versions, as planned.
+pub const PINNED_INPUTS: &str = "training_inputs";
+
+#[derive(Serialize, Deserialize)]
+struct PinnedObject {
+    uri: String,
+    size: u64,
+    etag: String,
+}
+
+pub fn pin_inputs(objects: &[ObjectInfo]) -> String {
+    let pinned: Vec<PinnedObject> = objects
+        .iter()
+        .map(|o| PinnedObject {
+            uri: o.uri.to_string(),
+            size: o.size,
+            etag: o.etag.clone(),
+        })
+        .collect();
+    serde_json::to_string(&pinned).expect("pinned inputs serialise")
+}
+
+fn unpin_inputs(json: &str) -> Result<Vec<ObjectInfo>, TaskError> {
+    let pinned: Vec<PinnedObject> = serde_json::from_str(json)
+        .map_err(|e| TaskError::permanent(format!("stored training inputs unreadable: {e}")))?;
+    pinned
+        .into_iter()
+        .map(|p| {
+            Ok(ObjectInfo {
+                uri: S3Uri::parse(&p.uri).map_err(TaskError::Permanent)?,
+                size: p.size,
+                etag: p.etag,
+            })
+        })
+        .collect()
+}
+
 fn count_cache(hit: bool) {
     metrics::FEATURE_CACHE
         .with_label_values(&[if hit { "hit" } else { "miss" }])
@@ -163,6 +213,17 @@ fn pick(set: &FeatureSet, labels: &[usize], rows: &[usize]) -> Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinned_inputs_round_trip() {
+        let objects = vec![ObjectInfo {
+            uri: S3Uri::parse("s3://bkt/train/a.csv").unwrap(),
+            size: 12,
+            etag: "\"abc\"".into(),
+        }];
+        assert_eq!(unpin_inputs(&pin_inputs(&objects)).unwrap(), objects);
+        assert!(unpin_inputs("not json").is_err());
+    }
 
     #[test]
     fn unknown_labels_name_the_row_and_the_allowed_set() {

@@ -9,6 +9,8 @@ mod data;
 mod observer;
 mod report;
 
+pub use data::{PINNED_INPUTS, pin_inputs};
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -53,8 +55,8 @@ pub async fn handle(
     shutdown: &CancellationToken,
 ) {
     let ttl_ms = ctx.settings.training.lease_ttl_secs * 1000;
-    let job = match ctx.state.get(job_id).await {
-        Ok(job) if job.status == JobStatus::Running => job,
+    match ctx.state.get(job_id).await {
+        Ok(job) if job.status == JobStatus::Running => {}
         Ok(job) => {
             tracing::info!(job_id, status = %job.status, "training job is not running; dropping its train task");
             ack(delivery).await;
@@ -67,6 +69,8 @@ pub async fn handle(
         }
         Err(e) => {
             tracing::warn!(job_id, error = %e, "state store unavailable; train task goes back to the queue");
+            // Redis trouble is not the job's fault: it must not use up the job's attempts.
+            let _ = ctx.state.uncount_attempt(job_id, "train").await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             super::requeue(delivery).await;
             return;
@@ -91,6 +95,7 @@ pub async fn handle(
         }
         Err(e) => {
             tracing::warn!(job_id, error = %e, "cannot take the job's lease; train task goes back to the queue");
+            let _ = ctx.state.uncount_attempt(job_id, "train").await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             super::requeue(delivery).await;
             return;
@@ -100,6 +105,41 @@ pub async fn handle(
     // The lease, not the delivery, owns the job from here.
     ack(delivery).await;
     tracing::info!(job_id, token = lease.token, attempt, "training job leased");
+    let give_back = || async {
+        match ctx.state.release_job_lease(job_id, &lease).await {
+            Ok(()) => metrics::JOB_LEASES.with_label_values(&["released"]).inc(),
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "could not release the lease; it expires on its own")
+            }
+        }
+    };
+    // The job may have ended between the read above and the lease (a previous owner
+    // finishing): look again now that nobody else can move it forward.
+    let job = match ctx.state.get(job_id).await {
+        Ok(job) if job.status == JobStatus::Running => job,
+        Ok(_) | Err(_) => {
+            give_back().await;
+            return;
+        }
+    };
+    // Only leased runs count against the job: duplicates that found the lease busy were
+    // taken back above.
+    if attempt > ctx.settings.amqp.max_deliveries {
+        let reason = format!(
+            "training job {job_id} was started {attempt} times without finishing or making progress (does it crash the worker? see the worker logs)"
+        );
+        tracing::error!(job_id, %reason, "giving up");
+        if fail_job(ctx, job_id, &reason).await
+            && let Err(e) = ctx.broker.dead_letter(delivery, &reason).await
+        {
+            tracing::warn!(job_id, error = %e, "could not dead-letter the train task");
+        }
+        metrics::TASKS
+            .with_label_values(&["train", "dead_lettered"])
+            .inc();
+        give_back().await;
+        return;
+    }
 
     let flags = Arc::new(StopFlags::default());
     let done = CancellationToken::new();
@@ -112,6 +152,7 @@ pub async fn handle(
         done.clone(),
         ctx.settings.training.heartbeat_secs,
         ttl_ms,
+        ctx.settings.worker.stall_after_secs * 1000,
     ));
     let result = execute(ctx, &job, &lease, flags.clone()).await;
     done.cancel();
@@ -200,8 +241,11 @@ async fn watch(
     done: CancellationToken,
     heartbeat_secs: u64,
     ttl_ms: u64,
+    stall_ms: u64,
 ) {
     let heartbeat = Duration::from_secs(heartbeat_secs);
+    // Stop before the lease can have expired, so the next owner never overlaps this one.
+    let give_up_after = Duration::from_millis(ttl_ms).saturating_sub(heartbeat);
     let mut last_renewal = Instant::now();
     let mut last_attempt = Instant::now();
     loop {
@@ -209,7 +253,7 @@ async fn watch(
             _ = done.cancelled() => return,
             _ = shutdown.cancelled(), if !flags.shutdown.load(Ordering::Relaxed) => {
                 tracing::info!(%job_id, "shutdown: checkpointing at the next step and handing the job back");
-                flags.shutdown.store(true, Ordering::Relaxed);
+                flags.raise(&flags.shutdown);
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
@@ -217,7 +261,17 @@ async fn watch(
             && status != JobStatus::Running
         {
             tracing::info!(%job_id, %status, "job left running (cancelled?); stopping training");
-            flags.cancelled.store(true, Ordering::Relaxed);
+            flags.raise(&flags.cancelled);
+        }
+        // A training thread that stopped stepping (hung) must not keep the job: let the
+        // lease lapse so the sweeper gives the job to another worker.
+        if flags.stepping.load(Ordering::Relaxed)
+            && now_ms().saturating_sub(flags.last_step_ms.load(Ordering::Relaxed)) > stall_ms
+        {
+            tracing::error!(%job_id, stall_secs = stall_ms / 1000, "training made no progress; letting the lease lapse");
+            metrics::JOB_LEASES.with_label_values(&["lost"]).inc();
+            flags.raise(&flags.lease_lost);
+            return;
         }
         if last_attempt.elapsed() >= heartbeat {
             last_attempt = Instant::now();
@@ -229,16 +283,16 @@ async fn watch(
                 Ok(false) => {
                     tracing::warn!(%job_id, "lease lost; stopping without writing anything more");
                     metrics::JOB_LEASES.with_label_values(&["lost"]).inc();
-                    flags.lease_lost.store(true, Ordering::Relaxed);
+                    flags.raise(&flags.lease_lost);
                     return;
                 }
                 Err(e) => tracing::warn!(%job_id, error = %e, "could not renew the lease"),
             }
-            // Unable to renew for a whole lease: assume someone else has it now.
-            if last_renewal.elapsed() >= Duration::from_millis(ttl_ms) {
+            // Unable to renew for (almost) a whole lease: assume someone else has it now.
+            if last_renewal.elapsed() >= give_up_after {
                 tracing::warn!(%job_id, "lease not renewed for its whole length; stopping");
                 metrics::JOB_LEASES.with_label_values(&["lost"]).inc();
-                flags.lease_lost.store(true, Ordering::Relaxed);
+                flags.raise(&flags.lease_lost);
                 return;
             }
         }
@@ -353,7 +407,23 @@ async fn execute(
         )));
     }
     let embedder = ctx.models.get(&encoder_uri).await?;
-    let data = data::load(ctx, spec, training, &embedder).await?;
+    let loaded = data::load(
+        ctx,
+        &job.id,
+        spec,
+        training,
+        &embedder,
+        flags.raised.clone(),
+    )
+    .await;
+    // Stopped while reading or embedding: the reason decides, not the error it caused.
+    if flags.shutdown.load(Ordering::Relaxed) {
+        return Err(TaskError::Interrupted);
+    }
+    if flags.any() {
+        return Ok(Ended::Abandoned);
+    }
+    let data = loaded?;
     let layout = head_layout(training, embedder.dimension());
     let (graph_name, graph) = match &training.step_graph {
         Some(uri) => {
@@ -386,6 +456,17 @@ async fn execute(
         None => None,
     };
     let config = train_config(training);
+    let per_epoch = config.steps_per_epoch(data.train.rows());
+    if let Some(at) = &resume_from
+        && (at.cursor >= per_epoch
+            || at.epoch > training.epochs
+            || at.state.step > per_epoch * training.epochs)
+    {
+        return Err(TaskError::permanent(format!(
+            "the job's checkpoint (epoch {}, batch {}, step {}) does not fit its data ({per_epoch} batches an epoch): the training data changed under the job; submit a new job",
+            at.epoch, at.cursor, at.state.step
+        )));
+    }
     let mut progress = job.training.clone().unwrap_or_default();
     progress.epochs = training.epochs;
     progress.train_rows = data.train.rows() as u64;
@@ -416,6 +497,7 @@ async fn execute(
         last_written: Instant::now(),
         started: Instant::now(),
         start_step,
+        progressed: false,
     };
     observer::store_progress(ctx.state.clone(), job.id.clone(), &observer.progress).await?;
     let seed = training.seed;
@@ -430,6 +512,9 @@ async fn execute(
                 Some(checkpoint) => checkpoint,
                 None => fresh_start(&session, thread_layout.initial_parameters(seed), seed)?,
             };
+            observer.started = Instant::now();
+            observer.flags.alive();
+            observer.flags.stepping.store(true, Ordering::Relaxed);
             let finish = train(&mut session, &train_set, &config, start, &mut observer)?;
             Ok((finish, session.provider()))
         };
@@ -439,6 +524,16 @@ async fn execute(
     .await
     .map(|(result, observer)| result.map(|(finish, provider)| (finish, observer, provider)))
     .map_err(|e| TaskError::Retryable(format!("training thread: {e}")))??;
+    flags.stepping.store(false, Ordering::Relaxed);
+    if !matches!(finish, Finish::Completed(_)) || flags.any() || observer.failure.is_some() {
+        // Not running here any more: no rate or ETA to show until someone resumes it.
+        observer.progress.steps_per_second = None;
+        observer.progress.eta_seconds = None;
+        if !flags.lease_lost.load(Ordering::Relaxed) {
+            let _ = observer::store_progress(ctx.state.clone(), job.id.clone(), &observer.progress)
+                .await;
+        }
+    }
     if let Some(failure) = observer.failure.take() {
         return Err(failure);
     }
@@ -469,6 +564,9 @@ async fn execute(
                 }
             }
             return Ok(Ended::HandedBack);
+        }
+        Finish::Completed(_) if flags.cancelled.load(Ordering::Relaxed) => {
+            return Ok(Ended::Abandoned);
         }
         Finish::Completed(at) => at,
     };

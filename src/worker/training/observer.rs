@@ -3,7 +3,7 @@
 //! under the job's lease (fencing), keep the last K, and stop when told to.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -20,7 +20,8 @@ use crate::train::trainer::{Dataset, Flow, Observer, StepProgress};
 use crate::train::{HeadLayout, TrainError};
 use crate::uri::S3Uri;
 
-/// Why a run should stop, set from outside the training thread.
+/// Why a run should stop, set from outside the training thread, and the training side's
+/// sign of life for the heartbeat.
 #[derive(Default)]
 pub struct StopFlags {
     /// The job was cancelled (or failed elsewhere): stop, nothing to save.
@@ -29,13 +30,26 @@ pub struct StopFlags {
     pub shutdown: AtomicBool,
     /// The lease is gone: another worker may own the job now; write nothing more.
     pub lease_lost: AtomicBool,
+    /// Raised with any of the above; the encoder stops embedding between batches on it.
+    pub raised: Arc<AtomicBool>,
+    /// Set once steps run; from then on `last_step_ms` must keep moving.
+    pub stepping: AtomicBool,
+    pub last_step_ms: AtomicU64,
 }
 
 impl StopFlags {
     pub fn any(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
-            || self.shutdown.load(Ordering::Relaxed)
-            || self.lease_lost.load(Ordering::Relaxed)
+        self.raised.load(Ordering::Relaxed)
+    }
+
+    /// Raises one of the stop reasons.
+    pub fn raise(&self, reason: &AtomicBool) {
+        reason.store(true, Ordering::Relaxed);
+        self.raised.store(true, Ordering::Relaxed);
+    }
+
+    pub fn alive(&self) {
+        self.last_step_ms.store(now_ms(), Ordering::Relaxed);
     }
 }
 
@@ -61,6 +75,9 @@ pub struct JobObserver {
     pub last_written: Instant,
     pub started: Instant,
     pub start_step: u64,
+    /// Whether this run has committed a checkpoint past where it started (its crash budget
+    /// is then reset).
+    pub progressed: bool,
 }
 
 impl JobObserver {
@@ -76,9 +93,11 @@ impl JobObserver {
                 return false;
             }
         };
+        // The fencing token in the name: a stale owner never overwrites the object the
+        // current owner's pointer names.
         let uri = self
             .checkpoints
-            .join(&format!("step-{step:010}.safetensors"));
+            .join(&format!("step-{step:010}-{}.safetensors", self.lease.token));
         let (storage, state) = (self.storage.clone(), self.state.clone());
         let (job_id, lease) = (self.job_id.clone(), self.lease.clone());
         let pointer = uri.to_string();
@@ -95,13 +114,23 @@ impl JobObserver {
                 metrics::CHECKPOINT_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
                 self.progress.checkpoint_step = Some(step);
                 self.prune(step);
+                if !self.progressed && step > self.start_step {
+                    self.progressed = true;
+                    let (state, id) = (self.state.clone(), self.job_id.clone());
+                    let reset = self
+                        .runtime
+                        .block_on(async move { state.set_attempts(&id, "train", 1).await });
+                    if let Err(e) = reset {
+                        tracing::warn!(job_id = %self.job_id, error = %e, "could not reset the attempt count");
+                    }
+                }
                 tracing::info!(job_id = %self.job_id, step, "checkpoint committed");
                 true
             }
             Ok(false) => {
                 metrics::CHECKPOINTS.with_label_values(&["refused"]).inc();
                 tracing::warn!(job_id = %self.job_id, step, "checkpoint refused: the job's lease was lost; stopping");
-                self.flags.lease_lost.store(true, Ordering::Relaxed);
+                self.flags.raise(&self.flags.lease_lost);
                 false
             }
             Err(e) => {
@@ -125,7 +154,8 @@ impl JobObserver {
                     let name = o.uri.key.rsplit('/').next()?.to_string();
                     let step: u64 = name
                         .strip_prefix("step-")?
-                        .strip_suffix(".safetensors")?
+                        .split(['-', '.'])
+                        .next()?
                         .parse()
                         .ok()?;
                     (step <= current).then_some((step, o.uri))
@@ -197,6 +227,7 @@ impl JobObserver {
 
 impl Observer for JobObserver {
     fn on_step(&mut self, step: &StepProgress) -> Flow {
+        self.flags.alive();
         let id = self.job_id.as_str();
         metrics::TRAINING_STEPS.inc();
         metrics::TRAINING_STEP
