@@ -35,7 +35,9 @@ trap cleanup EXIT
 "$SLUICE_BIN" api > "$logs/api.log" 2>&1 & pids+=($!)
 for i in 1 2; do
   # Two workers share the two cores: one ONNX Runtime thread each.
-  SLUICE__ENGINE__INTRA_OP_THREADS=1 "$SLUICE_BIN" worker > "$logs/worker-$i.log" 2>&1 & pids+=($!)
+  # Each serves its metrics on its own port (Prometheus scrapes 9464 and 9465).
+  SLUICE__ENGINE__INTRA_OP_THREADS=1 SLUICE__METRICS__LISTEN=127.0.0.1:$((9463 + i)) \
+    "$SLUICE_BIN" worker > "$logs/worker-$i.log" 2>&1 & pids+=($!)
 done
 for _ in $(seq 100); do
   curl -fsS http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
@@ -68,7 +70,8 @@ echo "first row:" >&2
 
 step "the drop folder: a file dropped into s3://sluice-drop/inbox/embed/ becomes a job"
 "$S3_PY" scripts/s3.py mb sluice-drop
-SLUICE__INGEST__POLL_INTERVAL_SECS=2 "$SLUICE_BIN" ingest > "$logs/ingest.log" 2>&1 & pids+=($!)
+SLUICE__INGEST__POLL_INTERVAL_SECS=2 SLUICE__METRICS__LISTEN=127.0.0.1:9466 \
+  "$SLUICE_BIN" ingest > "$logs/ingest.log" 2>&1 & pids+=($!)
 head -500 "$data/rotten_tomatoes.jsonl" > "$data/reviews-sample.jsonl"
 "$S3_PY" scripts/s3.py put "$data/reviews-sample.jsonl" s3://sluice-drop/inbox/embed/reviews-sample.jsonl
 for _ in $(seq 120); do

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs (if missing) and starts the services sluice needs, on 127.0.0.1 only:
-# RabbitMQ (5672, management 15672), Redis (6379), an S3 server (moto, 9000), Prometheus (9090).
+# RabbitMQ (5672, management 15672, metrics 15692), Redis (6379) and its Prometheus exporter
+# (9121), an S3 server (moto, 9000), Prometheus (9090, scraping sluice and the services, with
+# dashboards/prometheus/rules.yml).
 #   scripts/services.sh install   # apt packages + a venv with moto (idempotent)
 #   scripts/services.sh start     # start whatever is not already answering
 #   scripts/services.sh stop
@@ -22,6 +24,7 @@ install() {
   command -v rabbitmq-server >/dev/null || need+=(rabbitmq-server)
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v prometheus >/dev/null || need+=(prometheus)
+  command -v prometheus-redis-exporter >/dev/null || need+=(prometheus-redis-exporter)
   command -v curl >/dev/null || need+=(curl)
   # The asset script unpacks wheels and the bz2 data set.
   command -v unzip >/dev/null || need+=(unzip)
@@ -38,6 +41,7 @@ install() {
     # Some packages start the daemon anyway; stop those so only ours run.
     pkill -x redis-server 2>/dev/null || true
     pkill -f '^/usr/bin/prometheus' 2>/dev/null || true
+    pkill -f 'prometheus-redis-exporter' 2>/dev/null || true
   fi
   if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import pika' 2>/dev/null; then
     log "python venv with moto (S3 server) and pika (AMQP example client) in $venv"
@@ -61,6 +65,8 @@ management.tcp.ip = 127.0.0.1
 management.tcp.port = 15672
 prometheus.tcp.ip = 127.0.0.1
 prometheus.tcp.port = 15692
+# Queue depths per queue (ready, unacked, consumers) for the dashboards and alerts.
+prometheus.return_per_object_metrics = true
 loopback_users = none
 CONF
   echo '[rabbitmq_management,rabbitmq_prometheus].' > /etc/rabbitmq/enabled_plugins
@@ -82,6 +88,13 @@ start() {
       --logfile "$run/redis.log" --dir "$run"
     wait_port 6379 redis
   fi
+  if ! port_open 9121; then
+    log "starting the Redis exporter on 9121"
+    nohup prometheus-redis-exporter -redis.addr redis://127.0.0.1:6379 \
+      -web.listen-address 127.0.0.1:9121 > "$run/redis-exporter.log" 2>&1 &
+    echo $! > "$run/redis-exporter.pid"
+    wait_port 9121 redis-exporter
+  fi
   if ! port_open 9000; then
     log "starting S3 server (moto) on 9000"
     nohup "$venv/bin/moto_server" -H 127.0.0.1 -p 9000 > "$run/moto.log" 2>&1 &
@@ -91,12 +104,19 @@ start() {
   if ! port_open 9090; then
     log "starting prometheus on 9090"
     cat > "$run/prometheus.yml" <<CONF
-global: { scrape_interval: 5s }
+global: { scrape_interval: 5s, evaluation_interval: 15s }
+rule_files: [ '$root/dashboards/prometheus/rules.yml' ]
 scrape_configs:
-  - job_name: sluice
+  - job_name: sluice-api
     static_configs: [ { targets: ['127.0.0.1:8080'] } ]
+  - job_name: sluice-worker
+    static_configs: [ { targets: ['127.0.0.1:9464', '127.0.0.1:9465'] } ]
+  - job_name: sluice-ingest
+    static_configs: [ { targets: ['127.0.0.1:9466'] } ]
   - job_name: rabbitmq
     static_configs: [ { targets: ['127.0.0.1:15692'] } ]
+  - job_name: redis
+    static_configs: [ { targets: ['127.0.0.1:9121'] } ]
 CONF
     nohup prometheus --config.file="$run/prometheus.yml" --storage.tsdb.path="$run/prom-data" \
       --web.listen-address=127.0.0.1:9090 > "$run/prometheus.log" 2>&1 &
@@ -118,7 +138,7 @@ CONF
 stop() {
   rabbitmqctl stop >/dev/null 2>&1 || true
   redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true
-  for p in moto prometheus; do
+  for p in moto prometheus redis-exporter; do
     [ -f "$run/$p.pid" ] && kill "$(cat "$run/$p.pid")" 2>/dev/null || true
     rm -f "$run/$p.pid"
   done

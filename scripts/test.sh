@@ -18,6 +18,10 @@ step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+step "dashboards and alert rules"
+python3 dashboards/build.py --check
+promtool check rules dashboards/prometheus/rules.yml
+promtool test rules dashboards/prometheus/rules.test.yml
 step "cargo test"
 # Integration test files run one after another; tests inside a file run in parallel, each
 # in its own queue/key prefix and bucket.

@@ -174,6 +174,7 @@ pub async fn start(
                 tracing::error!(error = %e, "API server failed");
             }
         });
+        tracker.spawn(api::gauges::run(services.state.clone(), api_stop.clone()));
         if services.settings.api.amqp_submissions {
             let consumer = Arc::new(SubmissionConsumer {
                 submitter: submitter(&services),
@@ -185,6 +186,21 @@ pub async fn start(
             tracker.spawn(consumer.run(shutdown.clone()));
         }
     }
+    // Roles without the API serve their metrics on their own port.
+    let metrics_listen = &services.settings.metrics.listen;
+    if !roles.api && !metrics_listen.is_empty() {
+        let listener = tokio::net::TcpListener::bind(metrics_listen)
+            .await
+            .with_context(|| {
+                format!("binding the metrics endpoint to {metrics_listen} (metrics.listen; give each process on a host its own port, or empty to turn it off)")
+            })?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        tracker.spawn(crate::telemetry::serve(listener, api_stop.clone()));
+    }
+    tracker.spawn(crate::telemetry::probe_redis(
+        services.state.clone(),
+        api_stop.clone(),
+    ));
     if let Some(watcher) = drop_folder {
         tracker.spawn(watcher.run(shutdown.clone()));
     }
@@ -195,6 +211,14 @@ pub async fn start(
             .await
             .context("ONNX Runtime loader thread")?
             .context("a worker needs ONNX Runtime")?;
+        let provider = match services.settings.engine.execution_provider {
+            crate::settings::ExecutionProvider::Auto => "auto",
+            crate::settings::ExecutionProvider::Cpu => "cpu",
+            crate::settings::ExecutionProvider::Cuda => "cuda",
+        };
+        crate::metrics::WORKER_INFO
+            .with_label_values(&[services.settings.worker.pool.as_str(), provider])
+            .set(1);
         let ctx = Arc::new(WorkerContext::new(
             services.settings.clone(),
             services.broker.clone(),

@@ -14,6 +14,7 @@ pub mod settings;
 pub mod state;
 pub mod storage;
 pub mod submit;
+pub mod telemetry;
 pub mod train;
 pub mod uri;
 pub mod worker;

@@ -5,13 +5,17 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,aws=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,aws=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // One JSON object a line for log shippers; readable lines otherwise.
+    if std::env::var("SLUICE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.init();
+    }
     let cli = sluice::cli::Cli::parse();
     match sluice::cli::run(cli).await {
         Ok(code) => std::process::exit(code),

@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -27,21 +27,162 @@ fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     )
 }
 
-/// Jobs accepted, by front door (`http`).
+/// Jobs accepted: kind `inference|training`, source `http|amqp|ingest`.
 pub static JOBS_SUBMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "sluice_jobs_submitted_total",
-        "Jobs accepted, by source.",
-        &["source"],
+        "Jobs accepted, by kind and source.",
+        &["kind", "source"],
     )
 });
 
-/// Jobs that reached a terminal status.
+/// Jobs that reached a terminal status: kind, status `succeeded|failed|cancelled`.
 pub static JOBS_FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "sluice_jobs_finished_total",
-        "Jobs finished, by final status.",
-        &["status"],
+        "Jobs finished, by kind and final status.",
+        &["kind", "status"],
+    )
+});
+
+/// From start (planning) to the end, by kind and final status.
+pub static JOB_DURATION_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_job_duration_seconds",
+                "Job run time from the start of planning to its end, by kind and final status.",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
+            ]),
+            &["kind", "status"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Counts a job's end, and its duration when it had started.
+pub fn job_finished(kind: &str, status: &str, started_ms: Option<u64>, finished_ms: u64) {
+    JOBS_FINISHED.with_label_values(&[kind, status]).inc();
+    if let Some(started) = started_ms {
+        JOB_DURATION_SECONDS
+            .with_label_values(&[kind, status])
+            .observe(finished_ms.saturating_sub(started) as f64 / 1000.0);
+    }
+}
+
+/// Jobs not yet ended, by status `queued|planning|running` (from Redis, refreshed by the
+/// API every few seconds; take `max` across API replicas).
+pub static JOBS_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "sluice_jobs",
+                "Jobs not yet ended, by status (refreshed by the API; max across replicas).",
+            ),
+            &["status"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// The autoscaling signal: input rows not yet processed by running inference jobs, per pool
+/// (queued and unacked work alike).
+pub static BACKLOG_ROWS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "sluice_backlog_rows",
+                "Input rows of running inference jobs not processed yet, per pool (queued and in flight).",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Jobs waiting or running per pool (training jobs and not-yet-planned inference jobs, whose
+/// rows are unknown, count here).
+pub static BACKLOG_JOBS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "sluice_backlog_jobs",
+                "Jobs queued, planning or running, per pool.",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// One series per worker process, value 1: its pool and configured execution provider.
+pub static WORKER_INFO: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "sluice_worker_info",
+                "A worker process: its pool and execution provider setting (value 1).",
+            ),
+            &["pool", "provider"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Model package lookups on a worker: `memory` (loaded), `disk` (cached), `download`.
+pub static MODEL_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_model_cache_total",
+        "Model package lookups, by where the model came from (memory, disk, download).",
+        &["result"],
+    )
+});
+
+/// S3 request latency by operation (`GetObject`, `PutObject`, `UploadPart`, …).
+pub static S3_REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_s3_request_seconds",
+                "S3 request latency by operation.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["op"],
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// S3 requests that failed (not counting "not found" and "changed" answers).
+pub static S3_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_s3_errors_total",
+        "S3 requests that failed, by operation (404 and 412 answers excluded).",
+        &["op"],
+    )
+});
+
+/// Bytes moved to and from S3: direction `sent|received`.
+pub static S3_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_s3_bytes_total",
+        "Bytes sent to and received from S3 (bodies).",
+        &["direction"],
+    )
+});
+
+/// Round trip of a Redis PING, every few seconds, from every role.
+pub static REDIS_PING_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "sluice_redis_ping_seconds",
+        "Round trip of a Redis PING, measured every 5 s by every role.",
+        vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ],
     )
 });
 
@@ -319,6 +460,17 @@ pub fn forget_training_job(job_id: &str) {
 pub fn init() {
     LazyLock::force(&JOBS_SUBMITTED);
     LazyLock::force(&JOBS_FINISHED);
+    LazyLock::force(&JOB_DURATION_SECONDS);
+    LazyLock::force(&JOBS_ACTIVE);
+    LazyLock::force(&BACKLOG_ROWS);
+    LazyLock::force(&BACKLOG_JOBS);
+    LazyLock::force(&WORKER_INFO);
+    LazyLock::force(&MODEL_CACHE);
+    LazyLock::force(&S3_REQUEST_SECONDS);
+    LazyLock::force(&S3_ERRORS);
+    LazyLock::force(&S3_BYTES);
+    LazyLock::force(&REDIS_PING_SECONDS);
+    zero_known_series();
     LazyLock::force(&TASKS);
     LazyLock::force(&TASKS_IN_FLIGHT);
     LazyLock::force(&SWEEPER_REQUEUED);
@@ -346,6 +498,86 @@ pub fn init() {
     LazyLock::force(&CHECKPOINT_WRITE_SECONDS);
     LazyLock::force(&JOB_LEASES);
     LazyLock::force(&FEATURE_CACHE);
+}
+
+/// Exports the known label values at 0 from the start, so a rate or an alert over an error
+/// that has not happened yet reads 0 instead of "no data".
+fn zero_known_series() {
+    let zero = |counter: &IntCounterVec, sets: &[&[&str]]| {
+        let mut combos: Vec<Vec<&str>> = vec![Vec::new()];
+        for values in sets {
+            combos = combos
+                .into_iter()
+                .flat_map(|prefix| {
+                    values.iter().map(move |v| {
+                        let mut next = prefix.clone();
+                        next.push(v);
+                        next
+                    })
+                })
+                .collect();
+        }
+        for combo in combos {
+            counter.with_label_values(&combo);
+        }
+    };
+    let kinds: &[&str] = &["inference", "training"];
+    zero(&JOBS_SUBMITTED, &[kinds, &["http", "amqp", "ingest"]]);
+    zero(
+        &JOBS_FINISHED,
+        &[kinds, &["succeeded", "failed", "cancelled"]],
+    );
+    zero(
+        &TASKS,
+        &[
+            &["plan", "shard", "train"],
+            &["ok", "retried", "dead_lettered", "skipped", "failed"],
+        ],
+    );
+    zero(&ROWS, &[&["ok", "failed"]]);
+    zero(&INFERENCE_TOKENS, &[&["real", "padded"]]);
+    zero(
+        &SUBMISSIONS_REJECTED,
+        &[&[
+            "not_json",
+            "invalid_spec",
+            "unknown_model",
+            "too_large",
+            "missing_message_id",
+            "output_in_use",
+        ]],
+    );
+    zero(
+        &S3_ERRORS,
+        &[&[
+            "GetObject",
+            "PutObject",
+            "HeadObject",
+            "ListObjectsV2",
+            "DeleteObject",
+            "CopyObject",
+            "UploadPart",
+            "CreateMultipartUpload",
+            "CompleteMultipartUpload",
+        ]],
+    );
+    zero(&CHECKPOINTS, &[&["committed", "refused"]]);
+    zero(
+        &JOB_LEASES,
+        &[&["acquired", "busy", "renewed", "lost", "released"]],
+    );
+    zero(&FEATURE_CACHE, &[&["hit", "miss"]]);
+    zero(&MODEL_CACHE, &[&["memory", "disk", "download"]]);
+    // Histograms too: a series born with its first observation would hide that observation
+    // from rate().
+    for kind in kinds {
+        for status in ["succeeded", "failed", "cancelled"] {
+            JOB_DURATION_SECONDS.with_label_values(&[kind, status]);
+        }
+    }
+    for stage in ["tokenize", "run", "pool"] {
+        ENGINE_STAGE_SECONDS.with_label_values(&[stage]);
+    }
 }
 
 /// The Prometheus text exposition of every metric.

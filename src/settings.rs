@@ -20,6 +20,24 @@ pub struct Settings {
     pub planner: PlannerSettings,
     pub ingest: IngestSettings,
     pub training: TrainingSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Where roles without the HTTP API (worker, ingest) serve `/metrics` and `/healthz`; the
+/// API serves them on its own port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// `host:port`; empty turns it off. Give each process on one host its own port.
+    pub listen: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
 }
 
 /// How workers run training jobs.
@@ -205,6 +223,7 @@ impl Default for Settings {
             planner: PlannerSettings::default(),
             ingest: IngestSettings::default(),
             training: TrainingSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }

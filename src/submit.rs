@@ -159,7 +159,9 @@ impl Submitter {
             }
             return Err(SubmitError::Unavailable(e.to_string()));
         }
-        metrics::JOBS_SUBMITTED.with_label_values(&[source]).inc();
+        metrics::JOBS_SUBMITTED
+            .with_label_values(&[spec.kind.as_str(), source])
+            .inc();
         tracing::info!(job_id = %id, name = %spec.name, source, "job submitted");
         Ok(Submitted { id, created })
     }

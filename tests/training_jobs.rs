@@ -106,6 +106,11 @@ async fn a_training_job_packages_a_classifier_that_bulk_inference_serves() {
         progress.total_steps
     );
     assert_eq!(report["labels"], json!(LABELS));
+    let curves = cluster
+        .get_text("models/sentiment/training-curves.svg")
+        .await
+        .expect("the curves beside the report");
+    assert!(curves.starts_with("<svg") && curves.matches("<circle").count() >= 6 * 3);
     assert!(eval.accuracy > 0.7, "{eval:?}");
     let checkpoints = cluster.keys("models/sentiment/checkpoints/").await;
     assert_eq!(checkpoints.len(), 2, "{checkpoints:?}");

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): submit, status, list, cancel, health, readiness and metrics.
 
 mod error;
+pub mod gauges;
 pub mod submissions;
 pub mod view;
 
@@ -166,9 +167,14 @@ async fn cancel(
         .await?
     {
         Transition::Moved(_) => {
-            metrics::JOBS_FINISHED
-                .with_label_values(&["cancelled"])
-                .inc();
+            if let Ok(job) = ctx.state.get(&id).await {
+                metrics::job_finished(
+                    job.spec.kind.as_str(),
+                    "cancelled",
+                    job.started_ms,
+                    now_ms(),
+                );
+            }
             tracing::info!(job_id = %id, "job cancelled");
         }
         Transition::Refused(JobStatus::Cancelled) => {}

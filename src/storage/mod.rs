@@ -2,6 +2,7 @@
 //! writes, with errors that say which object and whether a retry can help.
 
 mod multipart;
+mod observe;
 pub mod records;
 
 use aws_sdk_s3::Client;
@@ -135,6 +136,7 @@ impl Storage {
         let shared = loader.load().await;
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.force_path_style)
+            .interceptor(observe::S3Metrics)
             .build();
         Self {
             client: Client::from_conf(config),

@@ -4,6 +4,7 @@
 
 pub mod builder;
 pub mod checkpoint;
+pub mod curves;
 pub mod eval;
 pub mod features;
 pub mod head;

@@ -153,9 +153,12 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         .await?;
     match moved {
         Transition::Moved(_) => {
-            metrics::JOBS_FINISHED
-                .with_label_values(&[status.as_str()])
-                .inc();
+            metrics::job_finished(
+                job.spec.kind.as_str(),
+                status.as_str(),
+                job.started_ms,
+                finished_ms,
+            );
             tracing::info!(job_id, %status, rows = succeeded, failed, run_seconds, "job finished");
         }
         // Cancelled at the last moment: the marker must not claim success.

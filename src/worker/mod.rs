@@ -18,6 +18,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use error::TaskError;
 pub use models::ModelCache;
@@ -164,73 +165,79 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
     };
     let job_id = task.job_id().to_string();
     let task_key = task.task_key();
-    let attempt = match ctx.state.count_attempt(&job_id, &task_key).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(%job_id, task = %task_key, error = %e, "state store unavailable; task goes back to the queue");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            requeue(&delivery).await;
-            return;
-        }
-    };
-    // A train task's attempts are judged once it holds the job's lease: duplicates of a
-    // task whose job another worker is training must not use up the job's budget.
-    let judged_later = matches!(task, TaskMessage::Train { .. });
-    if !judged_later && attempt > ctx.settings.amqp.max_deliveries {
-        let reason = format!(
-            "{task_key} of job {job_id} was delivered {attempt} times without finishing (does it crash the worker? see the worker logs)"
-        );
-        give_up(ctx, &delivery, &job_id, &reason, kind).await;
-        return;
-    }
-    let result = match &task {
-        TaskMessage::Train { job_id } => {
-            // Acks, retries and fails on its own: the lease, not the delivery, owns the job.
-            training::handle(ctx, &delivery, job_id, attempt, shutdown).await;
-            return;
-        }
-        TaskMessage::Plan { job_id } => plan::run(ctx, job_id).await,
-        TaskMessage::Shard(shard) => shard::run(ctx, shard, shutdown).await.map(|outcome| {
-            if outcome == shard::ShardOutcome::Skipped {
-                metrics::TASKS.with_label_values(&[kind, "skipped"]).inc();
+    // Every line logged while the task runs carries its job and task.
+    let span = tracing::info_span!("task", job_id = %job_id, task = %task_key);
+    async move {
+        let attempt = match ctx.state.count_attempt(&job_id, &task_key).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(%job_id, task = %task_key, error = %e, "state store unavailable; task goes back to the queue");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                requeue(&delivery).await;
+                return;
             }
-        }),
-    };
-    match result {
-        Ok(()) => {
-            metrics::TASKS.with_label_values(&[kind, "ok"]).inc();
-            ack(&delivery).await;
-        }
-        Err(TaskError::Interrupted) => {
-            // A clean hand-back is not a failed attempt: rolling restarts must not use up
-            // a task's deliveries.
-            if let Err(e) = ctx.state.uncount_attempt(&job_id, &task_key).await {
-                tracing::warn!(%job_id, task = %task_key, error = %e, "could not uncount the interrupted attempt");
-            }
-            requeue(&delivery).await
-        }
-        Err(TaskError::Retryable(reason))
-            if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 =>
-        {
-            tracing::warn!(%job_id, task = %task_key, attempt, %reason, "task failed; retrying later");
-            match ctx
-                .broker
-                .retry_later(&delivery, attempt as usize - 1)
-                .await
-            {
-                Ok(()) => ack(&delivery).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not schedule the retry; task goes back to the queue");
-                    requeue(&delivery).await;
-                }
-            }
-            metrics::TASKS.with_label_values(&[kind, "retried"]).inc();
-        }
-        Err(TaskError::Retryable(reason) | TaskError::Permanent(reason)) => {
-            tracing::error!(%job_id, task = %task_key, attempt, %reason, "task failed for good");
+        };
+        // A train task's attempts are judged once it holds the job's lease: duplicates of a
+        // task whose job another worker is training must not use up the job's budget.
+        let judged_later = matches!(task, TaskMessage::Train { .. });
+        if !judged_later && attempt > ctx.settings.amqp.max_deliveries {
+            let reason = format!(
+                "{task_key} of job {job_id} was delivered {attempt} times without finishing (does it crash the worker? see the worker logs)"
+            );
             give_up(ctx, &delivery, &job_id, &reason, kind).await;
+            return;
+        }
+        let result = match &task {
+            TaskMessage::Train { job_id } => {
+                // Acks, retries and fails on its own: the lease, not the delivery, owns the job.
+                training::handle(ctx, &delivery, job_id, attempt, shutdown).await;
+                return;
+            }
+            TaskMessage::Plan { job_id } => plan::run(ctx, job_id).await,
+            TaskMessage::Shard(shard) => shard::run(ctx, shard, shutdown).await.map(|outcome| {
+                if outcome == shard::ShardOutcome::Skipped {
+                    metrics::TASKS.with_label_values(&[kind, "skipped"]).inc();
+                }
+            }),
+        };
+        match result {
+            Ok(()) => {
+                metrics::TASKS.with_label_values(&[kind, "ok"]).inc();
+                ack(&delivery).await;
+            }
+            Err(TaskError::Interrupted) => {
+                // A clean hand-back is not a failed attempt: rolling restarts must not use up
+                // a task's deliveries.
+                if let Err(e) = ctx.state.uncount_attempt(&job_id, &task_key).await {
+                    tracing::warn!(%job_id, task = %task_key, error = %e, "could not uncount the interrupted attempt");
+                }
+                requeue(&delivery).await
+            }
+            Err(TaskError::Retryable(reason))
+                if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 =>
+            {
+                tracing::warn!(%job_id, task = %task_key, attempt, %reason, "task failed; retrying later");
+                match ctx
+                    .broker
+                    .retry_later(&delivery, attempt as usize - 1)
+                    .await
+                {
+                    Ok(()) => ack(&delivery).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not schedule the retry; task goes back to the queue");
+                        requeue(&delivery).await;
+                    }
+                }
+                metrics::TASKS.with_label_values(&[kind, "retried"]).inc();
+            }
+            Err(TaskError::Retryable(reason) | TaskError::Permanent(reason)) => {
+                tracing::error!(%job_id, task = %task_key, attempt, %reason, "task failed for good");
+                give_up(ctx, &delivery, &job_id, &reason, kind).await;
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 /// Fails the job, then dead-letters the task. The task is only dead-lettered once the job is
@@ -257,7 +264,9 @@ async fn fail_job(ctx: &WorkerContext, job_id: &str, reason: &str) -> bool {
     ];
     match ctx.state.move_to(job_id, JobStatus::Failed, &fields).await {
         Ok(crate::state::Transition::Moved(_)) => {
-            metrics::JOBS_FINISHED.with_label_values(&["failed"]).inc();
+            if let Ok(job) = ctx.state.get(job_id).await {
+                metrics::job_finished(job.spec.kind.as_str(), "failed", job.started_ms, now_ms());
+            }
             true
         }
         Ok(crate::state::Transition::Refused(_)) => true,

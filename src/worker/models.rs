@@ -8,6 +8,7 @@ use tokio::sync::Mutex;
 use super::TaskError;
 use crate::engine::Embedder;
 use crate::engine::package::{self, ModelManifest, digest_file};
+use crate::metrics;
 use crate::settings::EngineSettings;
 use crate::storage::{Storage, StorageError};
 use crate::uri::S3Uri;
@@ -59,6 +60,7 @@ impl ModelCache {
             let entry = loaded.remove(position);
             let embedder = entry.1.clone();
             loaded.push(entry);
+            metrics::MODEL_CACHE.with_label_values(&["memory"]).inc();
             return Ok(embedder);
         }
         let dir = self.fetch(package, &manifest).await?;
@@ -82,8 +84,10 @@ impl ModelCache {
     async fn fetch(&self, package: &S3Uri, manifest: &ModelManifest) -> Result<PathBuf, TaskError> {
         let dir = self.dir.join(manifest.model_sha256());
         if dir.join(".complete").exists() {
+            metrics::MODEL_CACHE.with_label_values(&["disk"]).inc();
             return Ok(dir);
         }
+        metrics::MODEL_CACHE.with_label_values(&["download"]).inc();
         let staging = self.dir.join(format!(
             ".{}.{}",
             manifest.model_sha256(),

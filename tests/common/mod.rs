@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker_node;
+pub mod prometheus_node;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -147,6 +148,8 @@ impl Cluster {
         HashMap::from([
             ("SLUICE__PREFIX".into(), s.prefix.clone()),
             ("SLUICE__AMQP__URL".into(), s.amqp.url.clone()),
+            // Several processes per host: each takes a free port for its metrics.
+            ("SLUICE__METRICS__LISTEN".into(), "127.0.0.1:0".into()),
             (
                 "SLUICE__ENGINE__ORT_DYLIB_PATH".into(),
                 s.engine.ort_dylib_path.clone(),

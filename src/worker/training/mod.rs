@@ -609,6 +609,28 @@ async fn finish_job(
         return Ok(Ended::Abandoned);
     }
     let report = report::build(job, training, progress, done, provider, began.elapsed());
+    // The curves beside the numbers; written before the manifest, like every package file.
+    let curves = crate::train::curves::render(
+        &format!("{} — {}", spec.name, job.id),
+        &done.losses,
+        &progress
+            .eval_history
+            .iter()
+            .map(|e| crate::train::curves::EvalMark {
+                step: e.step,
+                accuracy: e.accuracy,
+                macro_f1: e.macro_f1,
+                loss: e.loss,
+            })
+            .collect::<Vec<_>>(),
+    );
+    ctx.storage
+        .put(
+            &spec.output_uri().join(report::CURVES_FILE),
+            curves.into_bytes(),
+            "image/svg+xml",
+        )
+        .await?;
     let head = build_inference_graph(layout, &done.state.params).encode_to_vec();
     let manifest = write_classifier_package(
         &ctx.storage,
@@ -640,9 +662,7 @@ async fn finish_job(
         .await?;
     match moved {
         Transition::Moved(_) => {
-            metrics::JOBS_FINISHED
-                .with_label_values(&["succeeded"])
-                .inc();
+            metrics::job_finished("training", "succeeded", job.started_ms, now_ms());
             tracing::info!(
                 job_id = %job.id,
                 steps = done.state.step,

@@ -7,6 +7,9 @@ use crate::job::{TrainingProgress, TrainingSpec};
 use crate::state::JobRecord;
 use crate::train::checkpoint::Checkpoint;
 
+/// The loss and evaluation curves, drawn, beside `training-report.json`.
+pub const CURVES_FILE: &str = "training-curves.svg";
+
 pub fn build(
     job: &JobRecord,
     training: &TrainingSpec,
@@ -59,6 +62,7 @@ pub fn build(
         "final_loss": done.losses.last(),
         "epoch_mean_loss": epoch_mean_loss,
         "loss_curve": done.losses,
+        "curves": CURVES_FILE,
         "resumes": progress.resumes,
         "execution_provider": provider,
         "seconds_last_run": elapsed.as_secs_f64(),
