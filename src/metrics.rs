@@ -251,20 +251,30 @@ pub static INFERENCE_BATCH_ROWS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
-/// Engine time per stage: `tokenize` (per chunk), `run` and `pool` (per batch).
-pub static ENGINE_STAGE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+/// Time per stage of inference: `read` (S3 and parsing, per chunk of rows), `tokenize` (per
+/// chunk), `run` and `pool` (per batch), `write` (serialising and uploading, per chunk).
+pub static STAGE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register(
         HistogramVec::new(
             HistogramOpts::new(
-                "sluice_engine_stage_seconds",
-                "Engine time per stage: tokenize (per chunk), run and pool (per batch).",
+                "sluice_stage_seconds",
+                "Inference time per stage: read and write (per chunk), tokenize (per chunk), run and pool (per batch).",
             )
             .buckets(vec![
-                0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
             &["stage"],
         )
         .expect("valid metric"),
+    )
+});
+
+/// Share of padding in the tokens of each chunk the engine runs.
+pub static PADDING_RATIO: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        "sluice_padding_ratio",
+        "Share of padding tokens in each chunk run by the engine (0 = none).",
+        vec![0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8],
     )
 });
 
@@ -480,7 +490,8 @@ pub fn init() {
     LazyLock::force(&INFERENCE_BATCH_ROWS);
     LazyLock::force(&INFERENCE_TOKENS);
     LazyLock::force(&INFERENCE_OOM);
-    LazyLock::force(&ENGINE_STAGE_SECONDS);
+    LazyLock::force(&STAGE_SECONDS);
+    LazyLock::force(&PADDING_RATIO);
     LazyLock::force(&SUBMISSIONS);
     LazyLock::force(&SUBMISSIONS_REJECTED);
     LazyLock::force(&EVENTS_PUBLISHED);
@@ -575,8 +586,8 @@ fn zero_known_series() {
             JOB_DURATION_SECONDS.with_label_values(&[kind, status]);
         }
     }
-    for stage in ["tokenize", "run", "pool"] {
-        ENGINE_STAGE_SECONDS.with_label_values(&[stage]);
+    for stage in ["read", "tokenize", "run", "pool", "write"] {
+        STAGE_SECONDS.with_label_values(&[stage]);
     }
 }
 

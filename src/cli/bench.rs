@@ -124,7 +124,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
         })
         .await??;
         let stage = |name: &str| {
-            metrics::ENGINE_STAGE_SECONDS
+            metrics::STAGE_SECONDS
                 .with_label_values(&[name])
                 .get_sample_sum()
         };

@@ -268,7 +268,7 @@ fn embed_blocking(
     let encodings = tokenizer
         .encode_batch(inputs, true)
         .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-    metrics::ENGINE_STAGE_SECONDS
+    metrics::STAGE_SECONDS
         .with_label_values(&["tokenize"])
         .observe(tokenizing.elapsed().as_secs_f64());
     let lengths: Vec<usize> = encodings.iter().map(|e| e.len()).collect();
@@ -302,7 +302,7 @@ fn embed_blocking(
         budget.succeeded();
         let run_seconds = started.elapsed().as_secs_f64();
         metrics::INFERENCE_BATCH_SECONDS.observe(run_seconds);
-        metrics::ENGINE_STAGE_SECONDS
+        metrics::STAGE_SECONDS
             .with_label_values(&["run"])
             .observe(run_seconds);
         metrics::INFERENCE_BATCH_ROWS.observe(rows as f64);
@@ -321,7 +321,7 @@ fn embed_blocking(
         for (index, vector) in plan.rows.iter().zip(pooled) {
             results[*index] = vector;
         }
-        metrics::ENGINE_STAGE_SECONDS
+        metrics::STAGE_SECONDS
             .with_label_values(&["pool"])
             .observe(pooling_started.elapsed().as_secs_f64());
         position += rows;
@@ -332,6 +332,9 @@ fn embed_blocking(
     metrics::INFERENCE_TOKENS
         .with_label_values(&["padded"])
         .inc_by(stats.padded_tokens as u64);
+    if stats.padded_tokens > 0 {
+        metrics::PADDING_RATIO.observe(1.0 - stats.tokens as f64 / stats.padded_tokens as f64);
+    }
     Ok((results, stats))
 }
 

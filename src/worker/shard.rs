@@ -240,6 +240,7 @@ impl ShardRun<'_> {
         let spec = &self.job.spec;
         let chunk_rows = ctx.settings.worker.chunk_rows;
         let mut chunk: Vec<(serde_json::Value, String)> = Vec::with_capacity(chunk_rows);
+        let mut read_started = Instant::now();
         for piece in &task.pieces {
             let uri = S3Uri::parse(&piece.uri).map_err(TaskError::permanent)?;
             let format = match (spec.input.format, &piece.header) {
@@ -304,13 +305,20 @@ impl ShardRun<'_> {
                         writer.errors.push(line);
                     }
                 }
-                if chunk.len() >= chunk_rows && !self.embed_chunk(writer, &mut chunk).await? {
-                    return Ok(false);
+                if chunk.len() >= chunk_rows {
+                    observe_stage("read", &mut read_started);
+                    if !self.embed_chunk(writer, &mut chunk).await? {
+                        return Ok(false);
+                    }
+                    read_started = Instant::now();
                 }
             }
         }
-        if !chunk.is_empty() && !self.embed_chunk(writer, &mut chunk).await? {
-            return Ok(false);
+        if !chunk.is_empty() {
+            observe_stage("read", &mut read_started);
+            if !self.embed_chunk(writer, &mut chunk).await? {
+                return Ok(false);
+            }
         }
         Ok(true)
     }
@@ -340,6 +348,7 @@ impl ShardRun<'_> {
             Err(EngineError::Cancelled) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
+        let mut write_started = Instant::now();
         let mut lines = Vec::with_capacity(ids.len() * (embedder.dimension() * 12 + 32));
         let labels = embedder.labels();
         for (id, vector) in ids.iter().zip(&vectors) {
@@ -358,6 +367,7 @@ impl ShardRun<'_> {
             lines.push(b'\n');
         }
         writer.part.write(&lines).await?;
+        observe_stage("write", &mut write_started);
         writer.rows += ids.len() as u64;
         ctx.state
             .set_live_rows(
@@ -392,4 +402,12 @@ async fn watch_for_stop(
         }
     }
     stop.store(true, Ordering::Relaxed);
+}
+
+/// Records the time since `started` under `stage`.
+fn observe_stage(stage: &str, started: &mut Instant) {
+    metrics::STAGE_SECONDS
+        .with_label_values(&[stage])
+        .observe(started.elapsed().as_secs_f64());
+    *started = Instant::now();
 }
