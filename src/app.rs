@@ -195,7 +195,11 @@ pub async fn start(
                 format!("binding the metrics endpoint to {metrics_listen} (metrics.listen; give each process on a host its own port, or empty to turn it off)")
             })?;
         tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-        tracker.spawn(crate::telemetry::serve(listener, api_stop.clone()));
+        tracker.spawn(crate::telemetry::serve(
+            listener,
+            shutdown.clone(),
+            api_stop.clone(),
+        ));
     }
     tracker.spawn(crate::telemetry::probe_redis(
         services.state.clone(),
