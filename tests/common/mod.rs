@@ -237,6 +237,24 @@ impl Cluster {
         (exit, sent.elapsed())
     }
 
+    /// Sends `signal` (`TERM`, `INT`, …) to a worker without waiting for it.
+    pub fn signal_worker(&self, index: usize, signal: &str) {
+        let pid = self.workers[index].id().expect("worker still running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for a worker to exit (at most a minute); its exit status.
+    pub async fn wait_worker(&mut self, index: usize) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(60), self.workers[index].wait())
+            .await
+            .expect("worker exits")
+            .expect("reap worker")
+    }
+
     /// SIGKILL: the worker gets no chance to clean up.
     pub async fn kill_worker(&mut self, index: usize) {
         let child = &mut self.workers[index];
