@@ -1,0 +1,132 @@
+//! Credentials stay secret: with a distinctive S3 secret key and a password in the AMQP URL,
+//! an `api` and a `worker` process run a job that succeeds and one that fails; neither their
+//! logs nor the job records (as stored in Redis and as the API shows them) contain either.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Cluster;
+use sluice::job::JobStatus;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_appear_in_no_log_and_no_job_record() {
+    let mut cluster = Cluster::new(64 * 1024).await;
+    let secret = format!("s3-secret-{}", uuid::Uuid::new_v4().simple());
+    // The broker's own user, spelled so that its password is unmistakable in a log.
+    let amqp_password = "guest";
+    let amqp_url = format!("amqp://guest:{amqp_password}@127.0.0.1:5672/%2f");
+    let port = free_port();
+    let env = [
+        ("SLUICE__S3__SECRET_ACCESS_KEY", secret.as_str()),
+        ("SLUICE__AMQP__URL", amqp_url.as_str()),
+        ("SLUICE__API__LISTEN", &format!("127.0.0.1:{port}")),
+        ("SLUICE_LOG", "debug,lapin=info,aws=info,h2=info,hyper=info"),
+    ];
+    let api = cluster.spawn_role("api", &env);
+    let worker = cluster.spawn_role("worker", &env);
+    let (body, _) = common::rotten_tomatoes_jsonl(Some(200));
+    cluster.put("in.jsonl", body).await;
+    let base = format!("http://127.0.0.1:{port}");
+    common::wait_for("the api process", Duration::from_secs(60), async || {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for (name, input) in [("ok", "in.jsonl"), ("missing", "nowhere.jsonl")] {
+        let spec = cluster.spec(name, input, "jsonl", &format!("out-{name}/"));
+        let created: serde_json::Value = client
+            .post(format!("{base}/v1/jobs"))
+            .json(&spec)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    let mut views = Vec::new();
+    for id in &ids {
+        let mut view = serde_json::Value::Null;
+        common::wait_for("the job to end", Duration::from_secs(120), async || {
+            view = client
+                .get(format!("{base}/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            view["status"] != "queued"
+                && view["status"] != "planning"
+                && view["status"] != "running"
+        })
+        .await;
+        views.push(view);
+    }
+    assert_eq!(views[0]["status"], JobStatus::Succeeded.as_str());
+    assert_eq!(views[1]["status"], JobStatus::Failed.as_str());
+    cluster.signal_worker(worker, "TERM");
+    cluster.signal_worker(api, "TERM");
+    cluster.wait_worker(worker).await;
+    cluster.wait_worker(api).await;
+
+    let mut places = Vec::new();
+    for (index, role) in [(api, "api"), (worker, "worker")] {
+        let log =
+            std::env::temp_dir().join(format!("{}-{role}-{index}.log", cluster.settings.prefix));
+        let text = std::fs::read_to_string(&log).unwrap();
+        // The log covers the work: it names the jobs.
+        assert!(
+            ids.iter().all(|id| text.contains(id.as_str())),
+            "{} does not mention the jobs",
+            log.display()
+        );
+        places.push((log.display().to_string(), text));
+    }
+    for view in &views {
+        places.push(("job view".into(), view.to_string()));
+    }
+    let mut redis = redis::Client::open(cluster.settings.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", cluster.settings.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        places.push((
+            format!("redis {key}"),
+            String::from_utf8_lossy(&dump).into_owned(),
+        ));
+    }
+    for (place, text) in &places {
+        assert!(!text.contains(&secret), "the S3 secret is in {place}");
+        assert!(
+            !text.contains(&format!(":{amqp_password}@")),
+            "the AMQP password is in {place}"
+        );
+    }
+    eprintln!("searched {} places; no credential found", places.len());
+    cluster.stop().await;
+}
