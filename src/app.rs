@@ -160,7 +160,15 @@ pub async fn start(
             .with_context(|| format!("binding the API to {listen} (api.listen)"))?;
         api_addr = Some(listener.local_addr()?);
         tracing::info!(addr = %api_addr.expect("bound"), "API listening");
+        let tokens = api::auth::Tokens::load(&services.settings.api)
+            .context("loading the API tokens (api.tokens, api.tokens_file)")?;
+        if tokens.is_open() {
+            tracing::warn!(
+                "the HTTP API is open: no api.tokens configured, anyone who reaches it can submit and cancel jobs"
+            );
+        }
         let ctx = Arc::new(ApiContext {
+            tokens: Arc::new(tokens),
             submitter: submitter(&services),
             state: services.state.clone(),
             broker: services.broker.clone(),

@@ -112,6 +112,38 @@ pub struct ApiSettings {
     pub amqp_submissions: bool,
     /// AMQP submissions handled at once (also the consumer's prefetch).
     pub submission_concurrency: usize,
+    /// Bearer tokens the HTTP API accepts, stored as sha256 (`sluice token new` makes one).
+    /// With none here nor in `tokens_file`, the API is open, and says so at start.
+    pub tokens: Vec<ApiToken>,
+    /// A TOML file of more `[[tokens]]` (a mounted secret), read at start; empty for none.
+    pub tokens_file: String,
+    /// The token the CLI sends (`SLUICE__API__CLIENT_TOKEN`).
+    pub client_token: String,
+}
+
+/// One API token: who it is, what it may do, and which S3 locations its jobs may touch.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    /// Hex sha256 of the token; the token itself is never stored.
+    pub sha256: String,
+    /// `submit`, `read`, `cancel`, `admin` (all of them).
+    pub scopes: Vec<String>,
+    /// S3 prefixes its jobs may read and write (`s3://bucket/` or `s3://bucket/prefix/`), or
+    /// `*` for any.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("allow", &self.allow)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -268,6 +300,9 @@ impl Default for ApiSettings {
             max_body_bytes: 1024 * 1024,
             amqp_submissions: true,
             submission_concurrency: 8,
+            tokens: Vec::new(),
+            tokens_file: String::new(),
+            client_token: String::new(),
         }
     }
 }

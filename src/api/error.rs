@@ -21,6 +21,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// No token, or one the API does not know.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A known token that may not do this.
+    #[error("{message}")]
+    Forbidden {
+        message: String,
+        field: Option<String>,
+    },
 }
 
 /// Body of every error response: `{"error": {"code", "message", "field"?}}`.
@@ -68,6 +77,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden { field, .. } => {
+                (StatusCode::FORBIDDEN, "forbidden", field.clone())
+            }
         };
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
@@ -79,6 +92,13 @@ impl IntoResponse for ApiError {
                 field,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP API (axum): submit, status, list, cancel, health, readiness and metrics.
 
+pub mod auth;
 mod error;
 pub mod gauges;
 pub mod submissions;
@@ -12,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -33,13 +34,21 @@ pub struct ApiContext {
     pub storage: Storage,
     /// Set while the process drains: readiness turns false so no new work is routed here.
     pub draining: CancellationToken,
+    pub tokens: Arc<auth::Tokens>,
 }
 
 pub fn router(ctx: Arc<ApiContext>, max_body_bytes: usize) -> Router {
-    Router::new()
+    // Jobs need a token (when tokens are configured); health, readiness and metrics do not.
+    let jobs = Router::new()
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(show))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route_layer(axum::middleware::from_fn_with_state(
+            ctx.tokens.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .merge(jobs)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(|| async { metrics::render() }))
@@ -63,9 +72,11 @@ const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 async fn submit(
     State(ctx): State<Arc<ApiContext>>,
+    Extension(caller): Extension<auth::Caller>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    caller.require(auth::Scope::Submit)?;
     let key = match headers.get(IDEMPOTENCY_HEADER) {
         None => None,
         Some(value) => {
@@ -84,6 +95,7 @@ async fn submit(
         }
     };
     let spec = parse_json_spec(&body)?;
+    caller.check_locations(&spec)?;
     let submitted = ctx
         .submitter
         .submit(
@@ -118,8 +130,10 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
 
 async fn show(
     State(ctx): State<Arc<ApiContext>>,
+    Extension(caller): Extension<auth::Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
+    caller.require(auth::Scope::Read)?;
     checked_id(&id)?;
     let job = ctx.state.get(&id).await?;
     Ok(Json(JobView::from_record(job, now_ms())))
@@ -133,8 +147,10 @@ struct ListQuery {
 
 async fn list(
     State(ctx): State<Arc<ApiContext>>,
+    Extension(caller): Extension<auth::Caller>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
+    caller.require(auth::Scope::Read)?;
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(text) => Some(JobStatus::parse(text).ok_or_else(|| {
@@ -157,8 +173,10 @@ async fn list(
 
 async fn cancel(
     State(ctx): State<Arc<ApiContext>>,
+    Extension(caller): Extension<auth::Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
+    caller.require(auth::Scope::Cancel)?;
     checked_id(&id)?;
     let fields = [("finished_ms", now_ms().to_string())];
     match ctx

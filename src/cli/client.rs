@@ -28,6 +28,7 @@ pub enum ClientError {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 impl Client {
@@ -35,7 +36,14 @@ impl Client {
         Self {
             http: reqwest::Client::new(),
             base: base.trim_end_matches('/').to_string(),
+            token: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (none when empty).
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.token = (!token.is_empty()).then(|| token.to_string());
+        self
     }
 
     async fn decode<T: DeserializeOwned>(
@@ -76,6 +84,10 @@ impl Client {
         request: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<T, ClientError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request
             .send()
             .await

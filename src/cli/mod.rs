@@ -97,6 +97,27 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new random token; prints it once, and the `[[api.tokens]]` entry (with its
+    /// sha256, never the token) to add to the settings or the tokens file.
+    New {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: submit, read, cancel, admin.
+        #[arg(long, default_value = "submit,read")]
+        scopes: String,
+        /// Comma-separated S3 prefixes its jobs may use (`s3://bucket/prefix/`), or `*`.
+        #[arg(long)]
+        allow: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,7 +177,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             idempotency_key,
         } => {
             let spec = read_spec(&file)?;
-            let client = Client::new(&settings.api.url);
+            let client = Client::new(&settings.api.url).with_token(&settings.api.client_token);
             let created = match client.submit(&spec, idempotency_key.as_deref()).await {
                 Ok(created) => created,
                 Err(ClientError::Api { message, .. }) => {
@@ -181,7 +202,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Status { id, follow, json } => {
-            let client = Client::new(&settings.api.url);
+            let client = Client::new(&settings.api.url).with_token(&settings.api.client_token);
             let job = if follow {
                 progress::follow(&client, &id).await?
             } else {
@@ -195,15 +216,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if follow { progress::exit_code(&job) } else { 0 })
         }
         Command::Jobs { status, limit } => {
-            let client = Client::new(&settings.api.url);
+            let client = Client::new(&settings.api.url).with_token(&settings.api.client_token);
             let list = client.jobs(status.as_deref(), limit).await?;
             progress::print_table(&list.jobs);
             Ok(0)
         }
         Command::Cancel { id } => {
-            let client = Client::new(&settings.api.url);
+            let client = Client::new(&settings.api.url).with_token(&settings.api.client_token);
             let job = client.cancel(&id).await?;
             eprintln!("job {} is {}", job.id, job.status);
+            Ok(0)
+        }
+        Command::Token {
+            command:
+                TokenCommand::New {
+                    name,
+                    scopes,
+                    allow,
+                },
+        } => {
+            let token = crate::api::auth::new_token();
+            let list = |text: &str| -> Vec<String> {
+                text.split(',')
+                    .map(|s| format!("\"{}\"", s.trim()))
+                    .filter(|s| s.len() > 2)
+                    .collect()
+            };
+            eprintln!("token (shown once; give it to the client as api.client_token):");
+            println!("{token}");
+            eprintln!("add to the API's settings (or to api.tokens_file):");
+            eprintln!(
+                "[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [{}]\nallow = [{}]",
+                crate::api::auth::hash_token(&token),
+                list(&scopes).join(", "),
+                list(&allow).join(", ")
+            );
             Ok(0)
         }
         Command::Bench(options) => {
