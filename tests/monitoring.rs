@@ -15,14 +15,6 @@ use serde_json::json;
 use sluice::broker::Topology;
 use sluice::job::{JobStatus, Pool};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs the preview tool in check mode; returns its exit status and what it printed.
 fn preview(
     prometheus: &str,
@@ -48,7 +40,7 @@ fn preview(
 async fn every_panel_and_recording_rule_has_data_after_a_real_workload() {
     let mut cluster = Cluster::new(16 * 1024).await;
     cluster.start(false).await;
-    let worker_port = free_port();
+    let worker_port = common::free_port();
     cluster.spawn_worker_with(&[(
         "SLUICE__METRICS__LISTEN",
         &format!("127.0.0.1:{worker_port}"),

@@ -9,14 +9,6 @@ use std::time::Duration;
 use common::Cluster;
 use sluice::job::JobStatus;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_appear_in_no_log_and_no_job_record() {
     let mut cluster = Cluster::new(64 * 1024).await;
@@ -24,7 +16,7 @@ async fn credentials_appear_in_no_log_and_no_job_record() {
     // The broker's own user, spelled so that its password is unmistakable in a log.
     let amqp_password = "guest";
     let amqp_url = format!("amqp://guest:{amqp_password}@127.0.0.1:5672/%2f");
-    let port = free_port();
+    let port = common::free_port();
     let env = [
         ("SLUICE__S3__SECRET_ACCESS_KEY", secret.as_str()),
         ("SLUICE__AMQP__URL", amqp_url.as_str()),

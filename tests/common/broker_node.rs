@@ -12,20 +12,12 @@ pub struct BrokerNode {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl BrokerNode {
     /// Starts a node with `config` added to its `rabbitmq.conf`; waits until it accepts
     /// connections.
     pub async fn start(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (port, dist_port) = (free_port(), free_port());
+        let (port, dist_port) = (super::free_port(), super::free_port());
         let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let node = format!("sluice-test-{tag}@localhost");
         std::fs::write(

@@ -624,3 +624,12 @@ pub fn custom_step_graph(path: &std::path::Path, features: usize, classes: usize
         String::from_utf8_lossy(&built.stderr)
     );
 }
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -14,11 +14,7 @@ impl PrometheusNode {
     /// `jobs`: (job name, `host:port` targets).
     pub async fn start(jobs: &[(&str, Vec<String>)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let rules = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/dashboards/prometheus/rules.yml"
