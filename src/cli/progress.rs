@@ -161,7 +161,10 @@ pub fn print_table(jobs: &[JobView]) {
             job.id,
             job.status.as_str(),
             p.fraction * 100.0,
-            format!("{}/{}", p.rows_done, p.rows_total),
+            match &job.training {
+                Some(t) => format!("{}/{} steps", t.step, t.total_steps),
+                None => format!("{}/{}", p.rows_done, p.rows_total),
+            },
             job.name
         );
     }
