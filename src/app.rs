@@ -13,6 +13,7 @@ use crate::api::submissions::SubmissionConsumer;
 use crate::api::{self, ApiContext};
 use crate::broker::{Broker, Topology};
 use crate::ingest::DropFolder;
+use crate::job::Allowance;
 use crate::settings::Settings;
 use crate::state::StateStore;
 use crate::storage::Storage;
@@ -66,12 +67,12 @@ impl Services {
     pub async fn connect(settings: Arc<Settings>) -> anyhow::Result<Self> {
         let storage = Storage::connect(&settings.s3).await;
         let state = retry("redis", || {
-            StateStore::connect(&settings.redis.url, &settings.prefix)
+            StateStore::connect(&settings.redis, &settings.prefix)
         })
         .await?;
         let topology = Topology::new(&settings.prefix, &settings.amqp.retry_delays_ms);
         let broker = retry("rabbitmq", || {
-            Broker::connect(&settings.amqp.url, topology.clone())
+            Broker::connect(&settings.amqp, topology.clone())
         })
         .await?;
         Ok(Self {
@@ -190,6 +191,12 @@ pub async fn start(
                 state: services.state.clone(),
                 max_body_bytes: max_body,
                 concurrency: services.settings.api.submission_concurrency,
+                allowance: Allowance::parse(
+                    "AMQP submissions (api.amqp_allow)",
+                    &services.settings.api.amqp_allow,
+                )
+                .map_err(anyhow::Error::msg)
+                .context("api.amqp_allow")?,
             });
             tracker.spawn(consumer.run(shutdown.clone()));
         }

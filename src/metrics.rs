@@ -308,7 +308,7 @@ pub static SUBMISSIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Submissions kept on the rejected queue, by reason class (`not_json`, `invalid_spec`,
-/// `unknown_model`, `too_large`, `missing_message_id`, `output_in_use`).
+/// `unknown_model`, `too_large`, `missing_message_id`, `output_in_use`, `forbidden_location`).
 pub static SUBMISSIONS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "sluice_submissions_rejected_total",
@@ -556,6 +556,7 @@ fn zero_known_series() {
             "too_large",
             "missing_message_id",
             "output_in_use",
+            "forbidden_location",
         ]],
     );
     zero(

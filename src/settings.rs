@@ -76,12 +76,20 @@ pub struct AmqpSettings {
     /// its workers (or never ends) instead of failing cleanly. Clean hand-backs on shutdown
     /// do not count.
     pub max_deliveries: u64,
+    /// PEM file of the CA that signed the broker's certificate, for an `amqps://` URL whose
+    /// broker uses a private CA; empty trusts the system's roots.
+    pub tls_ca_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
+    /// `redis://` or, for TLS, `rediss://`; credentials may be in the URL
+    /// (`rediss://:password@host:6380/`).
     pub url: String,
+    /// PEM file of the CA that signed Redis's certificate, for a `rediss://` URL whose server
+    /// uses a private CA; empty trusts the system's roots.
+    pub tls_ca_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -112,6 +120,10 @@ pub struct ApiSettings {
     pub amqp_submissions: bool,
     /// AMQP submissions handled at once (also the consumer's prefetch).
     pub submission_concurrency: usize,
+    /// S3 prefixes that jobs submitted over AMQP may read and write (`s3://bucket/` or
+    /// `s3://bucket/prefix/`), or `*` for any; a spec naming anything else is kept on the
+    /// rejected queue (`forbidden_location`).
+    pub amqp_allow: Vec<String>,
     /// Bearer tokens the HTTP API accepts, stored as sha256 (`sluice token new` makes one).
     /// With none here nor in `tokens_file`, the API is open, and says so at start.
     pub tokens: Vec<ApiToken>,
@@ -222,6 +234,10 @@ pub struct IngestSettings {
     pub pipelines: std::collections::BTreeMap<String, PathBuf>,
     /// Most new files submitted per scan, so one huge drop cannot starve the rest.
     pub max_new_files_per_scan: usize,
+    /// Pipeline → S3 prefixes its jobs may read and write (or `*`), checked for every
+    /// dropped file and for the template when `ingest` starts; a pipeline not listed may use
+    /// any location.
+    pub allow: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Default for IngestSettings {
@@ -238,6 +254,7 @@ impl Default for IngestSettings {
             )]
             .into(),
             max_new_files_per_scan: 500,
+            allow: Default::default(),
         }
     }
 }
@@ -267,6 +284,7 @@ impl Default for AmqpSettings {
             prefetch: 2,
             retry_delays_ms: vec![1_000, 5_000, 30_000],
             max_deliveries: 10,
+            tls_ca_file: String::new(),
         }
     }
 }
@@ -275,6 +293,7 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/".into(),
+            tls_ca_file: String::new(),
         }
     }
 }
@@ -300,6 +319,7 @@ impl Default for ApiSettings {
             max_body_bytes: 1024 * 1024,
             amqp_submissions: true,
             submission_concurrency: 8,
+            amqp_allow: vec!["*".into()],
             tokens: Vec::new(),
             tokens_file: String::new(),
             client_token: String::new(),
@@ -373,6 +393,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("amqp.retry_delays_ms")
+                    .with_list_parse_key("api.amqp_allow")
                     .try_parsing(true),
             )
             .build()?
@@ -437,6 +458,28 @@ impl Settings {
                 "s3.part_size_bytes",
                 "S3 needs multipart parts of at least 5 MiB",
             );
+        }
+        if let Err(reason) = crate::job::Allowance::parse("", &self.api.amqp_allow) {
+            return Err(SettingsError::Invalid {
+                field: "api.amqp_allow",
+                reason,
+            });
+        }
+        for (pipeline, allow) in &self.ingest.allow {
+            if !self.ingest.pipelines.contains_key(pipeline) {
+                return Err(SettingsError::Invalid {
+                    field: "ingest.allow",
+                    reason: format!(
+                        "names pipeline {pipeline:?}, which ingest.pipelines does not have"
+                    ),
+                });
+            }
+            if let Err(reason) = crate::job::Allowance::parse("", allow) {
+                return Err(SettingsError::Invalid {
+                    field: "ingest.allow",
+                    reason: format!("pipeline {pipeline:?}: {reason}"),
+                });
+            }
         }
         if self.api.submission_concurrency == 0 {
             return invalid("api.submission_concurrency", "must be at least 1");

@@ -4,7 +4,9 @@
 
 use crate::broker::Broker;
 use crate::engine::package::MANIFEST_FILE;
-use crate::job::{JobSpec, JobStatus, SpecError, TaskMessage, new_job_id};
+use crate::job::{
+    Allowance, JobSpec, JobStatus, LocationRefused, SpecError, TaskMessage, new_job_id,
+};
 use crate::metrics;
 use crate::state::{Created, NewJob, StateStore, now_ms};
 use crate::storage::{Storage, StorageError};
@@ -14,6 +16,9 @@ pub enum SubmitError {
     /// The submission itself is wrong; resending it unchanged will fail again.
     #[error(transparent)]
     Invalid(#[from] SpecError),
+    /// The spec names an S3 location its submitter may not use.
+    #[error(transparent)]
+    Forbidden(#[from] LocationRefused),
     /// Another job that has not ended writes to the same output folder.
     #[error("{0}")]
     OutputInUse(String),
@@ -38,6 +43,8 @@ pub struct Origin<'a> {
     /// the job and queuing its plan task, so a job still queued gets its plan task again
     /// at once (a duplicate plan task is harmless).
     pub redelivered: bool,
+    /// The S3 locations this submitter's jobs may use; `None` for any.
+    pub allowance: Option<&'a Allowance>,
 }
 
 impl<'a> Origin<'a> {
@@ -85,7 +92,12 @@ impl Submitter {
             reply_to,
             correlation_id,
             redelivered,
+            allowance,
         } = *origin;
+        // Before any I/O, so a refused submitter learns nothing about other buckets.
+        if let Some(allowance) = allowance {
+            allowance.check(spec)?;
+        }
         let package = spec.model_uri();
         match self.storage.head(&package.join(MANIFEST_FILE)).await {
             Ok(_) => {}

@@ -286,7 +286,7 @@ async fn a_task_that_cannot_be_read_is_dead_lettered() {
     let mut cluster = Cluster::new(1 << 20).await;
     cluster.start(true).await;
     let topology = sluice::broker::Topology::new(&cluster.settings.prefix, &[]);
-    let broker = sluice::broker::Broker::connect(&cluster.settings.amqp.url, topology.clone())
+    let broker = sluice::broker::Broker::connect(&cluster.settings.amqp, topology.clone())
         .await
         .unwrap();
     broker
@@ -341,7 +341,7 @@ async fn retryable_failures_back_off_through_the_retry_queues_then_dead_letter()
     cluster.start(true).await;
     // A job stuck in `planning` makes its shard tasks fail with a retryable error.
     let state =
-        sluice::state::StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+        sluice::state::StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
             .await
             .unwrap();
     let spec = cluster.spec("stuck", "in.jsonl", "jsonl", "out/");
@@ -368,7 +368,7 @@ async fn retryable_failures_back_off_through_the_retry_queues_then_dead_letter()
         pieces: vec![],
     });
     let topology = sluice::broker::Topology::new(&cluster.settings.prefix, &[]);
-    let broker = sluice::broker::Broker::connect(&cluster.settings.amqp.url, topology)
+    let broker = sluice::broker::Broker::connect(&cluster.settings.amqp, topology)
         .await
         .unwrap();
     let started = std::time::Instant::now();

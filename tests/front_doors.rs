@@ -262,7 +262,7 @@ async fn a_thousand_submissions_make_exactly_one_job_per_message_id() {
         submit(&channel, &cluster, body, id.as_deref(), None).await;
     }
 
-    let state = StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+    let state = StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
         .await
         .unwrap();
     let broker = cluster.broker().await;
@@ -491,7 +491,7 @@ async fn submitters_get_replies_and_event_consumers_see_every_job_in_order() {
     )
     .await;
 
-    let state = StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+    let state = StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
         .await
         .unwrap();
     let mut cancel_id = None;
@@ -644,7 +644,7 @@ async fn killing_the_api_mid_stream_loses_and_duplicates_nothing() {
             .await;
         }
     }
-    let state = StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+    let state = StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
         .await
         .unwrap();
     wait_for("some jobs", Duration::from_secs(60), async || {
@@ -703,7 +703,7 @@ async fn a_job_that_could_not_be_queued_still_ends_with_one_final_event() {
     cluster.start(false).await;
     let (_connection, channel) = channel(&cluster).await;
     let events = subscribe_events(&channel, &cluster).await;
-    let state = StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+    let state = StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
         .await
         .unwrap();
     // What the submit path does when the plan task cannot be published after the job

@@ -106,7 +106,7 @@ async fn two_replicas_turn_fifty_dropped_files_into_one_job_each() {
     cluster.settings.worker.concurrency = 2;
     cluster.start(true).await;
     let folder = drop_folder(&cluster);
-    let state = StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+    let state = StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
         .await
         .unwrap();
 

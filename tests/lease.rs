@@ -12,7 +12,7 @@ async fn store() -> StateStore {
         "test-lease-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
-    StateStore::connect(&settings.redis.url, &prefix)
+    StateStore::connect(&settings.redis, &prefix)
         .await
         .expect("Redis (is it running?)")
 }

@@ -49,7 +49,7 @@ async fn workers_stopped_again_and_again_lose_and_duplicate_nothing() {
     let ids: Vec<String> = rows.into_iter().map(|(id, _)| id).collect();
     let mut cluster = Cluster::new(24 * 1024).await;
     cluster.start(false).await;
-    let state = StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+    let state = StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
         .await
         .unwrap();
     cluster.put("in.jsonl", body).await;

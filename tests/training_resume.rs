@@ -78,7 +78,7 @@ async fn wait_for_checkpoint(cluster: &Cluster, id: &str, step: u64) -> JobView 
 async fn killed_and_stopped_trainers_hand_over_without_changing_the_result() {
     let mut cluster = Cluster::new(32 * 1024).await;
     cluster.start(false).await;
-    let state = StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+    let state = StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
         .await
         .unwrap();
     let (jsonl, _) = common::rotten_tomatoes_jsonl(Some(1500));

@@ -24,7 +24,7 @@ async fn a_training_job_longer_than_the_consumer_timeout_completes_once() {
     let mut cluster = Cluster::new(32 * 1024).await;
     cluster.settings.amqp.url = node.url.clone();
     cluster.start(false).await;
-    let state = StateStore::connect(&cluster.settings.redis.url, &cluster.settings.prefix)
+    let state = StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
         .await
         .unwrap();
     let (jsonl, _) = common::rotten_tomatoes_jsonl(Some(800));

@@ -11,9 +11,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use crate::job::JobSpec;
+use crate::job::Allowance;
 use crate::settings::{ApiSettings, ApiToken};
-use crate::uri::S3Uri;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -49,8 +48,8 @@ impl Scope {
 pub struct Caller {
     pub name: String,
     scopes: Vec<Scope>,
-    /// `None`: any location.
-    allow: Option<Vec<S3Uri>>,
+    /// The S3 locations its jobs may use.
+    pub allowance: Allowance,
 }
 
 impl Caller {
@@ -59,7 +58,7 @@ impl Caller {
         Self {
             name: "anonymous".into(),
             scopes: vec![Scope::Admin],
-            allow: None,
+            allowance: Allowance::any("anyone (the API is open)"),
         }
     }
 
@@ -80,45 +79,6 @@ impl Caller {
             ),
             field: None,
         })
-    }
-
-    /// Refuses a spec naming an S3 location outside the token's allowance.
-    pub fn check_locations(&self, spec: &JobSpec) -> Result<(), ApiError> {
-        let Some(allowed) = &self.allow else {
-            return Ok(());
-        };
-        let mut named = vec![
-            ("model", spec.model.clone()),
-            ("input.uri", spec.input.uri.clone()),
-            ("output.uri", spec.output.uri.clone()),
-        ];
-        if let Some(training) = &spec.training {
-            named.extend(training.eval.uri.clone().map(|u| ("training.eval.uri", u)));
-            named.extend(
-                training
-                    .step_graph
-                    .clone()
-                    .map(|u| ("training.step_graph", u)),
-            );
-        }
-        for (field, uri) in named {
-            let parsed = S3Uri::parse(&uri).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            if !allowed.iter().any(|prefix| prefix.contains(&parsed)) {
-                return Err(ApiError::Forbidden {
-                    message: format!(
-                        "token \"{}\" may not use {uri} (job spec field `{field}`); it may use {}",
-                        self.name,
-                        allowed
-                            .iter()
-                            .map(|a| a.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    field: Some(field.to_string()),
-                });
-            }
-        }
-        Ok(())
     }
 }
 
@@ -176,23 +136,14 @@ impl Tokens {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let allow = if token.allow.iter().any(|a| a == "*") {
-                None
-            } else {
-                Some(
-                    token
-                        .allow
-                        .iter()
-                        .map(|a| S3Uri::parse(a).map(|u| u.as_prefix()).map_err(&problem))
-                        .collect::<Result<Vec<_>, _>>()?,
-                )
-            };
+            let allowance = Allowance::parse(format!("token \"{}\"", token.name), &token.allow)
+                .map_err(&problem)?;
             by_hash.insert(
                 hash,
                 Caller {
                     name: token.name.clone(),
                     scopes,
-                    allow,
+                    allowance,
                 },
             );
         }

@@ -50,6 +50,10 @@ impl From<SubmitError> for ApiError {
     fn from(err: SubmitError) -> Self {
         match err {
             SubmitError::Invalid(spec) => ApiError::InvalidSpec(spec),
+            SubmitError::Forbidden(refused) => ApiError::Forbidden {
+                field: Some(refused.field.clone()),
+                message: refused.to_string(),
+            },
             SubmitError::OutputInUse(message) => ApiError::Conflict(message),
             SubmitError::Unavailable(message) => ApiError::Unavailable(message),
         }

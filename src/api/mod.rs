@@ -95,13 +95,13 @@ async fn submit(
         }
     };
     let spec = parse_json_spec(&body)?;
-    caller.check_locations(&spec)?;
     let submitted = ctx
         .submitter
         .submit(
             &spec,
             &Origin {
                 idempotency_key: key.as_deref(),
+                allowance: Some(&caller.allowance),
                 ..Origin::new("http")
             },
         )

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, Delivery};
-use crate::job::{SubmissionReply, parse_json_spec};
+use crate::job::{Allowance, SubmissionReply, parse_json_spec};
 use crate::metrics;
 use crate::state::StateStore;
 use crate::submit::{Origin, SubmitError, Submitted, Submitter};
@@ -26,13 +26,15 @@ pub struct SubmissionConsumer {
     pub state: StateStore,
     pub max_body_bytes: usize,
     pub concurrency: usize,
+    /// What AMQP-submitted jobs may read and write (`api.amqp_allow`).
+    pub allowance: Allowance,
 }
 
 /// Why a submission was refused: kept with it on the rejected queue.
 #[derive(Debug, Clone, PartialEq)]
 struct Rejection {
     /// Short, fixed set: `not_json`, `invalid_spec`, `unknown_model`, `too_large`,
-    /// `missing_message_id`, `output_in_use`.
+    /// `missing_message_id`, `output_in_use`, `forbidden_location`.
     class: &'static str,
     reason: String,
 }
@@ -238,6 +240,7 @@ impl SubmissionConsumer {
             reply_to,
             correlation_id,
             redelivered: delivery.redelivered,
+            allowance: Some(&self.allowance),
         };
         match self.submitter.submit(&spec, &origin).await {
             Ok(submitted) => Outcome::Accepted(submitted),
@@ -246,6 +249,9 @@ impl SubmissionConsumer {
             }
             Err(SubmitError::Invalid(e)) => reject("invalid_spec", e.to_string()),
             Err(SubmitError::OutputInUse(reason)) => reject("output_in_use", reason),
+            Err(SubmitError::Forbidden(refused)) => {
+                reject("forbidden_location", refused.to_string())
+            }
             Err(SubmitError::Unavailable(reason)) => Outcome::Unavailable(reason),
         }
     }

@@ -9,14 +9,18 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, DefaultConnectionBuilder,
+};
 use tokio::sync::Mutex;
 
 pub use lapin::message::Delivery;
 pub use topology::Topology;
 
 use crate::job::Pool;
+use crate::settings::AmqpSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -25,6 +29,14 @@ pub enum BrokerError {
         url: String,
         #[source]
         source: lapin::Error,
+    },
+    #[error(
+        "cannot read amqp.tls_ca_file {path}: {source}; point it at the PEM file of the CA that signed the broker's certificate, or leave it empty to trust the system's roots"
+    )]
+    TlsCa {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("RabbitMQ {op}: {source}; will retry")]
     Channel {
@@ -62,6 +74,8 @@ fn channel_err(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
 #[derive(Clone)]
 pub struct Broker {
     url: String,
+    /// PEM of a private CA trusted beside the system's roots (`amqps://` only).
+    tls_ca_pem: Option<String>,
     topology: Topology,
     inner: Arc<Mutex<Option<Live>>>,
 }
@@ -72,10 +86,21 @@ struct Live {
 }
 
 impl Broker {
-    /// Connects and declares the topology (idempotent).
-    pub async fn connect(url: &str, topology: Topology) -> Result<Self, BrokerError> {
+    /// Connects and declares the topology (idempotent). An `amqps://` URL connects over
+    /// TLS, verifying the broker against the system's roots and `amqp.tls_ca_file`.
+    pub async fn connect(settings: &AmqpSettings, topology: Topology) -> Result<Self, BrokerError> {
+        let tls_ca_pem = match settings.tls_ca_file.as_str() {
+            "" => None,
+            path => Some(
+                std::fs::read_to_string(path).map_err(|source| BrokerError::TlsCa {
+                    path: path.to_string(),
+                    source,
+                })?,
+            ),
+        };
         let broker = Self {
-            url: url.to_string(),
+            url: settings.url.clone(),
+            tls_ca_pem,
             topology,
             inner: Arc::new(Mutex::new(None)),
         };
@@ -90,12 +115,22 @@ impl Broker {
     async fn open(&self) -> Result<Live, BrokerError> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("sluice-{}", std::process::id()).into());
-        let connection = Connection::connect(&self.url, properties)
+        let connect_err = |source| BrokerError::Connect {
+            url: redact(&self.url),
+            source,
+        };
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.tls_ca_pem.clone(),
+        };
+        let connection = DefaultConnectionBuilder::new()
+            .map_err(connect_err)?
+            .with_uri_str(self.url.clone())
+            .with_properties(properties)
+            .with_tls_config(tls)
+            .connect()
             .await
-            .map_err(|source| BrokerError::Connect {
-                url: redact(&self.url),
-                source,
-            })?;
+            .map_err(connect_err)?;
         let publisher = connection
             .create_channel()
             .await

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use template::{DropError, FillError, Template, TemplateError, format_for};
 
-use crate::job::JobStatus;
+use crate::job::{Allowance, JobStatus, LocationRefused};
 use crate::metrics;
 use crate::settings::IngestSettings;
 use crate::state::{StateError, StateStore};
@@ -33,6 +33,13 @@ pub enum IngestError {
     Template(#[from] TemplateError),
     #[error("no pipelines configured: add ingest.pipelines (inbox sub-folder = job template)")]
     NoPipelines,
+    #[error(
+        "pipeline {pipeline:?}: {refused}; widen ingest.allow.{pipeline} or change the template or the ingest folders"
+    )]
+    Forbidden {
+        pipeline: String,
+        refused: LocationRefused,
+    },
 }
 
 /// A scan that could not finish: retried at the next interval.
@@ -64,12 +71,19 @@ pub struct DropFolder {
     outbox: S3Uri,
     archive: S3Uri,
     failed: S3Uri,
-    pipelines: BTreeMap<String, Template>,
+    pipelines: BTreeMap<String, Pipeline>,
     submitter: Submitter,
     state: StateStore,
     storage: Storage,
     /// Keys already warned about (outside any pipeline), so each is logged once.
     warned: Mutex<HashSet<String>>,
+}
+
+/// One inbox sub-folder: the job every file dropped there becomes, and where such jobs may
+/// read and write.
+struct Pipeline {
+    template: Template,
+    allowance: Allowance,
 }
 
 /// One file in the inbox.
@@ -109,13 +123,51 @@ impl DropFolder {
         if settings.pipelines.is_empty() {
             return Err(IngestError::NoPipelines);
         }
+        let inbox = folder("ingest.inbox", &settings.inbox)?;
+        let outbox = folder("ingest.outbox", &settings.outbox)?;
         let mut pipelines = BTreeMap::new();
         for (name, path) in &settings.pipelines {
-            pipelines.insert(name.clone(), Template::load(path)?);
+            let template = Template::load(path)?;
+            let holder = format!("drop-folder pipeline {name:?} (ingest.allow.{name})");
+            let allowance = match settings.allow.get(name) {
+                Some(allow) => {
+                    Allowance::parse(holder, allow).map_err(|reason| IngestError::Setting {
+                        field: "ingest.allow",
+                        reason,
+                    })?
+                }
+                None => Allowance::any(holder),
+            };
+            // Every file of this pipeline will name the template's model, a file in the
+            // inbox and a folder in the outbox: refuse now what every file would be refused.
+            let example = template
+                .fill(
+                    &inbox.join(&format!("{name}/example.jsonl")).to_string(),
+                    "",
+                    "example.jsonl",
+                    &outbox.join(&format!("{name}/v/example.jsonl/")).to_string(),
+                )
+                .map_err(|e| IngestError::Setting {
+                    field: "ingest.pipelines",
+                    reason: format!("pipeline {name:?}: {e}"),
+                })?;
+            allowance
+                .check(&example)
+                .map_err(|refused| IngestError::Forbidden {
+                    pipeline: name.clone(),
+                    refused,
+                })?;
+            pipelines.insert(
+                name.clone(),
+                Pipeline {
+                    template,
+                    allowance,
+                },
+            );
         }
         Ok(Self {
-            inbox: folder("ingest.inbox", &settings.inbox)?,
-            outbox: folder("ingest.outbox", &settings.outbox)?,
+            inbox,
+            outbox,
             archive: folder("ingest.archive", &settings.archive)?,
             failed: folder("ingest.failed", &settings.failed)?,
             settings,
@@ -237,9 +289,9 @@ impl DropFolder {
         key: &str,
         report: &mut ScanReport,
     ) -> Result<(), ScanError> {
-        let template = &self.pipelines[&drop.pipeline];
+        let pipeline = &self.pipelines[&drop.pipeline];
         let output = self.place(&self.outbox, drop).as_prefix();
-        let spec = match template.fill(
+        let spec = match pipeline.template.fill(
             &drop.object.uri.to_string(),
             &drop.object.etag,
             &drop.file,
@@ -257,6 +309,7 @@ impl DropFolder {
                 &spec,
                 &Origin {
                     idempotency_key: Some(key),
+                    allowance: Some(&pipeline.allowance),
                     ..Origin::new("ingest")
                 },
             )
@@ -276,6 +329,11 @@ impl DropFolder {
             }
             Err(SubmitError::Invalid(e)) => {
                 let error = serde_json::json!({ "error": e.to_string(), "field": e.field });
+                self.move_to_failed(drop, error, report).await
+            }
+            Err(SubmitError::Forbidden(refused)) => {
+                let error =
+                    serde_json::json!({ "error": refused.to_string(), "field": refused.field });
                 self.move_to_failed(drop, error, report).await
             }
             Err(SubmitError::OutputInUse(reason)) => {

@@ -1,6 +1,7 @@
 //! Job contracts shared by every role: the spec users submit, task messages, and the status
 //! state machine. Pure types, no I/O.
 
+mod allowance;
 mod event;
 pub mod schema;
 mod spec;
@@ -9,6 +10,7 @@ mod task;
 mod train_progress;
 mod training;
 
+pub use allowance::{Allowance, LocationRefused};
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
 pub use spec::{
     API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OutputFormat, OutputSpec, Pool,

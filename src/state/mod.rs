@@ -12,6 +12,7 @@ use redis::aio::ConnectionManager;
 pub use record::{JobRecord, ShardCommit};
 
 use crate::job::JobStatus;
+use crate::settings::RedisSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -19,6 +20,14 @@ pub enum StateError {
     Unavailable(#[from] redis::RedisError),
     #[error("job {0} not found")]
     NotFound(String),
+    #[error(
+        "cannot read redis.tls_ca_file {path}: {source}; point it at the PEM file of the CA that signed Redis's certificate, or leave it empty to trust the system's roots"
+    )]
+    TlsCa {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("job record {id} is corrupt: {reason}")]
     Corrupt { id: String, reason: String },
 }
@@ -128,8 +137,25 @@ const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 const PROGRESS_EVENT_INTERVAL_MS: u64 = 1000;
 
 impl StateStore {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StateError> {
-        let client = redis::Client::open(url)?;
+    /// Connects to `redis.url`; a `rediss://` URL connects over TLS, verifying the server
+    /// against the system's roots, or against `redis.tls_ca_file` when set.
+    pub async fn connect(settings: &RedisSettings, prefix: &str) -> Result<Self, StateError> {
+        let client = match settings.tls_ca_file.as_str() {
+            "" => redis::Client::open(settings.url.as_str())?,
+            path => {
+                let root_cert = std::fs::read(path).map_err(|source| StateError::TlsCa {
+                    path: path.to_string(),
+                    source,
+                })?;
+                redis::Client::build_with_tls(
+                    settings.url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )?
+            }
+        };
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
             .set_response_timeout(Some(std::time::Duration::from_secs(10)));

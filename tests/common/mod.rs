@@ -376,7 +376,7 @@ impl Cluster {
             &self.settings.prefix,
             &self.settings.amqp.retry_delays_ms,
         );
-        sluice::broker::Broker::connect(&self.settings.amqp.url, topology)
+        sluice::broker::Broker::connect(&self.settings.amqp, topology)
             .await
             .expect("connect to RabbitMQ")
     }
@@ -384,7 +384,7 @@ impl Cluster {
     /// Waits until the dead-letter queue holds `count` tasks.
     pub async fn wait_dead_letters(&self, count: u32) {
         let topology = sluice::broker::Topology::new(&self.settings.prefix, &[]);
-        let broker = sluice::broker::Broker::connect(&self.settings.amqp.url, topology.clone())
+        let broker = sluice::broker::Broker::connect(&self.settings.amqp, topology.clone())
             .await
             .expect("connect to RabbitMQ");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -443,13 +443,11 @@ impl Cluster {
             &self.settings.prefix,
             &self.settings.amqp.retry_delays_ms,
         );
-        if let Ok(broker) = sluice::broker::Broker::connect(&self.settings.amqp.url, topology).await
-        {
+        if let Ok(broker) = sluice::broker::Broker::connect(&self.settings.amqp, topology).await {
             let _ = broker.delete_topology().await;
         }
         if let Ok(state) =
-            sluice::state::StateStore::connect(&self.settings.redis.url, &self.settings.prefix)
-                .await
+            sluice::state::StateStore::connect(&self.settings.redis, &self.settings.prefix).await
         {
             let _ = state.delete_all().await;
         }
