@@ -544,6 +544,30 @@ mod tests {
     }
 
     #[test]
+    fn allowances_name_known_pipelines_and_real_prefixes() {
+        let mut settings = Settings::default();
+        settings
+            .ingest
+            .allow
+            .insert("embed".into(), vec!["s3://drop/".into()]);
+        settings.validate().unwrap();
+        settings
+            .ingest
+            .allow
+            .insert("embedd".into(), vec!["s3://drop/".into()]);
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("ingest.allow") && err.contains("\"embedd\""),
+            "{err}"
+        );
+
+        let mut settings = Settings::default();
+        settings.api.amqp_allow = vec!["drop/".into()];
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("api.amqp_allow"), "{err}");
+    }
+
+    #[test]
     fn file_then_env_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");

@@ -10,9 +10,11 @@ use std::time::Duration;
 use common::Cluster;
 use serde_json::Value;
 use sluice::api::auth::{hash_token, new_token};
+use sluice::broker::Topology;
 use sluice::cli::Client;
 use sluice::job::JobStatus;
 use sluice::settings::ApiToken;
+use sluice::state::StateStore;
 
 async fn call(
     method: reqwest::Method,
@@ -156,5 +158,181 @@ async fn tokens_scopes_and_bucket_allowances_are_enforced() {
         let (status, _, _) = call(reqwest::Method::GET, &format!("{base}{open}"), None, None).await;
         assert_eq!(status, 200, "{open}");
     }
+    cluster.stop().await;
+}
+
+/// Publishes one job spec on the submissions exchange, as an upstream system does.
+async fn publish_submission(cluster: &Cluster, spec: &Value, message_id: &str) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let connection = lapin::Connection::connect(
+        &cluster.settings.amqp.url,
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let topology = Topology::new(&cluster.settings.prefix, &[1000]);
+    let confirm = channel
+        .basic_publish(
+            topology.submissions_exchange().as_str().into(),
+            Topology::SUBMISSION_ROUTING_KEY.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            spec.to_string().as_bytes(),
+            lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(message_id.into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+/// Upstream AMQP submissions and drop-folder pipelines carry their own allowances from the
+/// settings: an AMQP spec naming another bucket is kept on the rejected queue as
+/// `forbidden_location`, one inside is a job; `sluice ingest` refuses to start with a
+/// pipeline whose template reaches outside its allowance, and works with one inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
+    let mut cluster = Cluster::new(64 * 1024).await;
+    let bucket = cluster.bucket.clone();
+    cluster.settings.api.amqp_allow = vec![format!("s3://{bucket}/")];
+    cluster.start(true).await;
+    cluster
+        .put("in.jsonl", common::rotten_tomatoes_jsonl(Some(20)).0)
+        .await;
+
+    let inside = cluster.spec("amqp-inside", "in.jsonl", "jsonl", "amqp-out/");
+    let mut outside = inside.clone();
+    outside["name"] = "amqp-outside".into();
+    outside["output"]["uri"] = "s3://someone-elses-bucket/out/".into();
+    publish_submission(&cluster, &outside, "outside-1").await;
+    publish_submission(&cluster, &inside, "inside-1").await;
+
+    let broker = cluster.broker().await;
+    let rejected_queue = broker.topology().rejected_queue();
+    common::wait_for(
+        "the rejected submission",
+        Duration::from_secs(30),
+        async || broker.queue_depth(&rejected_queue).await.unwrap() >= 1,
+    )
+    .await;
+    let state = StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
+        .await
+        .unwrap();
+    common::wait_for(
+        "the accepted submission's job",
+        Duration::from_secs(30),
+        async || !state.list(None, 10).await.unwrap().is_empty(),
+    )
+    .await;
+    let jobs = state.list(None, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1, "only the allowed spec became a job");
+    assert_eq!(jobs[0].spec.name, "amqp-inside");
+    assert_eq!(jobs[0].source, "amqp");
+
+    let connection = lapin::Connection::connect(
+        &cluster.settings.amqp.url,
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let message = channel
+        .basic_get(rejected_queue.as_str().into(), Default::default())
+        .await
+        .unwrap()
+        .expect("the refused submission is kept");
+    let headers = message.properties.headers().clone().unwrap();
+    let text = |name: &str| match headers.inner().get(name) {
+        Some(lapin::types::AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("header {name}: {other:?}"),
+    };
+    assert_eq!(text("x-sluice-reason-class"), "forbidden_location");
+    assert_eq!(
+        text("x-sluice-reason"),
+        format!(
+            "AMQP submissions (api.amqp_allow) may not use s3://someone-elses-bucket/out/ (job spec field `output.uri`); it may use s3://{bucket}/"
+        )
+    );
+    assert_eq!(
+        message.data,
+        outside.to_string().into_bytes(),
+        "kept as sent"
+    );
+
+    // The drop folder: a pipeline whose template's model lies outside its allowance stops
+    // `sluice ingest` at start, naming the pipeline, the field and the setting.
+    let template = std::fs::read_to_string("jobs/pipelines/embed.toml")
+        .unwrap()
+        .replace("s3://sluice-models/all-minilm-l6-v2/", &cluster.model_uri);
+    let dir = tempfile::tempdir().unwrap();
+    let template_path = dir.path().join("embed.toml");
+    std::fs::write(&template_path, template).unwrap();
+    let settings_for = |name: &str, allow: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[ingest]\ninbox = \"s3://{bucket}/inbox/\"\noutbox = \"s3://{bucket}/outbox/\"\narchive = \"s3://{bucket}/archive/\"\nfailed = \"s3://{bucket}/failed/\"\npoll_interval_secs = 1\npipelines = {{ embed = \"{}\" }}\n\n[ingest.allow]\nembed = [{allow}]\n",
+                template_path.display()
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let narrow = settings_for(
+        "narrow",
+        &format!("\"s3://{bucket}/inbox/\", \"s3://{bucket}/outbox/\""),
+    );
+    let refused = cluster.spawn_role("ingest", &[("SLUICE_CONFIG", &narrow)]);
+    let exit = cluster.wait_worker(refused).await;
+    assert!(!exit.success(), "ingest must not start: {exit:?}");
+    let log = std::fs::read_to_string(
+        std::env::temp_dir().join(format!("{}-ingest-{refused}.log", cluster.settings.prefix)),
+    )
+    .unwrap();
+    assert!(
+        log.contains(&format!(
+            "pipeline \"embed\": drop-folder pipeline \"embed\" (ingest.allow.embed) may not use {} (job spec field `model`)",
+            cluster.model_uri
+        )) && log.contains("widen ingest.allow.embed"),
+        "{log}"
+    );
+
+    // The whole bucket allowed: a dropped file becomes a job and is archived.
+    let wide = settings_for("wide", &format!("\"s3://{bucket}/\""));
+    cluster.spawn_role("ingest", &[("SLUICE_CONFIG", &wide)]);
+    cluster
+        .put(
+            "inbox/embed/reviews.jsonl",
+            common::rotten_tomatoes_jsonl(Some(10)).0,
+        )
+        .await;
+    common::wait_for(
+        "the dropped file archived",
+        Duration::from_secs(120),
+        async || !cluster.keys("archive/embed/").await.is_empty(),
+    )
+    .await;
+    let ingested: Vec<_> = state
+        .list(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|job| job.source == "ingest")
+        .collect();
+    assert_eq!(ingested.len(), 1);
+    assert_eq!(ingested[0].status, JobStatus::Succeeded);
+    connection.close(200, "done".into()).await.unwrap();
     cluster.stop().await;
 }

@@ -24,11 +24,12 @@ use crate::settings::AmqpSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("RabbitMQ at {url}: {source}; is the broker running and the URL (amqp.url) right?")]
+    #[error("RabbitMQ at {url}: {source}; {hint}")]
     Connect {
         url: String,
         #[source]
         source: lapin::Error,
+        hint: &'static str,
     },
     #[error(
         "cannot read amqp.tls_ca_file {path}: {source}; point it at the PEM file of the CA that signed the broker's certificate, or leave it empty to trust the system's roots"
@@ -115,8 +116,13 @@ impl Broker {
     async fn open(&self) -> Result<Live, BrokerError> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("sluice-{}", std::process::id()).into());
-        let connect_err = |source| BrokerError::Connect {
+        let connect_err = |source: lapin::Error| BrokerError::Connect {
             url: redact(&self.url),
+            hint: if source.to_string().contains("certificate") {
+                "the broker's TLS certificate was not trusted: if a private CA signed it, set amqp.tls_ca_file to that CA's PEM file"
+            } else {
+                "is the broker running and the URL (amqp.url) right?"
+            },
             source,
         };
         let tls = OwnedTLSConfig {

@@ -18,6 +18,10 @@ use crate::settings::RedisSettings;
 pub enum StateError {
     #[error("redis unavailable ({0}); will retry")]
     Unavailable(#[from] redis::RedisError),
+    #[error(
+        "redis refused the TLS connection ({0}): if a private CA signed its certificate, set redis.tls_ca_file to that CA's PEM file"
+    )]
+    TlsRefused(String),
     #[error("job {0} not found")]
     NotFound(String),
     #[error(
@@ -159,7 +163,13 @@ impl StateStore {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
             .set_response_timeout(Some(std::time::Duration::from_secs(10)));
-        let conn = client.get_connection_manager_with_config(config).await?;
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| match e.to_string() {
+                text if text.contains("certificate") => StateError::TlsRefused(text),
+                _ => StateError::Unavailable(e),
+            })?;
         Ok(Self {
             conn,
             prefix: prefix.to_string(),

@@ -5,6 +5,7 @@
 
 pub mod broker_node;
 pub mod prometheus_node;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -145,9 +146,10 @@ impl Cluster {
     /// Environment that makes a `sluice` process use this cluster's settings.
     pub fn env(&self) -> HashMap<String, String> {
         let s = &self.settings;
-        HashMap::from([
+        let mut env = HashMap::from([
             ("SLUICE__PREFIX".into(), s.prefix.clone()),
             ("SLUICE__AMQP__URL".into(), s.amqp.url.clone()),
+            ("SLUICE__REDIS__URL".into(), s.redis.url.clone()),
             // Several processes per host: each takes a free port for its metrics.
             ("SLUICE__METRICS__LISTEN".into(), "127.0.0.1:0".into()),
             (
@@ -184,7 +186,16 @@ impl Cluster {
                 "SLUICE__WORKER__CHUNK_ROWS".into(),
                 s.worker.chunk_rows.to_string(),
             ),
-        ])
+        ]);
+        for (name, value) in [
+            ("SLUICE__AMQP__TLS_CA_FILE", &s.amqp.tls_ca_file),
+            ("SLUICE__REDIS__TLS_CA_FILE", &s.redis.tls_ca_file),
+        ] {
+            if !value.is_empty() {
+                env.insert(name.into(), value.clone());
+            }
+        }
+        env
     }
 
     /// Starts a `sluice worker` process; returns its index for `kill_worker`.

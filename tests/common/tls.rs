@@ -1,0 +1,148 @@
+//! TLS endpoints of a test's own: a private CA and a `localhost` certificate made with the
+//! `openssl` command, a Redis server that speaks only TLS, and the RabbitMQ settings for a
+//! TLS listener.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A CA and a server certificate it signed, for `localhost` and `127.0.0.1`.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sluice test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        std::fs::write(
+            dir.path().join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        Self { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn ca_file(&self) -> String {
+        self.path("ca.pem").display().to_string()
+    }
+
+    /// `rabbitmq.conf` lines for a TLS listener on `port` with this certificate.
+    pub fn rabbitmq_listener(&self, port: u16) -> String {
+        format!(
+            "listeners.ssl.default = 127.0.0.1:{port}\nssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\nssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+            self.path("ca.pem").display(),
+            self.path("server.pem").display(),
+            self.path("server.key").display(),
+        )
+    }
+}
+
+/// A `redis-server` with its plain port closed and TLS on a free one; killed when dropped.
+pub struct TlsRedis {
+    pub url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRedis {
+    pub async fn start(ca: &TestCa) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let file = |p: &Path| p.display().to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--tls-cert-file", &file(&ca.path("server.pem"))])
+            .args(["--tls-key-file", &file(&ca.path("server.key"))])
+            .args(["--tls-ca-cert-file", &file(&ca.path("ca.pem"))])
+            .args(["--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", &file(dir.path())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start redis-server (scripts/services.sh installs it)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "TLS redis did not open port {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            url: format!("rediss://localhost:{port}/"),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
