@@ -175,6 +175,7 @@ pub async fn start(
             broker: services.broker.clone(),
             storage: services.storage.clone(),
             draining: shutdown.clone(),
+            serve_metrics: services.settings.api.serve_metrics,
         });
         let max_body = services.settings.api.max_body_bytes;
         let stop = api_stop.clone();
@@ -201,9 +202,10 @@ pub async fn start(
             tracker.spawn(consumer.run(shutdown.clone()));
         }
     }
-    // Roles without the API serve their metrics on their own port.
+    // Roles without the API, and an API told to keep them off its port, serve metrics,
+    // health and readiness on their own port.
     let metrics_listen = &services.settings.metrics.listen;
-    if !roles.api && !metrics_listen.is_empty() {
+    if (!roles.api || !services.settings.api.serve_metrics) && !metrics_listen.is_empty() {
         let listener = tokio::net::TcpListener::bind(metrics_listen)
             .await
             .with_context(|| {

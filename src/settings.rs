@@ -23,8 +23,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
 }
 
-/// Where roles without the HTTP API (worker, ingest) serve `/metrics` and `/healthz`; the
-/// API serves them on its own port.
+/// Where roles without the HTTP API (worker, ingest) serve `/metrics`, `/healthz` and
+/// `/readyz`; the API serves them on its own port unless `api.serve_metrics` is false.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
@@ -131,6 +131,9 @@ pub struct ApiSettings {
     pub tokens_file: String,
     /// The token the CLI sends (`SLUICE__API__CLIENT_TOKEN`).
     pub client_token: String,
+    /// Serve `/healthz`, `/readyz` and `/metrics` (always without a token) on the API's
+    /// port. With `false` they move to `metrics.listen`, e.g. a port only the cluster sees.
+    pub serve_metrics: bool,
 }
 
 /// One API token: who it is, what it may do, and which S3 locations its jobs may touch.
@@ -323,6 +326,7 @@ impl Default for ApiSettings {
             tokens: Vec::new(),
             tokens_file: String::new(),
             client_token: String::new(),
+            serve_metrics: true,
         }
     }
 }
@@ -480,6 +484,12 @@ impl Settings {
                     reason: format!("pipeline {pipeline:?}: {reason}"),
                 });
             }
+        }
+        if !self.api.serve_metrics && self.metrics.listen.is_empty() {
+            return invalid(
+                "api.serve_metrics",
+                "is false, so health, readiness and metrics need their own port: set metrics.listen",
+            );
         }
         if self.api.submission_concurrency == 0 {
             return invalid("api.submission_concurrency", "must be at least 1");

@@ -336,3 +336,38 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     connection.close(200, "done".into()).await.unwrap();
     cluster.stop().await;
 }
+
+/// `api.serve_metrics = false` takes health, readiness and metrics off the API's port (which
+/// then only has the job routes) and serves them on `metrics.listen` instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics_can_move_off_the_api_port() {
+    let mut cluster = Cluster::new(64 * 1024).await;
+    let port = common::free_port();
+    cluster.settings.api.serve_metrics = false;
+    cluster.settings.metrics.listen = format!("127.0.0.1:{port}");
+    cluster.start(false).await;
+    let api = cluster.base_url();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _, _) = call(reqwest::Method::GET, &format!("{api}{path}"), None, None).await;
+        assert_eq!(status, 404, "{path} is still on the API port");
+        let (status, body, _) = call(
+            reqwest::Method::GET,
+            &format!("http://127.0.0.1:{port}{path}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{path} on the metrics port: {body}");
+        if path == "/metrics" {
+            assert!(
+                body.as_str()
+                    .unwrap()
+                    .contains("sluice_jobs_submitted_total"),
+                "{body}"
+            );
+        }
+    }
+    let (status, _, _) = call(reqwest::Method::GET, &format!("{api}/v1/jobs"), None, None).await;
+    assert_eq!(status, 200, "the job routes stay on the API port");
+    cluster.stop().await;
+}

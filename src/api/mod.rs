@@ -35,6 +35,8 @@ pub struct ApiContext {
     /// Set while the process drains: readiness turns false so no new work is routed here.
     pub draining: CancellationToken,
     pub tokens: Arc<auth::Tokens>,
+    /// Whether `/healthz`, `/readyz` and `/metrics` are served here (`api.serve_metrics`).
+    pub serve_metrics: bool,
 }
 
 pub fn router(ctx: Arc<ApiContext>, max_body_bytes: usize) -> Router {
@@ -47,11 +49,14 @@ pub fn router(ctx: Arc<ApiContext>, max_body_bytes: usize) -> Router {
             ctx.tokens.clone(),
             auth::authenticate,
         ));
-    Router::new()
-        .merge(jobs)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(|| async { metrics::render() }))
+    let mut router = Router::new().merge(jobs);
+    if ctx.serve_metrics {
+        router = router
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(ready))
+            .route("/metrics", get(|| async { metrics::render() }));
+    }
+    router
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(ctx)
 }
