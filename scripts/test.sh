@@ -22,6 +22,8 @@ step "dashboards and alert rules"
 python3 dashboards/build.py --check
 promtool check rules dashboards/prometheus/rules.yml
 promtool test rules dashboards/prometheus/rules.test.yml
+step "deployment files (docker/, deploy/k8s/): offline validators"
+bash scripts/validate_deploy.sh
 step "cargo test"
 # Integration test files run one after another; tests inside a file run in parallel, each
 # in its own queue/key prefix and bucket.
