@@ -1,25 +1,49 @@
-//! Credentials stay secret: with a distinctive S3 secret key and a password in the AMQP URL,
-//! an `api` and a `worker` process run a job that succeeds and one that fails; neither their
-//! logs nor the job records (as stored in Redis and as the API shows them) contain either.
+//! Credentials stay secret: with a distinctive S3 secret key, a broker and a Redis of the
+//! test's own with distinctive passwords in their URLs, and an API bearer token, an `api` and
+//! a `worker` process run a job that succeeds and one that fails; neither their logs nor the
+//! job records (as stored in Redis and as the API shows them) contain any of them.
 
 mod common;
 
 use std::time::Duration;
 
 use common::Cluster;
+use common::broker_node::BrokerNode;
+use common::redis_node::RedisNode;
 use sluice::job::JobStatus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_appear_in_no_log_and_no_job_record() {
     let mut cluster = Cluster::new(64 * 1024).await;
-    let secret = format!("s3-secret-{}", uuid::Uuid::new_v4().simple());
-    // The broker's own user, spelled so that its password is unmistakable in a log.
-    let amqp_password = "guest";
-    let amqp_url = format!("amqp://guest:{amqp_password}@127.0.0.1:5672/%2f");
+    let unique = |what: &str| format!("{what}-{}", uuid::Uuid::new_v4().simple());
+    let secret = unique("s3-secret");
+    let amqp_password = unique("amqp-password");
+    let redis_password = unique("redis-password");
+    let token = sluice::api::auth::new_token();
+    let broker = BrokerNode::start(&format!(
+        "default_user = sluice\ndefault_pass = {amqp_password}"
+    ))
+    .await;
+    let redis_node = RedisNode::start(None, Some(&redis_password)).await;
+    cluster.settings.amqp.url = format!(
+        "amqp://sluice:{amqp_password}@127.0.0.1:{}/%2f",
+        broker.port
+    );
+    cluster.settings.redis.url = redis_node.url.clone();
+    let tokens = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    std::fs::write(
+        tokens.path(),
+        format!(
+            "[[tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\nallow = [\"*\"]\n",
+            sluice::api::auth::hash_token(&token)
+        ),
+    )
+    .unwrap();
+    let tokens_file = tokens.path().display().to_string();
     let port = common::free_port();
     let env = [
         ("SLUICE__S3__SECRET_ACCESS_KEY", secret.as_str()),
-        ("SLUICE__AMQP__URL", amqp_url.as_str()),
+        ("SLUICE__API__TOKENS_FILE", tokens_file.as_str()),
         ("SLUICE__API__LISTEN", &format!("127.0.0.1:{port}")),
         ("SLUICE_LOG", "debug,lapin=info,aws=info,h2=info,hyper=info"),
     ];
@@ -40,6 +64,7 @@ async fn credentials_appear_in_no_log_and_no_job_record() {
         let spec = cluster.spec(name, input, "jsonl", &format!("out-{name}/"));
         let created: serde_json::Value = client
             .post(format!("{base}/v1/jobs"))
+            .bearer_auth(&token)
             .json(&spec)
             .send()
             .await
@@ -55,6 +80,7 @@ async fn credentials_appear_in_no_log_and_no_job_record() {
         common::wait_for("the job to end", Duration::from_secs(120), async || {
             view = client
                 .get(format!("{base}/v1/jobs/{id}"))
+                .bearer_auth(&token)
                 .send()
                 .await
                 .unwrap()
@@ -115,9 +141,14 @@ async fn credentials_appear_in_no_log_and_no_job_record() {
     for (place, text) in &places {
         assert!(!text.contains(&secret), "the S3 secret is in {place}");
         assert!(
-            !text.contains(&format!(":{amqp_password}@")),
+            !text.contains(&amqp_password),
             "the AMQP password is in {place}"
         );
+        assert!(
+            !text.contains(&redis_password),
+            "the Redis password is in {place}"
+        );
+        assert!(!text.contains(&token), "the API token is in {place}");
     }
     eprintln!("searched {} places; no credential found", places.len());
     cluster.stop().await;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::Cluster;
 use common::broker_node::BrokerNode;
-use common::tls::{TestCa, TlsRedis};
+use common::redis_node::RedisNode;
+use common::tls::TestCa;
 use sluice::broker::{Broker, Topology};
 use sluice::job::JobStatus;
 use sluice::settings::{AmqpSettings, RedisSettings};
@@ -26,7 +27,7 @@ async fn a_job_runs_over_tls_to_the_broker_and_redis() {
         async || std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok(),
     )
     .await;
-    let redis = TlsRedis::start(&ca).await;
+    let redis = RedisNode::start(Some(&ca), None).await;
     let amqps = format!("amqps://guest:guest@localhost:{tls_port}/%2f");
 
     // Without the private CA, both refuse the server's certificate, and say so.

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub struct BrokerNode {
     pub url: String,
+    /// The plain AMQP port.
+    pub port: u16,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -58,6 +60,7 @@ impl BrokerNode {
         }
         Self {
             url,
+            port,
             child,
             _dir: dir,
         }

@@ -5,6 +5,7 @@
 
 pub mod broker_node;
 pub mod prometheus_node;
+pub mod redis_node;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -1,11 +1,8 @@
-//! TLS endpoints of a test's own: a private CA and a `localhost` certificate made with the
-//! `openssl` command, a Redis server that speaks only TLS, and the RabbitMQ settings for a
-//! TLS listener.
+//! A private CA and a `localhost` certificate made with the `openssl` command, for TLS
+//! endpoints of a test's own (`RedisNode`, a `BrokerNode` with a TLS listener).
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
 /// A CA and a server certificate it signed, for `localhost` and `127.0.0.1`.
 pub struct TestCa {
@@ -95,54 +92,5 @@ impl TestCa {
             self.path("server.pem").display(),
             self.path("server.key").display(),
         )
-    }
-}
-
-/// A `redis-server` with its plain port closed and TLS on a free one; killed when dropped.
-pub struct TlsRedis {
-    pub url: String,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl TlsRedis {
-    pub async fn start(ca: &TestCa) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
-        let file = |p: &Path| p.display().to_string();
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--tls-cert-file", &file(&ca.path("server.pem"))])
-            .args(["--tls-key-file", &file(&ca.path("server.key"))])
-            .args(["--tls-ca-cert-file", &file(&ca.path("ca.pem"))])
-            .args(["--tls-auth-clients", "no"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--dir", &file(dir.path())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start redis-server (scripts/services.sh installs it)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "TLS redis did not open port {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Self {
-            url: format!("rediss://localhost:{port}/"),
-            child,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
