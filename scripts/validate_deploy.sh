@@ -224,6 +224,7 @@ k8s|deploy/k8s/base/worker-gpu.yaml|s/terminationGracePeriodSeconds: 90/terminat
 k8s|deploy/k8s/base/monitoring.yaml|s/- port: metrics/- port: metric/|a ServiceMonitor port no Service has
 k8s|deploy/k8s/base/secret.yaml|s/  SLUICE__S3__SECRET_ACCESS_KEY:/  SLUICE__S3__SECRET_KEY:/|a Secret key (an env variable by envFrom) that is no setting
 k8s|deploy/k8s/base/prometheus-rule.yaml|s/for: 10m/for: 11m/|a PrometheusRule that drifted from rules.yml
+k8s|deploy/k8s/base/sluice.toml|s/^serve_metrics = false/serve_metrics = true/|API probes on a port that serves no /readyz
 EOF
 )
 

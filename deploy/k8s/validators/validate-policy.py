@@ -337,10 +337,23 @@ def cmd_k8s(rendered):
                         for key in (secrets[sname].get("stringData") or {}):
                             check_env_name(structs, key, problems, f"Secret {sname}")
             ports = {p.get("name") for p in c.get("ports", [])} | {p["containerPort"] for p in c.get("ports", [])}
+            port_numbers = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+            # Where this role serves /healthz and /readyz: the API's port unless
+            # api.serve_metrics is false, else (and for workers and ingest) metrics.listen.
+            listen_port = lambda text: int(str(text).rsplit(":", 1)[-1])
+            is_api = labels.get("app.kubernetes.io/component") == "api"
+            api_settings = settings.get("api", {})
+            if is_api and api_settings.get("serve_metrics", True):
+                ops_port, ops_setting = listen_port(api_settings.get("listen", "127.0.0.1:8080")), "api.listen"
+            else:
+                ops_port, ops_setting = listen_port(settings.get("metrics", {}).get("listen", "127.0.0.1:9464")), "metrics.listen"
             for probe in ("readinessProbe", "livenessProbe"):
                 p = c.get(probe)
                 if problems.check(p is not None, f"{cw}: no {probe}"):
-                    problems.check(p.get("httpGet", {}).get("port") in ports, f"{cw}: {probe} port {p.get('httpGet', {}).get('port')} is not a container port")
+                    port = p.get("httpGet", {}).get("port")
+                    if problems.check(port in ports, f"{cw}: {probe} port {port} is not a container port"):
+                        number = port_numbers.get(port, port)
+                        problems.check(number == ops_port, f"{cw}: {probe} asks port {number}, but this role serves /healthz and /readyz on {ops_port} ({ops_setting}; see api.serve_metrics)")
             problems.check(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{cw}: readiness must ask /readyz (503 while draining)")
             problems.check(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{cw}: liveness must ask /healthz (not /readyz: a draining pod must not be restarted)")
             res = c.get("resources", {})
