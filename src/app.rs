@@ -152,6 +152,9 @@ pub async fn start(
     };
     let tracker = TaskTracker::new();
     let mut api_addr = None;
+    // With `api.serve_metrics = false`, the API's own health, readiness (broker, Redis, S3)
+    // and metrics routes, served on `metrics.listen` below.
+    let mut api_ops = None;
     // The API keeps answering (readiness false) while the worker drains, then stops.
     let api_stop = CancellationToken::new();
     if roles.api {
@@ -167,6 +170,12 @@ pub async fn start(
             tracing::warn!(
                 "the HTTP API is open: no api.tokens configured, anyone who reaches it can submit and cancel jobs"
             );
+        } else if services.settings.api.amqp_submissions
+            && services.settings.api.amqp_allow.iter().any(|a| a == "*")
+        {
+            tracing::warn!(
+                "API tokens limit where HTTP jobs may read and write, but AMQP submissions may use any location (api.amqp_allow = [\"*\"]): whoever can publish to the submissions exchange is not limited; list their prefixes in api.amqp_allow"
+            );
         }
         let ctx = Arc::new(ApiContext {
             tokens: Arc::new(tokens),
@@ -177,6 +186,9 @@ pub async fn start(
             draining: shutdown.clone(),
             serve_metrics: services.settings.api.serve_metrics,
         });
+        if !services.settings.api.serve_metrics {
+            api_ops = Some(api::ops_router(ctx.clone()));
+        }
         let max_body = services.settings.api.max_body_bytes;
         let stop = api_stop.clone();
         tracker.spawn(async move {
@@ -214,6 +226,7 @@ pub async fn start(
         tracing::info!(addr = %listener.local_addr()?, "metrics listening");
         tracker.spawn(crate::telemetry::serve(
             listener,
+            api_ops,
             shutdown.clone(),
             api_stop.clone(),
         ));

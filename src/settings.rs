@@ -485,6 +485,24 @@ impl Settings {
                 });
             }
         }
+        for (field, url, scheme, ca_file) in [
+            (
+                "amqp.tls_ca_file",
+                &self.amqp.url,
+                "amqps://",
+                &self.amqp.tls_ca_file,
+            ),
+            (
+                "redis.tls_ca_file",
+                &self.redis.url,
+                "rediss://",
+                &self.redis.tls_ca_file,
+            ),
+        ] {
+            if let Err(reason) = check_ca_file(url, scheme, ca_file) {
+                return Err(SettingsError::Invalid { field, reason });
+            }
+        }
         if !self.api.serve_metrics && self.metrics.listen.is_empty() {
             return invalid(
                 "api.serve_metrics",
@@ -544,9 +562,63 @@ impl Settings {
     }
 }
 
+/// A CA file only makes sense for a TLS URL, and must hold a certificate: caught at start
+/// rather than as a connection that keeps failing.
+fn check_ca_file(url: &str, scheme: &str, ca_file: &str) -> Result<(), String> {
+    if ca_file.is_empty() {
+        return Ok(());
+    }
+    if !url.starts_with(scheme) {
+        return Err(format!(
+            "is set, but the URL is not {scheme}…: use a {scheme} URL for TLS, or clear the setting"
+        ));
+    }
+    let text =
+        std::fs::read_to_string(ca_file).map_err(|e| format!("cannot read {ca_file}: {e}"))?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "{ca_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_file_needs_a_tls_url_and_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let mut settings = Settings::default();
+        settings.redis.tls_ca_file = pem.display().to_string();
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("redis.tls_ca_file") && err.contains("rediss://"),
+            "{err}"
+        );
+        settings.redis.url = "rediss://localhost:6380/".into();
+        settings.validate().unwrap();
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        settings.amqp.url = "amqps://u:p@localhost:5671/%2f".into();
+        settings.amqp.tls_ca_file = empty.display().to_string();
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("amqp.tls_ca_file") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        settings.amqp.tls_ca_file = "/nonexistent/ca.pem".into();
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("cannot read /nonexistent/ca.pem"), "{err}");
+    }
 
     #[test]
     fn defaults_validate() {

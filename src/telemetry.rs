@@ -13,13 +13,26 @@ use crate::metrics;
 use crate::state::StateStore;
 
 /// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (503 once `draining`:
-/// a shutting-down worker takes no new work, so nothing should be routed to it) until `stop`.
+/// a shutting-down worker takes no new work, so nothing should be routed to it) until `stop`;
+/// or, given the API's own routes for them (`api.serve_metrics = false`), those, whose
+/// readiness also checks the broker, Redis and S3.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    api_routes: Option<Router>,
     draining: CancellationToken,
     stop: CancellationToken,
 ) {
-    let app = Router::new()
+    let app = api_routes.unwrap_or_else(|| own_routes(draining));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "metrics server failed");
+    }
+}
+
+fn own_routes(draining: CancellationToken) -> Router {
+    Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -34,13 +47,7 @@ pub async fn serve(
                     }
                 }
             }),
-        );
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "metrics server failed");
-    }
+        )
 }
 
 async fn render() -> impl IntoResponse {
@@ -73,7 +80,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (draining, stop) = (CancellationToken::new(), CancellationToken::new());
-        let server = tokio::spawn(serve(listener, draining.clone(), stop.clone()));
+        let server = tokio::spawn(serve(listener, None, draining.clone(), stop.clone()));
         let get = |path: &'static str| {
             let url = format!("{base}{path}");
             async move { reqwest::get(url).await.unwrap() }

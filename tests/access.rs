@@ -358,6 +358,12 @@ async fn health_and_metrics_can_move_off_the_api_port() {
         )
         .await;
         assert_eq!(status, 200, "{path} on the metrics port: {body}");
+        if path == "/readyz" {
+            // The API's own readiness, which asks the services, not a worker's.
+            for service in ["broker", "redis", "s3"] {
+                assert_eq!(body["checks"][service], "ok", "{body}");
+            }
+        }
         if path == "/metrics" {
             assert!(
                 body.as_str()

@@ -151,5 +151,45 @@ async fn credentials_appear_in_no_log_and_no_job_record() {
         assert!(!text.contains(&token), "the API token is in {place}");
     }
     eprintln!("searched {} places; no credential found", places.len());
+
+    // The failure paths format URLs too: workers given a wrong password for the broker or
+    // for Redis log their retries without it.
+    let wrong_amqp = unique("wrong-amqp-password");
+    let wrong_redis = unique("wrong-redis-password");
+    let bad_broker = format!("amqp://sluice:{wrong_amqp}@127.0.0.1:{}/%2f", broker.port);
+    let bad_redis = redis_node.url.replace(&redis_password, &wrong_redis);
+    for (env, wrong, service) in [
+        (
+            ("SLUICE__AMQP__URL", bad_broker.as_str()),
+            &wrong_amqp,
+            "RabbitMQ",
+        ),
+        (
+            ("SLUICE__REDIS__URL", bad_redis.as_str()),
+            &wrong_redis,
+            "Redis",
+        ),
+    ] {
+        let index = cluster.spawn_role("worker", &[env]);
+        let log =
+            std::env::temp_dir().join(format!("{}-worker-{index}.log", cluster.settings.prefix));
+        common::wait_for("a retry logged", Duration::from_secs(30), async || {
+            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("not reachable yet"))
+        })
+        .await;
+        cluster.kill_worker(index).await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            !text.contains(wrong.as_str()),
+            "the wrong {service} password is in {}: {text}",
+            log.display()
+        );
+        eprintln!(
+            "{service} refused, logged without the password: {}",
+            text.lines()
+                .find(|l| l.contains("not reachable yet"))
+                .unwrap()
+        );
+    }
     cluster.stop().await;
 }

@@ -51,13 +51,20 @@ pub fn router(ctx: Arc<ApiContext>, max_body_bytes: usize) -> Router {
         ));
     let mut router = Router::new().merge(jobs);
     if ctx.serve_metrics {
-        router = router
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/readyz", get(ready))
-            .route("/metrics", get(|| async { metrics::render() }));
+        router = router.merge(ops_router(ctx.clone()));
     }
     router
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(ctx)
+}
+
+/// `/healthz`, `/readyz` (broker, Redis and S3 answer, and not draining) and `/metrics`:
+/// on the API's port, or on `metrics.listen` with `api.serve_metrics = false`.
+pub fn ops_router<S>(ctx: Arc<ApiContext>) -> Router<S> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { metrics::render() }))
         .with_state(ctx)
 }
 
@@ -100,6 +107,9 @@ async fn submit(
         }
     };
     let spec = parse_json_spec(&body)?;
+    // Keys are the caller's own: another token sending the same key gets its own job, not
+    // this caller's job id.
+    let key = key.map(|key| format!("http:{}:{key}", caller.name));
     let submitted = ctx
         .submitter
         .submit(

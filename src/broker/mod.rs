@@ -118,10 +118,14 @@ impl Broker {
             .with_connection_name(format!("sluice-{}", std::process::id()).into());
         let connect_err = |source: lapin::Error| BrokerError::Connect {
             url: redact(&self.url),
-            hint: if source.to_string().contains("certificate") {
-                "the broker's TLS certificate was not trusted: if a private CA signed it, set amqp.tls_ca_file to that CA's PEM file"
-            } else {
-                "is the broker running and the URL (amqp.url) right?"
+            hint: match source.to_string() {
+                text if text.contains("certificate") => {
+                    "the broker's TLS certificate was not trusted: if a private CA signed it, set amqp.tls_ca_file to that CA's PEM file"
+                }
+                text if text.contains("ACCESS_REFUSED") => {
+                    "the broker refused the user or password in amqp.url (or the user may not use that virtual host)"
+                }
+                _ => "is the broker running and the URL (amqp.url) right?",
             },
             source,
         };

@@ -88,6 +88,19 @@ impl ModelManifest {
     pub fn parse(text: &str) -> Result<Self, String> {
         let manifest: ModelManifest =
             toml::from_str(text).map_err(|e| format!("{MANIFEST_FILE}: {e}"))?;
+        // Names become paths in every worker's model cache: plain file names only, so a
+        // package can never write outside its own folder there.
+        for name in manifest.files.keys() {
+            let plain = !name.is_empty()
+                && name != "."
+                && name != ".."
+                && !name.contains(['/', '\\', '\0']);
+            if !plain {
+                return Err(format!(
+                    "{MANIFEST_FILE}: [files] entry {name:?} is not a plain file name (no folders, `..` or absolute paths)"
+                ));
+            }
+        }
         for required in [MODEL_FILE, TOKENIZER_FILE] {
             if !manifest.files.contains_key(required) {
                 return Err(format!(
@@ -117,6 +130,13 @@ impl ModelManifest {
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("manifest serialises")
+    }
+
+    /// Names everything a worker caches for this package (every file's hash and every
+    /// setting that shapes its output), so two packages that share a model file but differ
+    /// in tokenizer, head, pooling or labels never share a cache entry.
+    pub fn cache_key(&self) -> String {
+        hex::encode(Sha256::digest(self.to_toml().as_bytes()))
     }
 
     /// What identifies the package's behaviour: the model file's sha256, or for a
@@ -185,8 +205,23 @@ mod tests {
         let text = manifest.to_toml();
         assert_eq!(ModelManifest::parse(&text).unwrap(), manifest);
         let without_tokenizer = text.replace("[files.\"tokenizer.json\"]", "[files.\"other\"]");
-        let escaping = text.replace("[files.\"tokenizer.json\"]", "[files.\"../../etc/x\"]");
-        assert!(ModelManifest::parse(&escaping).is_err());
+        // Only the name is wrong: an extra entry that would land outside the cache folder.
+        for name in ["../../etc/x", "/etc/x", "sub/x", ".."] {
+            let mut escaping = manifest.clone();
+            escaping
+                .files
+                .insert(name.into(), manifest.files[MODEL_FILE].clone());
+            let err = ModelManifest::parse(&escaping.to_toml()).unwrap_err();
+            assert!(err.contains("not a plain file name"), "{name}: {err}");
+        }
+        let mut other_tokenizer = manifest.clone();
+        other_tokenizer
+            .files
+            .get_mut(TOKENIZER_FILE)
+            .unwrap()
+            .sha256 = "0".repeat(64);
+        assert_eq!(other_tokenizer.model_sha256(), manifest.model_sha256());
+        assert_ne!(other_tokenizer.cache_key(), manifest.cache_key());
         assert!(
             ModelManifest::parse(&without_tokenizer)
                 .unwrap_err()

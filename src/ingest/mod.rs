@@ -136,7 +136,13 @@ impl DropFolder {
                         reason,
                     })?
                 }
-                None => Allowance::any(holder),
+                None => {
+                    tracing::info!(
+                        pipeline = %name,
+                        "jobs of this pipeline may use any S3 location (no ingest.allow.{name})"
+                    );
+                    Allowance::any(holder)
+                }
             };
             // Every file of this pipeline will name the template's model, a file in the
             // inbox and a folder in the outbox: refuse now what every file would be refused.

@@ -64,29 +64,39 @@ impl Allowance {
         let Some(allowed) = &self.prefixes else {
             return Ok(());
         };
+        // The model and output are folders: checked as the folders the job will use.
+        let as_folder = |uri: &str| S3Uri::parse(uri).map(|u| u.as_prefix());
         let mut named = vec![
-            ("model", spec.model.as_str()),
-            ("input.uri", spec.input.uri.as_str()),
-            ("output.uri", spec.output.uri.as_str()),
+            ("model", spec.model.as_str(), as_folder(&spec.model)),
+            (
+                "input.uri",
+                spec.input.uri.as_str(),
+                S3Uri::parse(&spec.input.uri),
+            ),
+            (
+                "output.uri",
+                spec.output.uri.as_str(),
+                as_folder(&spec.output.uri),
+            ),
         ];
         if let Some(training) = &spec.training {
-            named.extend(
-                training
-                    .eval
-                    .uri
-                    .as_deref()
-                    .map(|u| ("training.eval.uri", u)),
-            );
-            named.extend(
-                training
-                    .step_graph
-                    .as_deref()
-                    .map(|u| ("training.step_graph", u)),
-            );
+            if let Some(uri) = training.eval.uri.as_deref() {
+                named.push(("training.eval.uri", uri, S3Uri::parse(uri)));
+            }
+            if let Some(uri) = training.step_graph.as_deref() {
+                named.push(("training.step_graph", uri, S3Uri::parse(uri)));
+            }
         }
-        for (field, uri) in named {
-            let inside = S3Uri::parse(uri)
-                .is_ok_and(|parsed| allowed.iter().any(|prefix| prefix.contains(&parsed)));
+        for (field, uri, parsed) in named {
+            // `.` and `..` segments are refused outright: S3 keys are literal, but a proxy
+            // or gateway that normalises paths would let `prefix/../other/` escape.
+            let inside = parsed.is_ok_and(|parsed| {
+                !parsed
+                    .key
+                    .split('/')
+                    .any(|segment| segment == "." || segment == "..")
+                    && allowed.iter().any(|prefix| prefix.contains(&parsed))
+            });
             if !inside {
                 return Err(LocationRefused {
                     holder: self.holder.clone(),
@@ -157,6 +167,30 @@ mod tests {
         let narrow =
             Allowance::parse("x", &["s3://models/".into(), "s3://team-a/in".into()]).unwrap();
         assert_eq!(narrow.check(&spec(false)).unwrap_err().field, "output.uri");
+    }
+
+    #[test]
+    fn folders_are_checked_as_folders_and_dot_segments_refused() {
+        let exact =
+            Allowance::parse("x", &["s3://models/minilm/".into(), "s3://team-a/".into()]).unwrap();
+        let mut folder_without_slash = spec(false);
+        folder_without_slash.model = "s3://models/minilm".into();
+        assert_eq!(exact.check(&folder_without_slash), Ok(()));
+
+        let team =
+            Allowance::parse("x", &["s3://models/".into(), "s3://team-a/out/".into()]).unwrap();
+        let mut output = spec(false);
+        output.input.uri = "s3://team-a/out/in.jsonl".into();
+        output.output.uri = "s3://team-a/out".into();
+        assert_eq!(team.check(&output), Ok(()));
+        for sneaky in ["s3://team-a/out/../secret/", "s3://team-a/out/./x/"] {
+            output.output.uri = sneaky.into();
+            assert_eq!(
+                team.check(&output).unwrap_err().field,
+                "output.uri",
+                "{sneaky}"
+            );
+        }
     }
 
     #[test]

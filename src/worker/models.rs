@@ -54,7 +54,7 @@ impl ModelCache {
     /// The package's model, loaded and ready.
     pub async fn get(&self, package: &S3Uri) -> Result<Embedder, TaskError> {
         let manifest = self.manifest(package).await?;
-        let sha = manifest.model_sha256().to_string();
+        let sha = manifest.cache_key();
         let mut loaded = self.loaded.lock().await;
         if let Some(position) = loaded.iter().position(|(s, _)| *s == sha) {
             let entry = loaded.remove(position);
@@ -79,10 +79,10 @@ impl ModelCache {
         Ok(embedder)
     }
 
-    /// Downloads the package's files into `<cache>/<sha256>/` unless already there, checking
-    /// every file's hash.
+    /// Downloads the package's files into `<cache>/<cache key>/` unless already there,
+    /// checking every file's hash.
     async fn fetch(&self, package: &S3Uri, manifest: &ModelManifest) -> Result<PathBuf, TaskError> {
-        let dir = self.dir.join(manifest.model_sha256());
+        let dir = self.dir.join(manifest.cache_key());
         if dir.join(".complete").exists() {
             metrics::MODEL_CACHE.with_label_values(&["disk"]).inc();
             return Ok(dir);
@@ -90,7 +90,7 @@ impl ModelCache {
         metrics::MODEL_CACHE.with_label_values(&["download"]).inc();
         let staging = self.dir.join(format!(
             ".{}.{}",
-            manifest.model_sha256(),
+            manifest.cache_key(),
             uuid::Uuid::new_v4()
         ));
         let io = |e: std::io::Error, path: &Path| {
