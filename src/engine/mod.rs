@@ -100,6 +100,8 @@ pub struct Embedder {
     requests: mpsc::Sender<Request>,
     dimension: usize,
     model_sha256: Arc<str>,
+    /// Every file and setting of the package (`ModelManifest::cache_key`).
+    package_key: Arc<str>,
     /// A classifier's class names; empty for an embedding model.
     labels: Arc<[String]>,
 }
@@ -198,6 +200,7 @@ impl Embedder {
             requests,
             dimension: manifest.dimension,
             model_sha256: manifest.model_sha256().into(),
+            package_key: manifest.cache_key().into(),
             labels: manifest.labels.clone().into(),
         }
     }
@@ -214,6 +217,11 @@ impl Embedder {
 
     pub fn model_sha256(&self) -> &str {
         &self.model_sha256
+    }
+
+    /// Changes when any file or setting of the package changes (a re-pushed tokenizer too).
+    pub fn package_key(&self) -> &str {
+        &self.package_key
     }
 
     /// One embedding per text, in the same order.

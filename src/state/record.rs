@@ -47,6 +47,9 @@ pub struct JobRecord {
     pub rows_in_flight: u64,
     pub error: Option<String>,
     pub model_sha256: Option<String>,
+    /// The whole package as planned (`ModelManifest::cache_key`: every file and setting);
+    /// absent in records planned by older versions.
+    pub package_key: Option<String>,
     /// Last time a shard of the job reported progress or committed.
     pub progress_ms: Option<u64>,
     /// Last time the sweeper re-queued the job's work.
@@ -97,6 +100,7 @@ impl JobRecord {
             rows_in_flight,
             error: text(&mut fields, "error"),
             model_sha256: text(&mut fields, "model_sha256"),
+            package_key: text(&mut fields, "package_key"),
             progress_ms: number(&fields, "progress_ms"),
             swept_ms: number(&fields, "swept_ms"),
             training: match fields.remove("training") {

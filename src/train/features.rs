@@ -232,8 +232,9 @@ pub async fn load_or_embed_checked(
     stop: Arc<AtomicBool>,
 ) -> Result<(FeatureSet, CacheOutcome), FeatureError> {
     let started = Instant::now();
+    // The whole encoder package: another tokenizer or pooling gives other features.
     let key = cache_key(
-        embedder.model_sha256(),
+        embedder.package_key(),
         objects,
         format,
         text_field,

@@ -49,12 +49,9 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         return plan_training(ctx, job_id, spec).await;
     }
     // The model is fixed for the whole job: every shard checks it runs this exact package.
-    let model_sha256 = ctx
-        .models
-        .manifest(&spec.model_uri())
-        .await?
-        .model_sha256()
-        .to_string();
+    let manifest = ctx.models.manifest(&spec.model_uri()).await?;
+    let model_sha256 = manifest.model_sha256().to_string();
+    let package_key = manifest.cache_key();
     let objects = job_inputs(ctx, spec).await?;
     let shards = cut_shards(
         ctx,
@@ -89,6 +86,7 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
                 ("rows_total", rows_total.to_string()),
                 ("started_ms", now_ms().to_string()),
                 ("model_sha256", model_sha256),
+                ("package_key", package_key),
             ],
         )
         .await?;
@@ -125,6 +123,7 @@ async fn plan_training(ctx: &WorkerContext, job_id: &str, spec: &JobSpec) -> Res
             &[
                 ("started_ms", now_ms().to_string()),
                 ("model_sha256", manifest.model_sha256().to_string()),
+                ("package_key", manifest.cache_key()),
                 // Every attempt reads exactly these versions, so a resumed run sees the
                 // same rows.
                 (

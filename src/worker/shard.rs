@@ -101,11 +101,17 @@ pub async fn run(
         return Ok(ShardOutcome::AlreadyDone);
     }
     let embedder = ctx.models.get(&job.spec.model_uri()).await?;
-    if let Some(planned) = &job.model_sha256
-        && planned != embedder.model_sha256()
-    {
+    // The whole package (a re-pushed tokenizer changes it too); records planned by older
+    // versions only have the model's hash.
+    let changed = match (&job.package_key, &job.model_sha256) {
+        (Some(planned), _) => planned != embedder.package_key(),
+        (None, Some(planned)) => planned != embedder.model_sha256(),
+        (None, None) => false,
+    };
+    if changed {
+        let planned = job.model_sha256.as_deref().unwrap_or("?");
         return Err(TaskError::permanent(format!(
-            "model package {} changed while the job ran (planned with model sha256 {planned}, now {}); resubmit the job to use the new model",
+            "model package {} changed while the job ran (its files or settings differ from when the job was planned; model sha256 then {planned}, now {}); resubmit the job to use the new package",
             job.spec.model,
             embedder.model_sha256()
         )));
