@@ -58,6 +58,27 @@ async fn every_panel_and_recording_rule_has_data_after_a_real_workload() {
     // The workload.
     let (jsonl, _) = common::rotten_tomatoes_jsonl(Some(1500));
     cluster.put("in/reviews.jsonl", jsonl).await;
+    let broker = cluster.broker().await;
+    let topology = Topology::new(
+        &cluster.settings.prefix,
+        &cluster.settings.amqp.retry_delays_ms,
+    );
+    broker
+        .publish(
+            &topology.submissions_exchange(),
+            Topology::SUBMISSION_ROUTING_KEY,
+            b"{ not json",
+            BasicProperties::default().with_message_id("junk-1".into()),
+        )
+        .await
+        .unwrap();
+    // The poison task goes before the jobs: a worker busy training would otherwise hold it
+    // in its prefetch for as long as the training runs.
+    broker
+        .publish_task(Pool::Cpu, 5, b"this is not a task")
+        .await
+        .unwrap();
+    cluster.wait_dead_letters(1).await;
     let inference = cluster
         .submit(&cluster.spec("embed", "in/reviews.jsonl", "jsonl", "out/embed/"))
         .await;
@@ -73,25 +94,6 @@ async fn every_panel_and_recording_rule_has_data_after_a_real_workload() {
                          "head": {"type": "mlp", "hidden": [128], "dropout": 0.1}}
         }))
         .await;
-    let broker = cluster.broker().await;
-    let topology = Topology::new(
-        &cluster.settings.prefix,
-        &cluster.settings.amqp.retry_delays_ms,
-    );
-    broker
-        .publish(
-            &topology.submissions_exchange(),
-            Topology::SUBMISSION_ROUTING_KEY,
-            b"{ not json",
-            BasicProperties::default().with_message_id("junk-1".into()),
-        )
-        .await
-        .unwrap();
-    broker
-        .publish_task(Pool::Cpu, 5, b"this is not a task")
-        .await
-        .unwrap();
-    cluster.wait_dead_letters(1).await;
     for id in [&inference, &training] {
         let job = cluster.wait(id, Duration::from_secs(300)).await;
         assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
