@@ -161,9 +161,8 @@ async fn tokens_scopes_and_bucket_allowances_are_enforced() {
     cluster.stop().await;
 }
 
-/// Publishes one job spec on the submissions exchange, as an upstream system does.
-async fn publish_submission(cluster: &Cluster, spec: &Value, message_id: &str) {
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+/// A connection and a channel with publisher confirms, as an upstream system has.
+async fn amqp_channel(cluster: &Cluster) -> (lapin::Connection, lapin::Channel) {
     let connection = lapin::Connection::connect(
         &cluster.settings.amqp.url,
         lapin::ConnectionProperties::default(),
@@ -172,9 +171,20 @@ async fn publish_submission(cluster: &Cluster, spec: &Value, message_id: &str) {
     .unwrap();
     let channel = connection.create_channel().await.unwrap();
     channel
-        .confirm_select(ConfirmSelectOptions::default())
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await
         .unwrap();
+    (connection, channel)
+}
+
+/// Publishes one job spec on the submissions exchange, as an upstream system does.
+async fn publish_submission(
+    channel: &lapin::Channel,
+    cluster: &Cluster,
+    spec: &Value,
+    message_id: &str,
+) {
+    use lapin::options::BasicPublishOptions;
     let topology = Topology::new(&cluster.settings.prefix, &[1000]);
     let confirm = channel
         .basic_publish(
@@ -194,7 +204,6 @@ async fn publish_submission(cluster: &Cluster, spec: &Value, message_id: &str) {
         .await
         .unwrap();
     assert!(confirm.is_ack());
-    connection.close(200, "done".into()).await.unwrap();
 }
 
 /// Upstream AMQP submissions and drop-folder pipelines carry their own allowances from the
@@ -215,8 +224,9 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     let mut outside = inside.clone();
     outside["name"] = "amqp-outside".into();
     outside["output"]["uri"] = "s3://someone-elses-bucket/out/".into();
-    publish_submission(&cluster, &outside, "outside-1").await;
-    publish_submission(&cluster, &inside, "inside-1").await;
+    let (connection, channel) = amqp_channel(&cluster).await;
+    publish_submission(&channel, &cluster, &outside, "outside-1").await;
+    publish_submission(&channel, &cluster, &inside, "inside-1").await;
 
     let broker = cluster.broker().await;
     let rejected_queue = broker.topology().rejected_queue();
@@ -240,13 +250,6 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     assert_eq!(jobs[0].spec.name, "amqp-inside");
     assert_eq!(jobs[0].source, "amqp");
 
-    let connection = lapin::Connection::connect(
-        &cluster.settings.amqp.url,
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let channel = connection.create_channel().await.unwrap();
     let message = channel
         .basic_get(rejected_queue.as_str().into(), Default::default())
         .await
@@ -297,10 +300,7 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     let refused = cluster.spawn_role("ingest", &[("SLUICE_CONFIG", &narrow)]);
     let exit = cluster.wait_worker(refused).await;
     assert!(!exit.success(), "ingest must not start: {exit:?}");
-    let log = std::fs::read_to_string(
-        std::env::temp_dir().join(format!("{}-ingest-{refused}.log", cluster.settings.prefix)),
-    )
-    .unwrap();
+    let log = std::fs::read_to_string(cluster.role_log("ingest", refused)).unwrap();
     assert!(
         log.contains(&format!(
             "pipeline \"embed\": drop-folder pipeline \"embed\" (ingest.allow.embed) may not use {} (job spec field `model`)",

@@ -103,8 +103,7 @@ async fn credentials_appear_in_no_log_and_no_job_record() {
 
     let mut places = Vec::new();
     for (index, role) in [(api, "api"), (worker, "worker")] {
-        let log =
-            std::env::temp_dir().join(format!("{}-{role}-{index}.log", cluster.settings.prefix));
+        let log = cluster.role_log(role, index);
         let text = std::fs::read_to_string(&log).unwrap();
         // The log covers the work: it names the jobs.
         assert!(
@@ -171,8 +170,7 @@ async fn credentials_appear_in_no_log_and_no_job_record() {
         ),
     ] {
         let index = cluster.spawn_role("worker", &[env]);
-        let log =
-            std::env::temp_dir().join(format!("{}-worker-{index}.log", cluster.settings.prefix));
+        let log = cluster.role_log("worker", index);
         common::wait_for("a retry logged", Duration::from_secs(30), async || {
             std::fs::read_to_string(&log).is_ok_and(|t| t.contains("not reachable yet"))
         })

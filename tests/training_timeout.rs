@@ -129,10 +129,7 @@ async fn a_training_job_longer_than_the_consumer_timeout_completes_once() {
     // One owner from start to end: leased once, never resumed, never re-delivered.
     assert_eq!(state.job_lease_count(&id).await.unwrap(), 1);
     assert_eq!(progress.resumes, 0);
-    let log = std::fs::read_to_string(
-        std::env::temp_dir().join(format!("{}-worker-{worker}.log", cluster.settings.prefix)),
-    )
-    .unwrap();
+    let log = std::fs::read_to_string(cluster.role_log("worker", worker)).unwrap();
     for sign in ["owned by another worker", "reconnecting", "timed out"] {
         assert!(!log.contains(sign), "worker log shows {sign:?}:\n{log}");
     }

@@ -209,14 +209,15 @@ impl Cluster {
         self.spawn_role("worker", extra)
     }
 
+    /// Where the `index`-th process `spawn_role` started (as `role`) writes its log.
+    pub fn role_log(&self, role: &str, index: usize) -> PathBuf {
+        std::env::temp_dir().join(format!("{}-{role}-{index}.log", self.settings.prefix))
+    }
+
     /// Starts a `sluice <role>` process (`worker`, `api`, `ingest`) with extra settings;
     /// returns its index for `kill_worker`/`terminate_worker`.
     pub fn spawn_role(&mut self, role: &str, extra: &[(&str, &str)]) -> usize {
-        let log = std::env::temp_dir().join(format!(
-            "{}-{role}-{}.log",
-            self.settings.prefix,
-            self.workers.len()
-        ));
+        let log = self.role_log(role, self.workers.len());
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg(role)
             .envs(self.env())
