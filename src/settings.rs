@@ -215,6 +215,9 @@ pub enum ExecutionProvider {
 pub struct PlannerSettings {
     /// Target input bytes per shard; small objects are grouped up to this size.
     pub shard_bytes: u64,
+    /// Longest input record in bytes; a longer one is a row error naming its line and size,
+    /// and is never held in memory whole.
+    pub max_record_bytes: usize,
 }
 
 /// The S3 drop folder watched by `sluice ingest`.
@@ -367,6 +370,7 @@ impl Default for PlannerSettings {
     fn default() -> Self {
         Self {
             shard_bytes: 512 * 1024,
+            max_record_bytes: crate::storage::records::MAX_RECORD_BYTES,
         }
     }
 }
@@ -456,6 +460,9 @@ impl Settings {
         }
         if self.planner.shard_bytes < 1024 {
             return invalid("planner.shard_bytes", "must be at least 1024");
+        }
+        if self.planner.max_record_bytes < 1024 {
+            return invalid("planner.max_record_bytes", "must be at least 1024");
         }
         if self.s3.part_size_bytes < 5 * 1024 * 1024 {
             return invalid(

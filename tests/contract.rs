@@ -366,6 +366,8 @@ async fn retryable_failures_back_off_through_the_retry_queues_then_dead_letter()
         job_id: id.clone(),
         shard: 0,
         pieces: vec![],
+        max_record_bytes: 1 << 20,
+        max_record_lines: 100,
     });
     let topology = sluice::broker::Topology::new(&cluster.settings.prefix, &[]);
     let broker = sluice::broker::Broker::connect(&cluster.settings.amqp, topology)

@@ -36,6 +36,9 @@ pub struct Progress {
     pub rows_done: u64,
     /// Rows listed in committed errors parts.
     pub rows_failed: u64,
+    /// Written rows whose text was cut to the model's max length.
+    #[serde(default)]
+    pub rows_truncated: u64,
     /// Rows processed by shards still running.
     pub rows_in_flight: u64,
     /// 0 to 1.
@@ -88,6 +91,7 @@ impl JobView {
                 rows_total: job.rows_total,
                 rows_done: job.rows_done,
                 rows_failed: job.rows_failed,
+                rows_truncated: job.rows_truncated,
                 rows_in_flight: job.rows_in_flight,
                 fraction,
             },

@@ -1,6 +1,7 @@
 //! Job contracts shared by every role: the spec users submit, task messages, and the status
 //! state machine. Pure types, no I/O.
 
+pub mod accounting;
 mod allowance;
 mod event;
 pub mod schema;
@@ -13,7 +14,8 @@ mod training;
 pub use allowance::{Allowance, LocationRefused};
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
 pub use spec::{
-    API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OutputFormat, OutputSpec, Pool,
+    API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputFormat,
+    OutputSpec, Pool,
     SpecError, Task, parse_json_spec, parse_toml_spec,
 };
 pub use status::JobStatus;

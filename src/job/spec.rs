@@ -43,6 +43,14 @@ pub struct JobSpec {
     #[serde(default = "default_max_error_rate")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_error_rate: f64,
+    /// Texts longer than the model's `max_length` are cut to it (and counted as
+    /// `rows_truncated`); with `false` each such row fails instead ("N tokens > max M").
+    #[serde(default = "default_truncate")]
+    pub truncate: bool,
+}
+
+fn default_truncate() -> bool {
+    true
 }
 
 fn default_priority() -> u8 {
@@ -135,6 +143,16 @@ pub struct InputSpec {
     /// The drop folder sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// CSV: most lines one record may span (a quoted field holding newlines). A quote that
+    /// stays open longer is reported as an unclosed quote on the line it opened, and the
+    /// lines after it are read as rows of their own.
+    #[serde(default = "default_max_record_lines")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_record_lines: u64,
+}
+
+fn default_max_record_lines() -> u64 {
+    crate::storage::records::MAX_RECORD_LINES
 }
 
 fn default_text_field() -> String {
@@ -155,6 +173,20 @@ pub struct OutputSpec {
     pub uri: String,
     #[serde(default)]
     pub format: OutputFormat,
+    /// What a job does when two input rows carry the same id: `report` lists them in the
+    /// manifest (count and the first few); `fail` also fails the job.
+    #[serde(default)]
+    pub on_duplicate_id: OnDuplicateId,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDuplicateId {
+    #[default]
+    Report,
+    Fail,
 }
 
 #[derive(

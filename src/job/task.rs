@@ -38,6 +38,19 @@ pub struct ShardTask {
     pub job_id: String,
     pub shard: u32,
     pub pieces: Vec<InputPiece>,
+    /// The record limits the planner cut with; the shard must split records the same way.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    #[serde(default = "default_max_record_lines")]
+    pub max_record_lines: u64,
+}
+
+fn default_max_record_bytes() -> usize {
+    crate::storage::records::MAX_RECORD_BYTES
+}
+
+fn default_max_record_lines() -> u64 {
+    crate::storage::records::MAX_RECORD_LINES
 }
 
 /// Rows of one input object that start in `[start, end)`.
@@ -51,6 +64,9 @@ pub struct InputPiece {
     pub first_line: u64,
     /// Data rows in the range (blank lines excluded).
     pub rows: u64,
+    /// Blank lines in the range (skipped, and counted as such).
+    #[serde(default)]
+    pub blank: u64,
     /// ETag seen when planning; a different one at read time means the object changed.
     pub etag: String,
     /// CSV only: the column names from the object's header line.
@@ -73,9 +89,12 @@ mod tests {
                 end: 10,
                 first_line: 1,
                 rows: 2,
+                blank: 0,
                 etag: "\"e\"".into(),
                 header: None,
             }],
+            max_record_bytes: 1 << 20,
+            max_record_lines: 10,
         });
         let json = serde_json::to_string(&task).unwrap();
         assert!(json.contains(r#""type":"shard""#), "{json}");

@@ -197,6 +197,9 @@ impl StateStore {
     fn plan_key(&self, id: &str) -> String {
         format!("{}:job:{id}:plan", self.prefix)
     }
+    fn inputs_key(&self, id: &str) -> String {
+        format!("{}:job:{id}:inputs", self.prefix)
+    }
     fn active_key(&self) -> String {
         format!("{}:active", self.prefix)
     }
@@ -417,6 +420,7 @@ impl StateStore {
             .arg(commit.failed_rows)
             .arg(now_ms())
             .arg(PROGRESS_EVENT_INTERVAL_MS)
+            .arg(commit.truncated_rows)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| {
@@ -483,6 +487,34 @@ impl StateStore {
         }
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
+    }
+
+    /// Stores what planning found in each input object (for the finisher's reconciliation).
+    pub async fn save_inputs(
+        &self,
+        id: &str,
+        objects: &[crate::job::accounting::PlannedObject],
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn.clone();
+        let json = serde_json::to_string(objects).expect("planned objects serialise");
+        let _: () = conn.set(self.inputs_key(id), json).await?;
+        Ok(())
+    }
+
+    /// What planning found in each input object; `None` for jobs planned by older versions.
+    pub async fn inputs(
+        &self,
+        id: &str,
+    ) -> Result<Option<Vec<crate::job::accounting::PlannedObject>>, StateError> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> = conn.get(self.inputs_key(id)).await?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StateError::Corrupt {
+                id: id.to_string(),
+                reason: format!("planned inputs: {e}"),
+            })
+        })
+        .transpose()
     }
 
     /// The stored shard tasks, in shard order (empty when none was stored).

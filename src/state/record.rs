@@ -24,6 +24,17 @@ pub struct ShardCommit {
     /// Which worker process wrote it (`host-pid`).
     #[serde(default)]
     pub worker: String,
+    /// What the shard did with each of its pieces' records (absent in commits of older
+    /// versions, whose jobs are not reconciled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<crate::job::accounting::PieceCounts>,
+    /// Written rows whose text was cut to the model's max length.
+    #[serde(default)]
+    pub truncated_rows: u64,
+    /// The shard's ids file (`_ids/part-00003.txt`), sorted by id hash, for the finisher's
+    /// duplicate check; absent without an id field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids_part: Option<String>,
 }
 
 /// A job as stored: its spec, status, counters and timings.
@@ -43,6 +54,8 @@ pub struct JobRecord {
     pub rows_total: u64,
     pub rows_done: u64,
     pub rows_failed: u64,
+    /// Written rows whose text was cut to the model's max length.
+    pub rows_truncated: u64,
     /// Rows processed by shards still in flight (not yet committed).
     pub rows_in_flight: u64,
     pub error: Option<String>,
@@ -97,6 +110,7 @@ impl JobRecord {
             rows_total: number(&fields, "rows_total").unwrap_or(0),
             rows_done: number(&fields, "rows_done").unwrap_or(0),
             rows_failed: number(&fields, "rows_failed").unwrap_or(0),
+            rows_truncated: number(&fields, "rows_truncated").unwrap_or(0),
             rows_in_flight,
             error: text(&mut fields, "error"),
             model_sha256: text(&mut fields, "model_sha256"),

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::{Embedder, EngineError};
 use crate::job::InputFormat;
-use crate::storage::records::{RecordReader, RowFormat, parse_csv_header, parse_row};
+use crate::storage::records::{RecordReader, RowFormat, parse_csv_header, parse_record};
 use crate::storage::{ObjectInfo, Storage, StorageError};
 use crate::uri::S3Uri;
 
@@ -94,12 +94,9 @@ pub async fn read_labeled(
                 row_format = Some(RowFormat::Csv { header });
                 continue;
             };
-            let row = parse_row(row_format, &record.bytes, text_field, Some(label_field))
+            let row = parse_record(row_format, &record, text_field, Some(label_field))
                 .map_err(|e| FeatureError::Data(format!("{uri} line {}: {e}", record.line)))?;
-            let label = match row.id {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
+            let label = row.id_text().unwrap_or_default();
             out.texts.push(row.text);
             out.labels.push(label);
             out.origins.push(format!("{uri} line {}", record.line));

@@ -3,8 +3,10 @@
 
 use serde::Serialize;
 
+use super::ids::{self, Duplicates};
 use super::{TaskError, WorkerContext};
-use crate::job::JobStatus;
+use crate::job::accounting::{self, ObjectRows, PieceCounts};
+use crate::job::{JobStatus, OnDuplicateId, TaskMessage};
 use crate::metrics;
 use crate::state::{ShardCommit, Transition, now_ms};
 
@@ -19,6 +21,11 @@ struct Manifest<'a> {
     parts: Vec<ManifestPart<'a>>,
     error_parts: Vec<&'a str>,
     rows: ManifestRows,
+    /// Per input object: read = written + failed + skipped (absent for jobs planned by
+    /// older versions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<Vec<ObjectRows>>,
+    duplicate_ids: Duplicates,
     timings: ManifestTimings,
 }
 
@@ -40,9 +47,16 @@ struct ManifestPart<'a> {
 
 #[derive(Serialize)]
 struct ManifestRows {
+    /// Records read (blank lines included): succeeded + failed + skipped.
     total: u64,
     succeeded: u64,
     failed: u64,
+    /// Blank lines.
+    skipped: u64,
+    /// Succeeded rows whose text was cut to the model's max length.
+    truncated: u64,
+    /// Every input held only a header or blank lines.
+    empty_input: bool,
 }
 
 #[derive(Serialize)]
@@ -74,7 +88,22 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     let commits: Vec<ShardCommit> = ctx.state.committed_shards(job_id).await?;
     let succeeded: u64 = commits.iter().map(|c| c.rows).sum();
     let failed: u64 = commits.iter().map(|c| c.failed_rows).sum();
-    let total = succeeded + failed;
+    let truncated: u64 = commits.iter().map(|c| c.truncated_rows).sum();
+    // Every object's records must be accounted for before anything claims success.
+    let inputs = match reconcile(ctx, job_id, &commits).await? {
+        Ok(inputs) => inputs,
+        Err(mismatch) => {
+            return Err(TaskError::permanent(format!(
+                "row accounting does not add up, so the job is failed rather than reported succeeded: {mismatch}"
+            )));
+        }
+    };
+    let skipped: u64 = inputs.iter().flatten().map(|o| o.skipped).sum();
+    let empty_input = inputs
+        .as_ref()
+        .is_some_and(|objects| objects.iter().all(|o| o.empty));
+    let total = succeeded + failed + skipped;
+    let duplicates = ids::find_duplicates(&ctx.storage, &commits).await?;
     let finished_ms = now_ms();
     let run_seconds = job
         .started_ms
@@ -109,7 +138,12 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
             total,
             succeeded,
             failed,
+            skipped,
+            truncated,
+            empty_input,
         },
+        inputs,
+        duplicate_ids: duplicates.clone(),
         timings: ManifestTimings {
             created_ms: job.created_ms,
             started_ms: job.started_ms,
@@ -126,14 +160,28 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     ctx.storage
         .put(&output.join("_manifest.json"), body, "application/json")
         .await?;
-    let too_many_errors = total > 0 && failed as f64 > job.spec.max_error_rate * total as f64;
-    let (status, fields) = if too_many_errors {
-        let error = format!(
-            "{failed} of {total} rows failed ({:.2}%), above max_error_rate {}; the bad rows and why are in {}",
-            100.0 * failed as f64 / total as f64,
-            job.spec.max_error_rate,
-            output.join("errors/"),
-        );
+    let rows = succeeded + failed;
+    let too_many_errors = rows > 0 && failed as f64 > job.spec.max_error_rate * rows as f64;
+    let duplicates_refused =
+        duplicates.ids > 0 && job.spec.output.on_duplicate_id == OnDuplicateId::Fail;
+    let (status, fields) = if too_many_errors || duplicates_refused {
+        let error = if too_many_errors {
+            format!(
+                "{failed} of {rows} rows failed ({:.2}%), above max_error_rate {}; the bad rows and why are in {}",
+                100.0 * failed as f64 / rows as f64,
+                job.spec.max_error_rate,
+                output.join("errors/"),
+            )
+        } else {
+            let named: Vec<&str> = duplicates.examples.iter().map(|d| d.id.get()).collect();
+            format!(
+                "{} ids occur more than once ({} repeated rows; first: {}) and output.on_duplicate_id = \"fail\"; the full list is in {}",
+                duplicates.ids,
+                duplicates.rows,
+                named.join(", "),
+                output.join("_manifest.json"),
+            )
+        };
         (
             JobStatus::Failed,
             vec![("finished_ms", finished_ms.to_string()), ("error", error)],
@@ -170,4 +218,34 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         Transition::Refused(_) => {}
     }
     Ok(())
+}
+
+/// Reconciles the committed shards' counts with the plan: `Ok(Err(..))` names the mismatch;
+/// `Ok(Ok(None))` for a job planned by an older version, which kept no counts.
+async fn reconcile(
+    ctx: &WorkerContext,
+    job_id: &str,
+    commits: &[ShardCommit],
+) -> Result<Result<Option<Vec<ObjectRows>>, String>, TaskError> {
+    let Some(objects) = ctx.state.inputs(job_id).await? else {
+        return Ok(Ok(None));
+    };
+    let mut planned = Vec::new();
+    for (index, task) in ctx.state.plan(job_id).await? {
+        let task: TaskMessage = serde_json::from_str(&task)
+            .map_err(|e| TaskError::permanent(format!("stored plan of job {job_id}: {e}")))?;
+        if let TaskMessage::Shard(shard) = task {
+            let pieces = shard
+                .pieces
+                .into_iter()
+                .map(|p| (p.uri, p.start, p.rows, p.blank))
+                .collect();
+            planned.push((index, pieces));
+        }
+    }
+    let committed: Vec<(u32, Vec<PieceCounts>)> = commits
+        .iter()
+        .map(|c| (c.shard, c.pieces.clone()))
+        .collect();
+    Ok(accounting::reconcile(&objects, &planned, &committed).map(Some))
 }

@@ -4,6 +4,7 @@
 
 mod error;
 pub mod finish;
+mod ids;
 mod models;
 mod plan;
 pub mod shard;

@@ -3,9 +3,12 @@
 
 use super::{TaskError, WorkerContext, finish};
 use crate::engine::package::ModelTask;
+use crate::job::accounting::PlannedObject;
 use crate::job::{InputFormat, InputPiece, JobKind, JobSpec, JobStatus, ShardTask, TaskMessage};
 use crate::state::{Transition, now_ms};
-use crate::storage::records::{RecordReader, parse_csv_header};
+use crate::storage::records::{
+    Record, RecordLimits, RecordReader, check_csv_header, check_utf8, parse_csv_header,
+};
 use crate::storage::{ObjectInfo, StorageError};
 use crate::uri::S3Uri;
 
@@ -53,13 +56,11 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     let model_sha256 = manifest.model_sha256().to_string();
     let package_key = manifest.cache_key();
     let objects = job_inputs(ctx, spec).await?;
-    let shards = cut_shards(
-        ctx,
-        &objects,
-        spec.input.format,
-        ctx.settings.planner.shard_bytes,
-    )
-    .await?;
+    let limits = RecordLimits {
+        max_record_bytes: ctx.settings.planner.max_record_bytes,
+        max_record_lines: spec.input.max_record_lines,
+    };
+    let (shards, planned) = cut_shards(ctx, spec, &objects, limits).await?;
     let rows_total: u64 = shards.iter().flatten().map(|p| p.rows).sum();
     let tasks: Vec<String> = shards
         .into_iter()
@@ -69,11 +70,15 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
                 job_id: job_id.to_string(),
                 shard: index as u32,
                 pieces,
+                max_record_bytes: limits.max_record_bytes,
+                max_record_lines: limits.max_record_lines,
             }))
             .expect("task serialises")
         })
         .collect();
-    // Stored before the job runs, so whoever re-publishes later publishes these same shards.
+    // Stored before the job runs, so whoever re-publishes later publishes these same shards,
+    // and the finisher reconciles every object's rows against what planning counted.
+    ctx.state.save_inputs(job_id, &planned).await?;
     ctx.state.save_plan(job_id, &tasks).await?;
     let moved = ctx
         .state
@@ -97,7 +102,7 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     tracing::info!(job_id, shards = tasks.len(), rows_total, "planned");
     publish_shards(ctx, spec, &tasks).await?;
     if tasks.is_empty() {
-        // Only blank lines: the job is done as soon as it is planned.
+        // Only headers and blank lines: the job is done as soon as it is planned.
         finish::run(ctx, job_id).await?;
     }
     Ok(())
@@ -213,24 +218,33 @@ pub(super) async fn list_inputs(
     Ok(objects)
 }
 
-/// Streams every object once to find record boundaries, and groups them into shards of
-/// about `shard_bytes` each.
+/// Streams every object once: refuses objects that are not UTF-8 text or whose CSV header
+/// lacks a column the spec names, counts records and blank lines, and groups the records
+/// into shards of about `shard_bytes` each.
 async fn cut_shards(
     ctx: &WorkerContext,
+    spec: &JobSpec,
     objects: &[ObjectInfo],
-    format: InputFormat,
-    shard_bytes: u64,
-) -> Result<Vec<Vec<InputPiece>>, TaskError> {
+    limits: RecordLimits,
+) -> Result<(Vec<Vec<InputPiece>>, Vec<PlannedObject>), TaskError> {
+    let shard_bytes = ctx.settings.planner.shard_bytes;
     let mut shards: Vec<Vec<InputPiece>> = Vec::new();
     let mut current: Vec<InputPiece> = Vec::new();
     let mut current_bytes = 0u64;
-    let csv = format == InputFormat::Csv;
+    let mut planned = Vec::with_capacity(objects.len());
+    let csv = spec.input.format == InputFormat::Csv;
     for object in objects {
         let reader = ctx
             .storage
             .read_range(&object.uri, 0, 0, Some(&object.etag))
             .await?;
-        let mut records = RecordReader::new(reader, csv, 0, 1);
+        let mut records = RecordReader::new(reader, csv, 0, 1).with_limits(limits);
+        let mut seen = PlannedObject {
+            uri: object.uri.to_string(),
+            etag: object.etag.clone(),
+            bytes: object.size,
+            ..Default::default()
+        };
         let mut header: Option<Vec<String>> = None;
         let mut piece: Option<InputPiece> = None;
         while let Some(record) = records
@@ -238,13 +252,16 @@ async fn cut_shards(
             .await
             .map_err(|e| TaskError::reading(&object.uri, e))?
         {
+            check_utf8(&record).map_err(|e| {
+                TaskError::permanent(format!("input {} line {}: {e}", object.uri, record.line))
+            })?;
             if csv && header.is_none() {
                 if record.is_blank() {
+                    seen.blank += 1;
                     continue;
                 }
-                header = Some(parse_csv_header(&record.bytes).map_err(|e| {
-                    TaskError::permanent(format!("input {} line {}: {e}", object.uri, record.line))
-                })?);
+                header = Some(read_header(spec, &object.uri, &record)?);
+                seen.header = true;
                 continue;
             }
             let open = piece.get_or_insert_with(|| InputPiece {
@@ -253,12 +270,21 @@ async fn cut_shards(
                 end: record.offset,
                 first_line: record.line,
                 rows: 0,
+                blank: 0,
                 etag: object.etag.clone(),
                 header: header.clone(),
             });
             open.end = record.end;
-            if !record.is_blank() {
+            if record.is_blank() {
+                open.blank += 1;
+                seen.blank += 1;
+            } else {
                 open.rows += 1;
+                seen.records += 1;
+            }
+            if record.lines > 1 {
+                seen.multiline_records += 1;
+                seen.joined_lines += record.lines;
             }
             if current_bytes + (open.end - open.start) >= shard_bytes {
                 current.push(piece.take().expect("piece is open"));
@@ -266,7 +292,7 @@ async fn cut_shards(
                 current_bytes = 0;
             }
         }
-        if let Some(rest) = piece.filter(|p| p.rows > 0) {
+        if let Some(rest) = piece {
             current_bytes += rest.end - rest.start;
             current.push(rest);
             if current_bytes >= shard_bytes {
@@ -274,14 +300,37 @@ async fn cut_shards(
                 current_bytes = 0;
             }
         }
+        if seen.records == 0 {
+            tracing::info!(uri = %object.uri, blank = seen.blank, header = seen.header,
+                "input object holds no rows (only a header or blank lines): an empty input");
+        }
+        planned.push(seen);
     }
     if !current.is_empty() {
         shards.push(current);
     }
-    // A piece made only of blank lines carries no work.
+    // A piece of blank lines only carries no work; planning counted its lines as skipped.
     for shard in &mut shards {
         shard.retain(|p| p.rows > 0);
     }
     shards.retain(|s| !s.is_empty());
-    Ok(shards)
+    Ok((shards, planned))
+}
+
+/// Reads a CSV header and checks it names every column the spec uses, before any work.
+fn read_header(spec: &JobSpec, uri: &S3Uri, record: &Record) -> Result<Vec<String>, TaskError> {
+    let at = |e: String| TaskError::permanent(format!("input {uri} line {}: {e}", record.line));
+    if let Some(fault) = &record.fault {
+        return Err(at(format!("the header line cannot be read: {}", fault.describe())));
+    }
+    let header = parse_csv_header(&record.bytes).map_err(at)?;
+    let mut wanted = vec![("input.text_field", spec.input.text_field.as_str())];
+    if let Some(id) = &spec.input.id_field {
+        wanted.push(("input.id_field", id));
+    }
+    if let Some(label) = &spec.input.label_field {
+        wanted.push(("input.label_field", label));
+    }
+    check_csv_header(&header, &wanted).map_err(at)?;
+    Ok(header)
 }

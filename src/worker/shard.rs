@@ -10,11 +10,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::{TaskError, WorkerContext, finish};
 use crate::engine::{Embedder, EngineError};
+use serde_json::value::RawValue;
+
+use crate::job::accounting::PieceCounts;
 use crate::job::{InputFormat, JobStatus, ShardTask, Task};
 use crate::metrics;
 use crate::state::{JobRecord, ShardCommit, StateStore};
 use crate::storage::PartWriter;
-use crate::storage::records::{RecordReader, RowFormat, parse_row};
+use super::ids::{IdLog, ids_part_uri};
+use crate::storage::records::{RecordLimits, RecordReader, RowFormat, parse_record, raw_string};
 use crate::uri::S3Uri;
 
 /// How a shard task ended without error.
@@ -36,22 +40,23 @@ pub fn errors_part_uri(output: &S3Uri, shard: u32) -> S3Uri {
     output.join(&format!("errors/part-{shard:05}.jsonl"))
 }
 
+/// An embed job's row; the id is written exactly as it was read.
 #[derive(Serialize)]
 struct OutputRow<'a> {
-    id: &'a serde_json::Value,
+    id: &'a RawValue,
     embedding: &'a [f32],
 }
 
 /// A classify job's row: the most probable label and every class's probability.
 #[derive(Serialize)]
 struct ClassifiedRow<'a> {
-    id: &'a serde_json::Value,
+    id: &'a RawValue,
     label: &'a str,
     probabilities: std::collections::BTreeMap<&'a str, f32>,
 }
 
 impl<'a> ClassifiedRow<'a> {
-    fn new(id: &'a serde_json::Value, labels: &'a [String], probabilities: &[f32]) -> Self {
+    fn new(id: &'a RawValue, labels: &'a [String], probabilities: &[f32]) -> Self {
         let best = probabilities
             .iter()
             .enumerate()
@@ -101,36 +106,7 @@ pub async fn run(
         return Ok(ShardOutcome::AlreadyDone);
     }
     let embedder = ctx.models.get(&job.spec.model_uri()).await?;
-    // The whole package (a re-pushed tokenizer changes it too); records planned by older
-    // versions only have the model's hash.
-    let changed = match (&job.package_key, &job.model_sha256) {
-        (Some(planned), _) => planned != embedder.package_key(),
-        (None, Some(planned)) => planned != embedder.model_sha256(),
-        (None, None) => false,
-    };
-    if changed {
-        let planned = job.model_sha256.as_deref().unwrap_or("?");
-        return Err(TaskError::permanent(format!(
-            "model package {} changed while the job ran (its files or settings differ from when the job was planned; model sha256 then {planned}, now {}); resubmit the job to use the new package",
-            job.spec.model,
-            embedder.model_sha256()
-        )));
-    }
-    match (job.spec.task, embedder.labels().is_empty()) {
-        (Task::Embed, true) | (Task::Classify, false) => {}
-        (Task::Classify, true) => {
-            return Err(TaskError::permanent(format!(
-                "model package {} is an embedding model; task = \"classify\" needs a classifier package (one a training job wrote)",
-                job.spec.model
-            )));
-        }
-        (Task::Embed, false) => {
-            return Err(TaskError::permanent(format!(
-                "model package {} is a classifier; use task = \"classify\", or its encoder's package for embeddings",
-                job.spec.model
-            )));
-        }
-    }
+    check_package(&job, &embedder)?;
     let output = job.spec.output_uri();
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(watch_for_stop(
@@ -144,7 +120,16 @@ pub async fn run(
             .storage
             .part_writer(part_uri(&output, task.shard), "application/x-ndjson"),
         errors: Vec::new(),
-        rows: 0,
+        counts: task
+            .pieces
+            .iter()
+            .map(|p| PieceCounts {
+                uri: p.uri.clone(),
+                start: p.start,
+                ..Default::default()
+            })
+            .collect(),
+        ids: IdLog::default(),
     };
     let run = ShardRun {
         ctx,
@@ -169,10 +154,17 @@ pub async fn run(
             return Err(e);
         }
     }
-    let Writer { part, errors, rows } = writer;
+    let Writer {
+        part,
+        errors,
+        counts,
+        ids,
+    } = writer;
     let part_key = part.uri().clone();
     part.finish().await?;
-    let failed_rows = errors.len() as u64;
+    let rows: u64 = counts.iter().map(|c| c.written).sum();
+    let failed_rows: u64 = counts.iter().map(|c| c.failed).sum();
+    let truncated_rows: u64 = counts.iter().map(|c| c.truncated).sum();
     let errors_part = if errors.is_empty() {
         None
     } else {
@@ -182,6 +174,14 @@ pub async fn run(
             .await?;
         Some(uri.to_string())
     };
+    let ids_part = match job.spec.input.id_field {
+        Some(_) => {
+            let uri = ids_part_uri(&output, task.shard);
+            ctx.storage.put(&uri, ids.into_sorted(), "text/plain").await?;
+            Some(uri.to_string())
+        }
+        None => None,
+    };
     let commit = ShardCommit {
         shard: task.shard,
         part: part_key.to_string(),
@@ -190,6 +190,9 @@ pub async fn run(
         errors_part: errors_part.clone(),
         seconds: started.elapsed().as_secs_f64(),
         worker: super::worker_id().to_string(),
+        pieces: counts,
+        truncated_rows,
+        ids_part: ids_part.clone(),
     };
     let outcome = ctx.state.commit_shard(&job.id, &commit).await?;
     if !outcome.newly_committed
@@ -204,6 +207,11 @@ pub async fn run(
                 .delete(&errors_part_uri(&output, task.shard))
                 .await?;
         }
+        if ids_part.is_some() {
+            ctx.storage
+                .delete(&ids_part_uri(&output, task.shard))
+                .await?;
+        }
         return Ok(ShardOutcome::Skipped);
     }
     if outcome.newly_committed {
@@ -213,7 +221,7 @@ pub async fn run(
             .inc_by(failed_rows);
         metrics::SHARD_SECONDS.observe(commit.seconds);
     }
-    tracing::info!(job_id = %job.id, shard = task.shard, rows, failed_rows,
+    tracing::info!(job_id = %job.id, shard = task.shard, rows, failed_rows, truncated_rows,
         seconds = format!("{:.1}", commit.seconds), done = outcome.shards_done,
         total = outcome.shards_total, "shard committed");
     if outcome.all_done() {
@@ -222,11 +230,69 @@ pub async fn run(
     Ok(ShardOutcome::Committed)
 }
 
+/// Refuses to run a package other than the one planned, or one of the wrong kind.
+fn check_package(job: &JobRecord, embedder: &Embedder) -> Result<(), TaskError> {
+    // The whole package (a re-pushed tokenizer changes it too); records planned by older
+    // versions only have the model's hash.
+    let changed = match (&job.package_key, &job.model_sha256) {
+        (Some(planned), _) => planned != embedder.package_key(),
+        (None, Some(planned)) => planned != embedder.model_sha256(),
+        (None, None) => false,
+    };
+    if changed {
+        let planned = job.model_sha256.as_deref().unwrap_or("?");
+        return Err(TaskError::permanent(format!(
+            "model package {} changed while the job ran (its files or settings differ from when the job was planned; model sha256 then {planned}, now {}); resubmit the job to use the new package",
+            job.spec.model,
+            embedder.model_sha256()
+        )));
+    }
+    match (job.spec.task, embedder.labels().is_empty()) {
+        (Task::Embed, true) | (Task::Classify, false) => Ok(()),
+        (Task::Classify, true) => Err(TaskError::permanent(format!(
+            "model package {} is an embedding model; task = \"classify\" needs a classifier package (one a training job wrote)",
+            job.spec.model
+        ))),
+        (Task::Embed, false) => Err(TaskError::permanent(format!(
+            "model package {} is a classifier; use task = \"classify\", or its encoder's package for embeddings",
+            job.spec.model
+        ))),
+    }
+}
+
 struct Writer {
     part: PartWriter,
     /// Lines of the errors part, one JSON object each.
     errors: Vec<Vec<u8>>,
-    rows: u64,
+    /// One entry per piece of the task, in the task's order.
+    counts: Vec<PieceCounts>,
+    ids: IdLog,
+}
+
+impl Writer {
+    fn row_error(&mut self, uri: &str, line: u64, reason: String, excerpt: String) {
+        let mut out = serde_json::to_vec(&RowError {
+            uri,
+            line,
+            error: reason,
+            record: excerpt,
+        })
+        .expect("row error serialises");
+        out.push(b'\n');
+        self.errors.push(out);
+    }
+
+    fn processed(&self) -> u64 {
+        self.counts.iter().map(|c| c.written + c.failed).sum()
+    }
+}
+
+/// A row waiting for the model, with where it came from.
+struct Pending {
+    piece: usize,
+    line: u64,
+    id: Box<RawValue>,
+    text: String,
 }
 
 /// What one shard's processing needs, borrowed for its duration.
@@ -241,13 +307,19 @@ struct ShardRun<'a> {
 
 impl ShardRun<'_> {
     /// Reads, embeds and writes every row; false when the job stopped running meanwhile.
+    /// Every non-blank record ends written or failed, every blank line skipped: the counts
+    /// per piece are what the finisher reconciles with the plan.
     async fn process(&self, writer: &mut Writer) -> Result<bool, TaskError> {
         let (ctx, task) = (self.ctx, self.task);
         let spec = &self.job.spec;
         let chunk_rows = ctx.settings.worker.chunk_rows;
-        let mut chunk: Vec<(serde_json::Value, String)> = Vec::with_capacity(chunk_rows);
+        let limits = RecordLimits {
+            max_record_bytes: task.max_record_bytes,
+            max_record_lines: task.max_record_lines,
+        };
+        let mut chunk: Vec<Pending> = Vec::with_capacity(chunk_rows);
         let mut read_started = Instant::now();
-        for piece in &task.pieces {
+        for (index, piece) in task.pieces.iter().enumerate() {
             let uri = S3Uri::parse(&piece.uri).map_err(TaskError::permanent)?;
             let format = match (spec.input.format, &piece.header) {
                 (InputFormat::Jsonl, _) => RowFormat::Jsonl,
@@ -269,7 +341,8 @@ impl ShardRun<'_> {
                 spec.input.format == InputFormat::Csv,
                 piece.start,
                 piece.first_line,
-            );
+            )
+            .with_limits(limits);
             while let Some(record) = records
                 .next_record()
                 .await
@@ -279,36 +352,34 @@ impl ShardRun<'_> {
                     break;
                 }
                 if record.is_blank() {
+                    writer.counts[index].skipped += 1;
                     continue;
                 }
-                match parse_row(
+                writer.counts[index].read += 1;
+                match parse_record(
                     &format,
-                    &record.bytes,
+                    &record,
                     &spec.input.text_field,
                     spec.input.id_field.as_deref(),
                 ) {
                     Ok(row) => {
-                        let id = if row.id.is_null() {
-                            serde_json::Value::String(format!("{}:{}", uri.key, record.line))
-                        } else {
-                            row.id
+                        let id = match row.id {
+                            Some(id) => {
+                                writer.ids.push(&id);
+                                id
+                            }
+                            None => raw_string(&format!("{}:{}", uri.key, record.line)),
                         };
-                        chunk.push((id, row.text));
+                        chunk.push(Pending {
+                            piece: index,
+                            line: record.line,
+                            id,
+                            text: row.text,
+                        });
                     }
                     Err(reason) => {
-                        let excerpt: String = String::from_utf8_lossy(&record.bytes)
-                            .chars()
-                            .take(200)
-                            .collect();
-                        let mut line = serde_json::to_vec(&RowError {
-                            uri: &piece.uri,
-                            line: record.line,
-                            error: reason,
-                            record: excerpt,
-                        })
-                        .expect("row error serialises");
-                        line.push(b'\n');
-                        writer.errors.push(line);
+                        writer.counts[index].failed += 1;
+                        writer.row_error(&piece.uri, record.line, reason, record.excerpt());
                     }
                 }
                 if chunk.len() >= chunk_rows {
@@ -329,11 +400,12 @@ impl ShardRun<'_> {
         Ok(true)
     }
 
-    /// Embeds one chunk and appends it to the part; false when the job stopped running.
+    /// Embeds one chunk and appends it to the part; rows the model cannot answer go to the
+    /// errors part. False when the job stopped running.
     async fn embed_chunk(
         &self,
         writer: &mut Writer,
-        chunk: &mut Vec<(serde_json::Value, String)>,
+        chunk: &mut Vec<Pending>,
     ) -> Result<bool, TaskError> {
         let (ctx, job, task, embedder, shutdown) =
             (self.ctx, self.job, self.task, self.embedder, self.shutdown);
@@ -345,42 +417,62 @@ impl ShardRun<'_> {
         if ctx.state.status(&job.id).await? != JobStatus::Running {
             return Ok(false);
         }
-        let (ids, texts): (Vec<_>, Vec<_>) = std::mem::take(chunk).into_iter().unzip();
-        let vectors = match embedder.embed_until(texts, self.stop.clone()).await {
-            Ok(vectors) => vectors,
+        let mut pending = std::mem::take(chunk);
+        let texts: Vec<String> = pending
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.text))
+            .collect();
+        let outputs = match embedder
+            .embed_rows(texts, self.stop.clone(), job.spec.truncate)
+            .await
+        {
+            Ok(outputs) => outputs,
             Err(EngineError::Cancelled) if shutdown.is_cancelled() => {
                 return Err(TaskError::Interrupted);
             }
             Err(EngineError::Cancelled) => return Ok(false),
+            Err(e @ EngineError::Model(_)) => {
+                return Err(TaskError::permanent(format!(
+                    "model package {}: {e}",
+                    job.spec.model
+                )));
+            }
             Err(e) => return Err(e.into()),
         };
         let mut write_started = Instant::now();
-        let mut lines = Vec::with_capacity(ids.len() * (embedder.dimension() * 12 + 32));
+        let mut lines = Vec::with_capacity(pending.len() * (embedder.dimension() * 12 + 32));
         let labels = embedder.labels();
-        for (id, vector) in ids.iter().zip(&vectors) {
+        for (row, output) in pending.iter().zip(outputs) {
+            let vector = match output.result {
+                Ok(vector) => vector,
+                Err(reason) => {
+                    writer.counts[row.piece].failed += 1;
+                    let uri = &task.pieces[row.piece].uri;
+                    writer.row_error(uri, row.line, reason, row.id.get().to_string());
+                    continue;
+                }
+            };
             if labels.is_empty() {
                 serde_json::to_writer(
                     &mut lines,
                     &OutputRow {
-                        id,
-                        embedding: vector,
+                        id: &row.id,
+                        embedding: &vector,
                     },
                 )
             } else {
-                serde_json::to_writer(&mut lines, &ClassifiedRow::new(id, labels, vector))
+                serde_json::to_writer(&mut lines, &ClassifiedRow::new(&row.id, labels, &vector))
             }
             .expect("output row serialises");
             lines.push(b'\n');
+            let counts = &mut writer.counts[row.piece];
+            counts.written += 1;
+            counts.truncated += u64::from(output.truncated);
         }
         writer.part.write(&lines).await?;
         observe_stage("write", &mut write_started);
-        writer.rows += ids.len() as u64;
         ctx.state
-            .set_live_rows(
-                &job.id,
-                task.shard,
-                writer.rows + writer.errors.len() as u64,
-            )
+            .set_live_rows(&job.id, task.shard, writer.processed())
             .await?;
         Ok(true)
     }
