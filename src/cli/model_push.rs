@@ -123,9 +123,10 @@ fn package_check_tokenizer(dir: &Path, max_length: usize) -> anyhow::Result<()> 
 /// position-embedding table and a `config.json`'s `max_position_embeddings`.
 fn check_positions(dir: &Path, max_length: usize) -> anyhow::Result<()> {
     let model = dir.join(MODEL_FILE);
-    let graph = position_limit_from_onnx(&model)
-        .with_context(|| format!("reading {}", model.display()))?;
-    let config = position_limit_from_config(&dir.join("config.json")).map_err(anyhow::Error::msg)?;
+    let graph =
+        position_limit_from_onnx(&model).with_context(|| format!("reading {}", model.display()))?;
+    let config =
+        position_limit_from_config(&dir.join("config.json")).map_err(anyhow::Error::msg)?;
     let limit = match graph {
         Some(graph) => Some(graph.tighter(config)),
         None => config,
@@ -215,7 +216,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("the model's 256 token positions (max_position_embeddings in config.json)"),
+            err.contains(
+                "the model's 256 token positions (max_position_embeddings in config.json)"
+            ),
             "{err}"
         );
     }

@@ -47,9 +47,10 @@ pub fn position_limit_from_onnx(path: &Path) -> io::Result<Option<PositionLimit>
         reader: BufReader::with_capacity(64 * 1024, file),
     };
     let initializers = scanner.model(size)?;
-    let file_name = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+    let file_name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
     Ok(limit_of(&initializers, &file_name))
 }
 
@@ -59,9 +60,8 @@ fn limit_of(initializers: &[(String, Vec<i64>)], file_name: &str) -> Option<Posi
         positions: positions as usize,
         source: format!("initializer `{name}` {dims:?} of {file_name}"),
     };
-    let tightest = |candidates: Vec<PositionLimit>| {
-        candidates.into_iter().min_by_key(|limit| limit.positions)
-    };
+    let tightest =
+        |candidates: Vec<PositionLimit>| candidates.into_iter().min_by_key(|limit| limit.positions);
     // Tables are [positions, hidden]; their scales [positions, 1]; scalars and per-column
     // vectors say nothing about positions.
     let tables = initializers
@@ -125,8 +125,10 @@ pub fn position_limit_from_config(path: &Path) -> Result<Option<PositionLimit>, 
         positions: positions as usize,
         source: format!(
             "max_position_embeddings in {}{note}",
-            path.file_name()
-                .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
+            path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into()
+            )
         ),
     }))
 }
@@ -329,12 +331,23 @@ mod tests {
         let path = write_model(
             dir.path(),
             vec![
-                tensor("inner.embeddings.position_embeddings.weight_q", &[64, 8], 512),
-                tensor("inner.embeddings.position_embeddings.weight_scale", &[64, 1], 64),
+                tensor(
+                    "inner.embeddings.position_embeddings.weight_q",
+                    &[64, 8],
+                    512,
+                ),
+                tensor(
+                    "inner.embeddings.position_embeddings.weight_scale",
+                    &[64, 1],
+                    64,
+                ),
                 tensor("embeddings.position_embeddings.weight_zero_point", &[], 1),
             ],
         );
-        assert_eq!(position_limit_from_onnx(&path).unwrap().unwrap().positions, 64);
+        assert_eq!(
+            position_limit_from_onnx(&path).unwrap().unwrap().positions,
+            64
+        );
         // Only a position_ids buffer: its length.
         let path = write_model(dir.path(), vec![tensor("bert.position_ids", &[1, 300], 0)]);
         assert_eq!(
@@ -384,7 +397,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            position_limit_from_config(&path).unwrap().unwrap().positions,
+            position_limit_from_config(&path)
+                .unwrap()
+                .unwrap()
+                .positions,
             512
         );
         std::fs::write(&path, "{").unwrap();

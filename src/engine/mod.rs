@@ -408,8 +408,8 @@ pub fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer, Engin
     Ok(tokenizer)
 }
 
-/// Cuts encodings at `max_length`, plainly (no stride), so what was cut is exactly the
-/// encoding's overflowing parts.
+/// Cuts encodings at `max_length`, from the right and without stride: the setting under
+/// which `tokenize` tells cut texts from whole ones.
 fn truncate_at(tokenizer: &mut Tokenizer, max_length: usize) -> tokenizers::Result<()> {
     tokenizer.with_truncation(Some(tokenizers::TruncationParams {
         max_length,
@@ -851,7 +851,9 @@ mod tests {
             .unwrap_err();
         match &err {
             EngineError::Model(message) => assert!(
-                message.starts_with("the model's output is not finite (NaN or infinity) for 3 of 5 rows"),
+                message.starts_with(
+                    "the model's output is not finite (NaN or infinity) for 3 of 5 rows"
+                ),
                 "{message}"
             ),
             other => panic!("expected a model error, got {other:?}"),
@@ -903,9 +905,11 @@ mod tests {
         assert_eq!(
             rows[1],
             RowOutput {
-                result: Err("10 tokens > max 8 (the package's max_length); shorten the text, \
+                result: Err(
+                    "10 tokens > max 8 (the package's max_length); shorten the text, \
                              or set truncate = true in the job spec to cut it"
-                    .into()),
+                        .into()
+                ),
                 truncated: false
             }
         );

@@ -44,7 +44,9 @@ pub(crate) fn tokenize(
     let mut count = |index: usize| -> Option<usize> {
         let uncut = uncut.get_or_insert_with(|| {
             let mut uncut = tokenizer.clone();
-            uncut.with_truncation(None).expect("no truncation is always valid");
+            uncut
+                .with_truncation(None)
+                .expect("no truncation is always valid");
             uncut
         });
         encode_one(uncut, &texts[index]).ok().map(|full| full.len())

@@ -218,17 +218,26 @@ mod tests {
             .embed_rows(vec!["d".into()], Arc::new(AtomicBool::new(false)), true)
             .await
             .unwrap_err();
-        assert!(matches!(err, crate::engine::EngineError::Panicked(_)), "{err:?}");
+        assert!(
+            matches!(err, crate::engine::EngineError::Panicked(_)),
+            "{err:?}"
+        );
         // The cache no longer hands it out: the caller loads a fresh one.
         assert!(loaded.take_alive("p").is_none());
         assert!(loaded.take_alive("p").is_none(), "dropped, not kept");
         let fresh = start(Box::new(EchoBackend));
         loaded.insert("p".into(), fresh);
         let again = loaded.take_alive("p").expect("the fresh engine");
-        assert_eq!(again.embed(vec!["d".into()]).await.unwrap(), vec![vec![4.0, 1.0]]);
+        assert_eq!(
+            again.embed(vec!["d".into()]).await.unwrap(),
+            vec![vec![4.0, 1.0]]
+        );
         // The other package was untouched.
         let echo = loaded.take_alive("e").expect("kept");
-        assert_eq!(echo.embed(vec!["b".into()]).await.unwrap(), vec![vec![2.0, 1.0]]);
+        assert_eq!(
+            echo.embed(vec!["b".into()]).await.unwrap(),
+            vec![vec![2.0, 1.0]]
+        );
         // Least recently used goes first beyond the limit.
         loaded.insert("third".into(), start(Box::new(EchoBackend)));
         assert!(loaded.take_alive("p").is_none());
