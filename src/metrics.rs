@@ -289,6 +289,28 @@ pub static INFERENCE_OOM: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Texts cut to their model package's `max_length` (jobs with truncation on).
+pub static ROWS_TRUNCATED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "sluice_rows_truncated_total",
+            "Texts cut to the model package's max_length before inference.",
+        )
+        .expect("valid metric"),
+    )
+});
+
+/// Engine threads that panicked serving a request (each is dropped and its model reloaded).
+pub static ENGINE_PANICS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "sluice_engine_panics_total",
+            "Engine threads that panicked serving a request; the model is loaded again.",
+        )
+        .expect("valid metric"),
+    )
+});
+
 /// Tokens fed to the model: kind `real|padded` (padded includes the real ones).
 pub static INFERENCE_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -490,6 +512,8 @@ pub fn init() {
     LazyLock::force(&INFERENCE_BATCH_ROWS);
     LazyLock::force(&INFERENCE_TOKENS);
     LazyLock::force(&INFERENCE_OOM);
+    LazyLock::force(&ROWS_TRUNCATED);
+    LazyLock::force(&ENGINE_PANICS);
     LazyLock::force(&STAGE_SECONDS);
     LazyLock::force(&PADDING_RATIO);
     LazyLock::force(&SUBMISSIONS);

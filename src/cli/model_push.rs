@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 
 use crate::engine::package::{
     self, FileDigest, HEAD_FILE, IoNames, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask,
     Pooling, TOKENIZER_FILE, digest_file,
 };
+use crate::engine::{check_max_length, position_limit_from_config, position_limit_from_onnx};
 use crate::storage::Storage;
 use crate::uri::S3Uri;
 
@@ -104,8 +105,10 @@ pub fn manifest_for_dir(dir: &Path, options: &PushOptions) -> anyhow::Result<Mod
             .with_context(|| format!("reading {}/{name}", dir.display()))?;
         files.insert(name.to_string(), digest);
     }
-    // Check the tokenizer loads before anyone else tries.
+    // Check the tokenizer loads, and the model takes inputs that long, before anyone else
+    // tries.
     package_check_tokenizer(dir, manifest.max_length)?;
+    check_positions(dir, manifest.max_length)?;
     manifest.files = files;
     ModelManifest::parse(&manifest.to_toml()).map_err(anyhow::Error::msg)?;
     Ok(manifest)
@@ -114,6 +117,31 @@ pub fn manifest_for_dir(dir: &Path, options: &PushOptions) -> anyhow::Result<Mod
 fn package_check_tokenizer(dir: &Path, max_length: usize) -> anyhow::Result<()> {
     crate::engine::load_tokenizer(&dir.join(package::TOKENIZER_FILE), max_length)?;
     Ok(())
+}
+
+/// Refuses a `max_length` beyond the model's positions: the tighter of its graph's
+/// position-embedding table and a `config.json`'s `max_position_embeddings`.
+fn check_positions(dir: &Path, max_length: usize) -> anyhow::Result<()> {
+    let model = dir.join(MODEL_FILE);
+    let graph =
+        position_limit_from_onnx(&model).with_context(|| format!("reading {}", model.display()))?;
+    let config =
+        position_limit_from_config(&dir.join("config.json")).map_err(anyhow::Error::msg)?;
+    let limit = match graph {
+        Some(graph) => Some(graph.tighter(config)),
+        None => config,
+    };
+    let Some(limit) = limit else {
+        tracing::warn!(model = %model.display(),
+            "no position limit found in the model (or a config.json): max_length is not checked");
+        return Ok(());
+    };
+    check_max_length(max_length, &limit).map_err(|e| {
+        anyhow!(
+            "{}: {e} (max_length comes from --max-length or the folder's {MANIFEST_FILE})",
+            dir.display()
+        )
+    })
 }
 
 /// sentence-transformers folders say their pooling in `1_Pooling/config.json` (or the
@@ -138,4 +166,60 @@ fn pooling_from_sentence_transformers(dir: &Path) -> anyhow::Result<Pooling> {
         }
     }
     Ok(Pooling::Mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(max_length: usize) -> PushOptions {
+        PushOptions {
+            name: None,
+            max_length,
+            dimension: 384,
+            precision: "int8".into(),
+        }
+    }
+
+    /// The real model folder (when the suite exports it): 512 positions.
+    #[test]
+    fn a_max_length_beyond_the_positions_is_refused_at_push() {
+        let Ok(model_dir) = std::env::var("SLUICE_TEST_MODEL_DIR") else {
+            return;
+        };
+        let model_dir = Path::new(&model_dir);
+        let dir = tempfile::tempdir().unwrap();
+        for name in [MODEL_FILE, TOKENIZER_FILE] {
+            std::os::unix::fs::symlink(model_dir.join(name), dir.path().join(name)).unwrap();
+        }
+        assert_eq!(
+            manifest_for_dir(dir.path(), &options(512))
+                .unwrap()
+                .max_length,
+            512
+        );
+        let err = manifest_for_dir(dir.path(), &options(1024))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_length = 1024 is larger than the model's 512 token positions")
+                && err.contains("use max_length = 512 or less"),
+            "{err}"
+        );
+        // A config.json that says less binds too.
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"model_type": "bert", "max_position_embeddings": 256}"#,
+        )
+        .unwrap();
+        let err = manifest_for_dir(dir.path(), &options(512))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "the model's 256 token positions (max_position_embeddings in config.json)"
+            ),
+            "{err}"
+        );
+    }
 }

@@ -20,7 +20,35 @@ pub struct ModelCache {
     storage: Storage,
     dir: PathBuf,
     engine: EngineSettings,
-    loaded: Mutex<Vec<(String, Embedder)>>,
+    loaded: Mutex<Loaded>,
+}
+
+/// The loaded models by package key, least recently used first.
+#[derive(Default)]
+struct Loaded(Vec<(String, Embedder)>);
+
+impl Loaded {
+    /// The package's embedder if it is loaded and its engine thread still runs; a dead one
+    /// (its thread panicked) is dropped, so the caller loads the model again.
+    fn take_alive(&mut self, key: &str) -> Option<Embedder> {
+        let position = self.0.iter().position(|(k, _)| k == key)?;
+        let entry = self.0.remove(position);
+        if !entry.1.is_alive() {
+            tracing::warn!(package_key = %key, "dropping a model whose engine thread has ended; loading it again");
+            return None;
+        }
+        let embedder = entry.1.clone();
+        self.0.push(entry);
+        Some(embedder)
+    }
+
+    fn insert(&mut self, key: String, embedder: Embedder) {
+        self.0.retain(|(k, _)| *k != key);
+        if self.0.len() >= LOADED_MODELS {
+            self.0.remove(0);
+        }
+        self.0.push((key, embedder));
+    }
 }
 
 impl ModelCache {
@@ -29,7 +57,7 @@ impl ModelCache {
             storage,
             dir,
             engine,
-            loaded: Mutex::new(Vec::new()),
+            loaded: Mutex::new(Loaded::default()),
         }
     }
 
@@ -51,15 +79,14 @@ impl ModelCache {
             .map_err(|e| TaskError::permanent(format!("model package {package}: {e}")))
     }
 
-    /// The package's model, loaded and ready.
+    /// The package's model, loaded and ready (loaded again if its engine thread died). A
+    /// package that cannot work (a `max_length` beyond the model's positions) is a permanent
+    /// error naming the package.
     pub async fn get(&self, package: &S3Uri) -> Result<Embedder, TaskError> {
         let manifest = self.manifest(package).await?;
         let sha = manifest.cache_key();
         let mut loaded = self.loaded.lock().await;
-        if let Some(position) = loaded.iter().position(|(s, _)| *s == sha) {
-            let entry = loaded.remove(position);
-            let embedder = entry.1.clone();
-            loaded.push(entry);
+        if let Some(embedder) = loaded.take_alive(&sha) {
             metrics::MODEL_CACHE.with_label_values(&["memory"]).inc();
             return Ok(embedder);
         }
@@ -70,12 +97,18 @@ impl ModelCache {
             Embedder::load(&dir, &manifest_for_load, &settings)
         })
         .await
-        .map_err(|e| TaskError::Retryable(format!("model loading thread: {e}")))??;
+        .map_err(|e| TaskError::Retryable(format!("model loading thread: {e}")))?
+        .map_err(|e| match TaskError::from(e) {
+            TaskError::Permanent(message) => {
+                TaskError::Permanent(format!("model package {package}: {message}"))
+            }
+            TaskError::Retryable(message) => {
+                TaskError::Retryable(format!("model package {package}: {message}"))
+            }
+            other => other,
+        })?;
         tracing::info!(%package, sha256 = %sha, "model loaded");
-        if loaded.len() >= LOADED_MODELS {
-            loaded.remove(0);
-        }
-        loaded.push((sha, embedder.clone()));
+        loaded.insert(sha, embedder.clone());
         Ok(embedder)
     }
 
@@ -154,5 +187,69 @@ impl ModelCache {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::engine::test_support::{EchoBackend, PanicBackend, manifest, word_level_tokenizer};
+
+    fn start(backend: Box<dyn crate::engine::InferenceBackend>) -> Embedder {
+        Embedder::start(
+            backend,
+            word_level_tokenizer(),
+            &manifest(),
+            &EngineSettings::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_dead_engine_is_dropped_and_a_live_one_kept() {
+        let mut loaded = Loaded::default();
+        let poisoned = start(Box::new(PanicBackend { panic_id: 4 }));
+        loaded.insert("p".into(), poisoned.clone());
+        loaded.insert("e".into(), start(Box::new(EchoBackend)));
+        assert!(loaded.take_alive("p").is_some(), "alive before the panic");
+        let err = poisoned
+            .embed_rows(vec!["d".into()], Arc::new(AtomicBool::new(false)), true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::engine::EngineError::Panicked(_)),
+            "{err:?}"
+        );
+        // The cache no longer hands it out: the caller loads a fresh one.
+        assert!(loaded.take_alive("p").is_none());
+        assert!(loaded.take_alive("p").is_none(), "dropped, not kept");
+        let fresh = start(Box::new(EchoBackend));
+        loaded.insert("p".into(), fresh);
+        let again = loaded.take_alive("p").expect("the fresh engine");
+        assert_eq!(
+            again.embed(vec!["d".into()]).await.unwrap(),
+            vec![vec![4.0, 1.0]]
+        );
+        // The other package was untouched.
+        let echo = loaded.take_alive("e").expect("kept");
+        assert_eq!(
+            echo.embed(vec!["b".into()]).await.unwrap(),
+            vec![vec![2.0, 1.0]]
+        );
+        // Least recently used goes first beyond the limit.
+        loaded.insert("third".into(), start(Box::new(EchoBackend)));
+        assert!(loaded.take_alive("p").is_none());
+        assert!(loaded.take_alive("e").is_some());
+    }
+
+    /// A task error from a panic is retried, so the next try reaches `get` and a fresh engine.
+    #[test]
+    fn a_panic_is_retryable_and_an_impossible_package_permanent() {
+        let panicked = TaskError::from(crate::engine::EngineError::Panicked("boom".into()));
+        assert!(matches!(panicked, TaskError::Retryable(m) if m.contains("boom")));
+        let model = TaskError::from(crate::engine::EngineError::Model("max_length".into()));
+        assert!(matches!(model, TaskError::Permanent(_)));
     }
 }
