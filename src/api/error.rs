@@ -21,6 +21,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The job's record is there but cannot be read (no spec, an unknown status): not
+    /// something a retry fixes.
+    #[error("{0}")]
+    Unreadable(String),
     /// No token, or one the API does not know.
     #[error("{0}")]
     Unauthorized(String),
@@ -64,6 +68,7 @@ impl From<StateError> for ApiError {
     fn from(err: StateError) -> Self {
         match err {
             StateError::NotFound(id) => ApiError::NotFound(id),
+            e @ StateError::Corrupt { .. } => ApiError::Unreadable(e.to_string()),
             other => ApiError::Unavailable(other.to_string()),
         }
     }
@@ -81,6 +86,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Unreadable(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "unreadable_record", None)
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Forbidden { field, .. } => {
                 (StatusCode::FORBIDDEN, "forbidden", field.clone())

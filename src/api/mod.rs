@@ -176,14 +176,16 @@ async fn list(
     };
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     let now = now_ms();
-    let jobs = ctx
-        .state
-        .list(status, limit)
-        .await?
+    let listing = ctx.state.list_checked(status, limit).await?;
+    let jobs = listing
+        .jobs
         .into_iter()
         .map(|job| JobView::from_record(job, now))
         .collect();
-    Ok(Json(JobList { jobs }))
+    Ok(Json(JobList {
+        jobs,
+        unreadable: listing.unreadable,
+    }))
 }
 
 async fn cancel(

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobSpec, JobStatus, TrainingProgress};
-use crate::state::JobRecord;
+use crate::state::{JobRecord, UnreadableJob};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobView {
@@ -115,6 +115,10 @@ impl JobView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
+    /// Job records that could not be read (`{"id", "reason"}`), newest first: left out of
+    /// `jobs` so that one bad record never hides the others. Empty when all read.
+    #[serde(default)]
+    pub unreadable: Vec<UnreadableJob>,
 }
 
 /// `POST /v1/jobs` answer.

@@ -218,7 +218,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Jobs { status, limit } => {
             let client = Client::new(&settings.api.url).with_token(&settings.api.client_token);
             let list = client.jobs(status.as_deref(), limit).await?;
-            progress::print_table(&list.jobs);
+            progress::print_list(&list);
             Ok(0)
         }
         Command::Cancel { id } => {

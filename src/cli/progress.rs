@@ -5,7 +5,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Client, ClientError};
-use crate::api::JobView;
+use crate::api::{JobList, JobView};
 use crate::job::{JobStatus, TrainingProgress};
 
 /// Polls the job until it ends, with a progress bar (or a line every few seconds when
@@ -146,6 +146,15 @@ pub fn print_job(job: &JobView) {
     }
     if let Some(error) = &job.error {
         println!("error     {error}");
+    }
+}
+
+/// The table, then one line per record that could not be read (on stderr, so scripts
+/// reading the table see only jobs).
+pub fn print_list(list: &JobList) {
+    print_table(&list.jobs);
+    for bad in &list.unreadable {
+        eprintln!("unreadable job record {}: {}", bad.id, bad.reason);
     }
 }
 

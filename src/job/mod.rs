@@ -20,8 +20,11 @@ pub use spec::{
 };
 pub use status::JobStatus;
 pub use task::{InputPiece, ShardTask, TaskMessage};
-pub use train_progress::{EvalPoint, TrainingProgress};
-pub use training::{DecaySpec, EvalSpec, HeadSpec, OptimizerSpec, ScheduleSpec, TrainingSpec};
+pub use train_progress::{ClassRows, EvalPoint, TrainingProgress};
+pub use training::{
+    DecaySpec, EvalSpec, HeadSpec, OptimizerSpec, ScheduleSpec, TrainingSpec, normalize_label,
+    spelled,
+};
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
 pub fn new_job_id() -> String {

@@ -1,7 +1,10 @@
 //! The `[training]` section of a training job's spec: labels, head, evaluation data,
 //! optimiser, schedule and checkpointing, with defaults and validation.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
+use unicode_normalization::{UnicodeNormalization, is_nfc};
 
 use super::spec::{InputFormat, SpecError};
 use crate::uri::S3Uri;
@@ -11,8 +14,13 @@ use crate::uri::S3Uri;
 #[serde(deny_unknown_fields)]
 pub struct TrainingSpec {
     /// Class names, in the order the head outputs them. Every row's label must be one of
-    /// them.
+    /// them; labels are compared after Unicode NFC normalisation.
     pub labels: Vec<String>,
+    /// Rows each label needs in the training part and in the evaluation part, or the job
+    /// fails before embedding, naming the label.
+    #[serde(default = "default_min_rows_per_label")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub min_rows_per_label: u64,
     #[serde(default)]
     pub head: HeadSpec,
     /// A user-supplied step graph (`s3://…/step.onnx`) following the step-graph contract,
@@ -46,6 +54,9 @@ pub struct TrainingSpec {
     pub keep_checkpoints: usize,
 }
 
+fn default_min_rows_per_label() -> u64 {
+    1
+}
 fn default_batch_size() -> usize {
     64
 }
@@ -184,6 +195,30 @@ pub enum DecaySpec {
     Cosine,
 }
 
+/// A label as compared with others: Unicode NFC, so "café" written with a combining accent
+/// and with the precomposed letter are one class.
+pub fn normalize_label(label: &str) -> Cow<'_, str> {
+    if is_nfc(label) {
+        Cow::Borrowed(label)
+    } else {
+        Cow::Owned(label.nfc().collect())
+    }
+}
+
+/// Non-ASCII characters as `\u{…}`, so two labels that look alike can be told apart.
+pub fn spelled(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                c.escape_unicode().to_string()
+            }
+        })
+        .collect()
+}
+
 impl TrainingSpec {
     /// Checks what types alone cannot; field names are given from the spec's root.
     pub fn validate(&self) -> Result<(), SpecError> {
@@ -198,9 +233,29 @@ impl TrainingSpec {
             if label.trim().is_empty() {
                 return err("training.labels", format!("label {i} is empty"));
             }
-            if self.labels[..i].contains(label) {
-                return err("training.labels", format!("\"{label}\" appears twice"));
+            let normal = normalize_label(label);
+            if let Some(j) = self.labels[..i]
+                .iter()
+                .position(|l| normalize_label(l) == normal)
+            {
+                let earlier = &self.labels[j];
+                let message = if earlier == label {
+                    format!("\"{label}\" appears twice (labels {j} and {i})")
+                } else {
+                    format!(
+                        "labels {j} \"{earlier}\" ({}) and {i} \"{label}\" ({}) are the same text after Unicode NFC normalisation; keep one",
+                        spelled(earlier),
+                        spelled(label)
+                    )
+                };
+                return err("training.labels", message);
             }
+        }
+        if !(1..=1_000_000).contains(&self.min_rows_per_label) {
+            return err(
+                "training.min_rows_per_label",
+                format!("{} is out of range 1-1000000", self.min_rows_per_label),
+            );
         }
         if let HeadSpec::Mlp { hidden, dropout } = &self.head {
             if hidden.is_empty() || hidden.iter().any(|&w| w == 0 || w > 65536) {
@@ -267,10 +322,14 @@ impl TrainingSpec {
                 format!("{} is out of range 0-1", o.weight_decay),
             );
         }
-        if !(o.eps > 0.0 && o.eps < 1.0) {
+        // The step runs in 32-bit floats: a smaller eps rounds to 0 and divides 0 by 0.
+        if !(o.eps >= 1e-30 && o.eps < 1.0) {
             return err(
                 "training.optimizer.eps",
-                format!("{} is out of range (0, 1)", o.eps),
+                format!(
+                    "{} is out of range [1e-30, 1) (the step computes in 32-bit floats)",
+                    o.eps
+                ),
             );
         }
         if self.batch_size == 0 || self.batch_size > 65536 {
@@ -297,6 +356,7 @@ impl TrainingSpec {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::job::{JobKind, parse_json_spec};
 
     fn training_json() -> serde_json::Value {
@@ -359,6 +419,52 @@ mod tests {
         let mut v = training_json();
         v["training"]["step_graph"] = "s3://graphs/".into();
         assert_eq!(field_of(v), "training.step_graph");
+    }
+
+    #[test]
+    fn labels_that_normalise_alike_are_refused_naming_both() {
+        let mut v = training_json();
+        v["training"]["labels"] = serde_json::json!(["caf\u{e9}", "rotten", "cafe\u{301}"]);
+        let err = parse_json_spec(v.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.field, "training.labels");
+        let message = err.to_string();
+        assert!(
+            message.contains("labels 0") && message.contains("and 2"),
+            "{message}"
+        );
+        assert!(
+            message.contains("caf\\u{e9}") && message.contains("cafe\\u{301}"),
+            "{message}"
+        );
+        assert!(message.contains("NFC"), "{message}");
+    }
+
+    #[test]
+    fn min_rows_per_label_defaults_to_one_and_is_checked() {
+        let spec = parse_json_spec(training_json().to_string().as_bytes()).unwrap();
+        assert_eq!(spec.training.unwrap().min_rows_per_label, 1);
+        let mut v = training_json();
+        v["training"]["min_rows_per_label"] = 0.into();
+        assert_eq!(field_of(v), "training.min_rows_per_label");
+        let mut v = training_json();
+        v["training"]["min_rows_per_label"] = 5.into();
+        let spec = parse_json_spec(v.to_string().as_bytes()).unwrap();
+        assert_eq!(spec.training.unwrap().min_rows_per_label, 5);
+    }
+
+    #[test]
+    fn an_eps_that_is_zero_in_32_bit_floats_is_refused() {
+        let mut v = training_json();
+        v["training"]["optimizer"]["eps"] = 1e-50.into();
+        assert_eq!(field_of(v), "training.optimizer.eps");
+        assert_eq!(1e-50f64 as f32, 0.0);
+    }
+
+    #[test]
+    fn labels_compare_after_nfc() {
+        assert_eq!(normalize_label("cafe\u{301}"), "caf\u{e9}");
+        assert!(matches!(normalize_label("fresh"), Cow::Borrowed(_)));
+        assert_eq!(spelled("caf\u{e9}"), "caf\\u{e9}");
     }
 
     #[test]

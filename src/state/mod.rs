@@ -42,6 +42,20 @@ impl StateError {
     }
 }
 
+/// A page of jobs, and the records met on the way that could not be read.
+#[derive(Debug, Default)]
+pub struct JobListing {
+    pub jobs: Vec<JobRecord>,
+    pub unreadable: Vec<UnreadableJob>,
+}
+
+/// A job record that could not be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnreadableJob {
+    pub id: String,
+    pub reason: String,
+}
+
 /// Outcome of a status change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -315,17 +329,29 @@ impl StateStore {
         })
     }
 
-    /// Newest first, optionally only jobs in `status`.
+    /// Newest first, optionally only jobs in `status`; records that cannot be read are left
+    /// out (see `list_checked`).
     pub async fn list(
         &self,
         status: Option<JobStatus>,
         limit: usize,
     ) -> Result<Vec<JobRecord>, StateError> {
+        Ok(self.list_checked(status, limit).await?.jobs)
+    }
+
+    /// Newest first, optionally only jobs in `status`, up to `limit` jobs; a record that
+    /// cannot be read does not stop the listing: it is named in `unreadable` (those met
+    /// before the listing ended, at most `limit`), so one bad record never hides the rest.
+    pub async fn list_checked(
+        &self,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<JobListing, StateError> {
         let mut conn = self.conn.clone();
-        let mut out = Vec::new();
+        let mut out = JobListing::default();
         let page = 200isize;
         let mut start = 0isize;
-        while out.len() < limit {
+        while out.jobs.len() < limit {
             let ids: Vec<String> = conn
                 .zrevrange(self.jobs_key(), start, start + page - 1)
                 .await?;
@@ -335,11 +361,23 @@ impl StateStore {
             start += page;
             for id in ids {
                 match self.get(&id).await {
-                    Ok(job) if status.is_none_or(|s| s == job.status) => out.push(job),
+                    Ok(job) if status.is_none_or(|s| s == job.status) => out.jobs.push(job),
                     Ok(_) | Err(StateError::NotFound(_)) => {}
+                    Err(StateError::Corrupt { id, reason }) => {
+                        // Filtered by status: a record whose status reads and differs is
+                        // not one the caller asked for.
+                        let other = match (status, self.status(&id).await) {
+                            (Some(wanted), Ok(found)) => found != wanted,
+                            _ => false,
+                        };
+                        if !other && out.unreadable.len() < limit {
+                            tracing::warn!(job_id = %id, %reason, "job record unreadable; left out of the listing");
+                            out.unreadable.push(UnreadableJob { id, reason });
+                        }
+                    }
                     Err(e) => return Err(e),
                 }
-                if out.len() >= limit {
+                if out.jobs.len() >= limit {
                     break;
                 }
             }

@@ -117,13 +117,80 @@ impl JobRecord {
             package_key: text(&mut fields, "package_key"),
             progress_ms: number(&fields, "progress_ms"),
             swept_ms: number(&fields, "swept_ms"),
-            training: match fields.remove("training") {
-                Some(json) => Some(
-                    serde_json::from_str(&json)
-                        .map_err(|e| corrupt(format!("training progress: {e}")))?,
-                ),
-                None => None,
-            },
+            training: fields
+                .remove("training")
+                .and_then(|json| read_training(id, &json)),
         })
+    }
+}
+
+/// Training progress is shown, never acted on: what cannot be read of it reads as absent
+/// (field by field), so an odd value never makes the whole record unreadable.
+fn read_training(id: &str, json: &str) -> Option<TrainingProgress> {
+    match TrainingProgress::read_lenient(json) {
+        Ok((progress, left_out)) => {
+            if !left_out.is_empty() {
+                tracing::debug!(job_id = id, fields = ?left_out, "training progress fields unreadable; shown as absent");
+            }
+            Some(progress)
+        }
+        Err(reason) => {
+            tracing::debug!(job_id = id, %reason, "training progress unreadable; shown as absent");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(training: &str) -> HashMap<String, String> {
+        let spec = serde_json::json!({
+            "api_version": "sluice/v1",
+            "kind": "training",
+            "name": "t",
+            "model": "s3://m/enc/",
+            "input": {"uri": "s3://d/train.jsonl", "format": "jsonl", "label_field": "label"},
+            "output": {"uri": "s3://o/head/"},
+            "training": {"labels": ["a", "b"]}
+        });
+        HashMap::from([
+            ("spec".to_string(), spec.to_string()),
+            ("status".to_string(), "failed".to_string()),
+            ("created_ms".to_string(), "not a number".to_string()),
+            ("training".to_string(), training.to_string()),
+        ])
+    }
+
+    #[test]
+    fn a_record_with_odd_training_values_still_reads() {
+        let job = JobRecord::from_fields(
+            "j1",
+            fields(r#"{"step": 37, "loss": null, "eval": {"epoch": 1, "step": 30, "loss": null, "accuracy": 0.5, "macro_f1": 0.4}}"#),
+            0,
+        )
+        .unwrap();
+        let training = job.training.unwrap();
+        assert_eq!(
+            (training.step, training.loss, training.eval),
+            (37, None, None)
+        );
+        assert_eq!(job.created_ms, 0);
+        let job = JobRecord::from_fields("j2", fields("NaN"), 0).unwrap();
+        assert_eq!(job.training, None);
+        assert_eq!(job.status, JobStatus::Failed);
+    }
+
+    #[test]
+    fn a_record_without_a_readable_spec_or_status_is_corrupt() {
+        let mut f = fields("{}");
+        f.insert("spec".into(), "{".into());
+        let err = JobRecord::from_fields("j3", f, 0).unwrap_err().to_string();
+        assert!(err.contains("j3") && err.contains("spec"), "{err}");
+        let mut f = fields("{}");
+        f.insert("status".into(), "exploded".into());
+        let err = JobRecord::from_fields("j4", f, 0).unwrap_err().to_string();
+        assert!(err.contains("unknown status `exploded`"), "{err}");
     }
 }

@@ -200,43 +200,102 @@ pub async fn load_or_embed(
     text_field: &str,
     label_field: &str,
 ) -> Result<(FeatureSet, CacheOutcome), FeatureError> {
-    load_or_embed_checked(
+    lookup_or_read(
         storage,
         cache_root,
-        embedder,
-        objects,
-        format,
-        text_field,
-        label_field,
-        &|_| Ok(()),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await
-}
-
-/// As `load_or_embed`, with `check` run on the rows read before anything is embedded, so
-/// bad data (an unknown label) fails before the encoder spends time on it.
-#[allow(clippy::too_many_arguments)]
-pub async fn load_or_embed_checked(
-    storage: &Storage,
-    cache_root: &S3Uri,
-    embedder: &Embedder,
-    objects: &[ObjectInfo],
-    format: InputFormat,
-    text_field: &str,
-    label_field: &str,
-    check: &(dyn Fn(&LabeledTexts) -> Result<(), FeatureError> + Sync),
-    stop: Arc<AtomicBool>,
-) -> Result<(FeatureSet, CacheOutcome), FeatureError> {
-    let started = Instant::now();
-    // The whole encoder package: another tokenizer or pooling gives other features.
-    let key = cache_key(
         embedder.package_key(),
         objects,
         format,
         text_field,
         label_field,
-    );
+    )
+    .await?
+    .embed(storage, embedder, Arc::new(AtomicBool::new(false)))
+    .await
+}
+
+/// Data whose features are in the cache, or read and still to be embedded: its labels are
+/// known either way, so they can be checked before the encoder spends time on them.
+#[derive(Debug)]
+pub enum Pending {
+    Cached {
+        set: FeatureSet,
+        outcome: CacheOutcome,
+    },
+    ToEmbed {
+        data: LabeledTexts,
+        /// Where the features will be cached.
+        cache: S3Uri,
+        started: Instant,
+    },
+}
+
+impl Pending {
+    /// The label of each row, as written in the data.
+    pub fn labels(&self) -> &[String] {
+        match self {
+            Pending::Cached { set, .. } => &set.labels,
+            Pending::ToEmbed { data, .. } => &data.labels,
+        }
+    }
+
+    /// Where each row came from (`uri line N`).
+    pub fn origins(&self) -> &[String] {
+        match self {
+            Pending::Cached { set, .. } => &set.origins,
+            Pending::ToEmbed { data, .. } => &data.origins,
+        }
+    }
+
+    /// The features: the cached ones, or the rows embedded now (until `stop`) and cached.
+    pub async fn embed(
+        self,
+        storage: &Storage,
+        embedder: &Embedder,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(FeatureSet, CacheOutcome), FeatureError> {
+        let (data, cache, started) = match self {
+            Pending::Cached { set, outcome } => return Ok((set, outcome)),
+            Pending::ToEmbed {
+                data,
+                cache,
+                started,
+            } => (data, cache, started),
+        };
+        let vectors = embedder.embed_until(data.texts, stop).await?;
+        let set = FeatureSet {
+            dim: embedder.dimension(),
+            features: vectors.into_iter().flatten().collect(),
+            labels: data.labels,
+            origins: data.origins,
+        };
+        storage
+            .put(&cache, encode(&set)?, "application/octet-stream")
+            .await?;
+        Ok((
+            set,
+            CacheOutcome {
+                hit: false,
+                seconds: started.elapsed().as_secs_f64(),
+            },
+        ))
+    }
+}
+
+/// Looks `objects` up in the feature cache under `cache_root` for the encoder package
+/// `package_key`; on a miss reads their rows (nothing is embedded yet).
+pub async fn lookup_or_read(
+    storage: &Storage,
+    cache_root: &S3Uri,
+    package_key: &str,
+    objects: &[ObjectInfo],
+    format: InputFormat,
+    text_field: &str,
+    label_field: &str,
+) -> Result<Pending, FeatureError> {
+    let started = Instant::now();
+    // The whole encoder package: another tokenizer or pooling gives other features.
+    let key = cache_key(package_key, objects, format, text_field, label_field);
     let uri = cache_root.as_prefix().join(&format!("{key}.safetensors"));
     match storage.get_bytes(&uri).await {
         Ok(bytes) => match decode(&uri.to_string(), &bytes) {
@@ -245,7 +304,7 @@ pub async fn load_or_embed_checked(
                     hit: true,
                     seconds: started.elapsed().as_secs_f64(),
                 };
-                return Ok((set, outcome));
+                return Ok(Pending::Cached { set, outcome });
             }
             // A damaged cache entry is rebuilt, not fatal.
             Err(e) => {
@@ -256,25 +315,11 @@ pub async fn load_or_embed_checked(
         Err(e) => return Err(e.into()),
     }
     let data = read_labeled(storage, objects, format, text_field, label_field).await?;
-    check(&data)?;
-    let vectors = embedder.embed_until(data.texts, stop).await?;
-    let dim = embedder.dimension();
-    let set = FeatureSet {
-        dim,
-        features: vectors.into_iter().flatten().collect(),
-        labels: data.labels,
-        origins: data.origins,
-    };
-    storage
-        .put(&uri, encode(&set)?, "application/octet-stream")
-        .await?;
-    Ok((
-        set,
-        CacheOutcome {
-            hit: false,
-            seconds: started.elapsed().as_secs_f64(),
-        },
-    ))
+    Ok(Pending::ToEmbed {
+        data,
+        cache: uri,
+        started,
+    })
 }
 
 #[cfg(test)]

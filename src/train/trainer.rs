@@ -222,6 +222,18 @@ pub fn train(
                 },
                 lr,
             )?;
+            // A diverged run stops at the step it diverged: nothing non-finite is ever
+            // reported, checkpointed or packaged.
+            let epoch = at.epoch + 1;
+            TrainError::check_finite("loss", &[out.loss], at.state.step, epoch)?;
+            for (name, tensor) in &at.state.params {
+                TrainError::check_finite(
+                    &format!("parameter {name}"),
+                    &tensor.data,
+                    at.state.step,
+                    epoch,
+                )?;
+            }
             at.losses.push(out.loss);
             at.cursor += 1;
             if at.cursor == per_epoch {

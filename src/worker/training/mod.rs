@@ -472,6 +472,7 @@ async fn execute(
     progress.train_rows = data.train.rows() as u64;
     progress.eval_rows = data.eval.rows() as u64;
     progress.total_steps = config.steps_per_epoch(data.train.rows()) * training.epochs;
+    progress.classes = data.classes.clone();
     progress.features_cached = Some(data.cached);
     progress.features_seconds = Some(data.seconds);
     if let Some(at) = &resume_from {

@@ -190,6 +190,14 @@ impl JobObserver {
             &self.eval,
             &self.engine,
         )?;
+        // Logits can overflow while every parameter is finite.
+        for (what, value) in [
+            ("evaluation loss", metrics.loss),
+            ("evaluation accuracy", metrics.accuracy),
+            ("evaluation macro-F1", metrics.macro_f1),
+        ] {
+            TrainError::check_finite(what, &[value], checkpoint.state.step, checkpoint.epoch)?;
+        }
         let point = EvalPoint {
             epoch: checkpoint.epoch,
             step: checkpoint.state.step,

@@ -53,6 +53,7 @@ pub fn build(
             },
             "train_rows": progress.train_rows,
             "eval_rows": progress.eval_rows,
+            "classes": progress.classes,
             "features_cached": progress.features_cached,
             "features_seconds": progress.features_seconds,
         },
