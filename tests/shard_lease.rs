@@ -206,6 +206,27 @@ async fn shards_longer_than_the_consumer_timeout_run_once() {
         state.shard_lease_counts(&id).await.unwrap(),
         HashMap::from([(0, 1), (1, 1), (2, 1)])
     );
+    // Deliveries a worker handled, per shard (a dropped duplicate is taken back).
+    let attempts = std::process::Command::new("redis-cli")
+        .args([
+            "HGETALL",
+            &format!("{}:job:{id}:attempts", cluster.settings.prefix),
+        ])
+        .output()
+        .expect("run redis-cli");
+    let attempts = String::from_utf8_lossy(&attempts.stdout).to_string();
+    let fields: Vec<&str> = attempts.lines().collect();
+    let deliveries: std::collections::BTreeMap<&str, &str> = fields
+        .chunks(2)
+        .filter(|pair| pair[0].starts_with("shard-"))
+        .map(|pair| (pair[0], pair[1]))
+        .collect();
+    eprintln!("deliveries handled per shard: {deliveries:?}");
+    assert_eq!(
+        deliveries,
+        [("shard-0", "1"), ("shard-1", "1"), ("shard-2", "1")].into(),
+        "{attempts}"
+    );
     let logs: String = workers
         .iter()
         .map(|w| std::fs::read_to_string(cluster.role_log("worker", *w)).unwrap())
