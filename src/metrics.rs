@@ -462,6 +462,16 @@ pub static JOB_LEASES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Inference shard lease events: `acquired|busy|renewed|lost|released|expired` (expired:
+/// the sweeper found the owner gone and queued the shard again).
+pub static SHARD_LEASES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_shard_leases_total",
+        "Inference-shard lease events: acquired, busy (a duplicate delivery dropped), renewed, lost, released, expired (queued again by the sweeper).",
+        &["event"],
+    )
+});
+
 /// Encoder feature cache lookups for training data: `hit|miss`.
 pub static FEATURE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -532,6 +542,7 @@ pub fn init() {
     LazyLock::force(&CHECKPOINTS);
     LazyLock::force(&CHECKPOINT_WRITE_SECONDS);
     LazyLock::force(&JOB_LEASES);
+    LazyLock::force(&SHARD_LEASES);
     LazyLock::force(&FEATURE_CACHE);
 }
 
@@ -601,6 +612,10 @@ fn zero_known_series() {
     zero(
         &JOB_LEASES,
         &[&["acquired", "busy", "renewed", "lost", "released"]],
+    );
+    zero(
+        &SHARD_LEASES,
+        &[&["acquired", "busy", "renewed", "lost", "released", "expired"]],
     );
     zero(&FEATURE_CACHE, &[&["hit", "miss"]]);
     zero(&MODEL_CACHE, &[&["memory", "disk", "download"]]);

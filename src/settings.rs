@@ -180,6 +180,12 @@ pub struct WorkerSettings {
     /// A job with no sign of life (progress, commit) for this long has its missing work
     /// queued again. Must exceed the time one chunk of rows takes.
     pub stall_after_secs: u64,
+    /// A shard task is owned through a Redis lease of this length, renewed every
+    /// `shard_heartbeat_secs`, and its delivery is acked as soon as the lease is held, so a
+    /// shard may run longer than the broker's `consumer_timeout`. When its worker dies, the
+    /// sweeper queues the shard again once the lease has expired.
+    pub shard_lease_ttl_secs: u64,
+    pub shard_heartbeat_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -348,6 +354,8 @@ impl Default for WorkerSettings {
             chunk_rows: 1024,
             sweep_interval_secs: 30,
             stall_after_secs: 300,
+            shard_lease_ttl_secs: 30,
+            shard_heartbeat_secs: 5,
         }
     }
 }
@@ -450,6 +458,14 @@ impl Settings {
             return invalid(
                 "worker.sweep_interval_secs",
                 "sweep_interval_secs and stall_after_secs must be at least 1",
+            );
+        }
+        if self.worker.shard_heartbeat_secs == 0
+            || self.worker.shard_lease_ttl_secs < 2 * self.worker.shard_heartbeat_secs
+        {
+            return invalid(
+                "worker.shard_lease_ttl_secs",
+                "shard_heartbeat_secs must be at least 1 and shard_lease_ttl_secs at least twice shard_heartbeat_secs",
             );
         }
         if self.engine.max_batch_rows == 0 {
@@ -677,5 +693,16 @@ mod tests {
         settings.planner.shard_bytes = 1;
         let err = settings.validate().unwrap_err().to_string();
         assert!(err.contains("planner.shard_bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_shard_lease_outlasts_two_heartbeats() {
+        let mut settings = Settings::default();
+        settings.worker.shard_lease_ttl_secs = 9;
+        settings.worker.shard_heartbeat_secs = 5;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("worker.shard_lease_ttl_secs"), "{err}");
+        settings.worker.shard_lease_ttl_secs = 10;
+        settings.validate().unwrap();
     }
 }

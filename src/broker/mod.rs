@@ -273,6 +273,18 @@ impl Broker {
         .await
     }
 
+    /// Queues a delivery's task again at once (same routing key and priority): for a task
+    /// whose delivery was acked already (a leased shard handed back on shutdown).
+    pub async fn publish_again(&self, delivery: &Delivery) -> Result<(), BrokerError> {
+        self.publish(
+            &self.topology.tasks_exchange(),
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            delivery.properties.clone(),
+        )
+        .await
+    }
+
     /// Sends a delivery to the dead-letter queue with the reason in a header.
     pub async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
@@ -395,14 +407,22 @@ impl Broker {
             .await
     }
 
-    /// A consumer of `pool`'s task queue on its own channel, holding at most `prefetch`
+    /// A channel of its own for consuming tasks: the worker starts and cancels consumers on
+    /// it (`consume_tasks`) while the deliveries it took stay ackable.
+    pub async fn task_channel(&self) -> Result<Channel, BrokerError> {
+        self.channel(true).await
+    }
+
+    /// Starts a consumer of `pool`'s task queue on `channel`, holding at most `prefetch`
     /// unacknowledged deliveries.
-    pub async fn consume(&self, pool: Pool, prefetch: u16) -> Result<Consumer, BrokerError> {
+    pub async fn consume_tasks(
+        &self,
+        channel: &Channel,
+        pool: Pool,
+        prefetch: u16,
+    ) -> Result<Consumer, BrokerError> {
         let queue = self.topology.task_queue(pool);
-        let (_channel, consumer) = self
-            .consume_queue(&queue, "sluice-worker", prefetch)
-            .await?;
-        Ok(consumer)
+        start_consumer(channel, &queue, "sluice-worker", prefetch).await
     }
 
     async fn consume_queue(
@@ -412,24 +432,7 @@ impl Broker {
         prefetch: u16,
     ) -> Result<(Channel, Consumer), BrokerError> {
         let channel = self.channel(true).await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .map_err(channel_err("qos"))?;
-        let tag = format!(
-            "{tag_prefix}-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        );
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(channel_err("consume"))?;
+        let consumer = start_consumer(&channel, queue, tag_prefix, prefetch).await?;
         Ok((channel, consumer))
     }
 
@@ -471,6 +474,33 @@ fn unix_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// A consumer of `queue` on `channel`; `prefetch` applies to it (and later consumers).
+async fn start_consumer(
+    channel: &Channel,
+    queue: &str,
+    tag_prefix: &str,
+    prefetch: u16,
+) -> Result<Consumer, BrokerError> {
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(channel_err("qos"))?;
+    let tag = format!(
+        "{tag_prefix}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    );
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(channel_err("consume"))
 }
 
 /// The URL without its password, for errors and logs.

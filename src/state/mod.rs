@@ -3,6 +3,7 @@
 
 mod record;
 mod scripts;
+mod shard_lease;
 
 use std::collections::HashMap;
 

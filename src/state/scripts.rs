@@ -237,3 +237,40 @@ return 1
 "#,
     )
 });
+
+/// KEYS: shard lease, the job's shard fencing counters (hash), the job's shard owners
+/// (hash). ARGV: owner, ttl (ms), shard. Takes a free shard lease with a fencing token
+/// greater than every earlier one of that shard, and records the token as the shard's owner
+/// (kept until the owner commits or hands the shard back, so the sweeper can tell a shard
+/// whose owner died from one that is waiting in the queue). Returns the token, or 0 when
+/// the lease is held.
+pub static ACQUIRE_SHARD_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local token = redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', tonumber(ARGV[2]))
+redis.call('HSET', KEYS[3], ARGV[3], token)
+return token
+"#,
+    )
+});
+
+/// KEYS: shard lease, the job's shard owners (hash). ARGV: holder (`owner token`), shard,
+/// token, disown (`1`/`0`). Deletes the lease while the holder holds it and, with disown,
+/// the shard's owner record while it still names this token. 1 when the lease was released.
+pub static RELEASE_SHARD_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local released = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  released = 1
+end
+if ARGV[4] == '1' and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[3] then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+return released
+"#,
+    )
+});

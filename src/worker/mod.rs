@@ -8,6 +8,7 @@ mod ids;
 mod models;
 mod plan;
 pub mod shard;
+mod shard_lease;
 pub mod sweep;
 pub mod training;
 
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use lapin::{Channel, Consumer};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,6 +77,12 @@ impl WorkerContext {
 
 /// Consumes until `shutdown`, then stops taking tasks, lets in-flight ones finish within the
 /// grace period, and returns. Reconnects when the broker goes away.
+///
+/// The consumer runs only while the worker can start a task: once every slot is busy it is
+/// cancelled, and deliveries the broker pushed meanwhile go back to the queue. Leased tasks
+/// ack early, which frees their prefetch slot; without the pause the broker would fill it
+/// with a task that waits here, unacked, for as long as the leased one runs, until the
+/// broker's consumer timeout closes the channel.
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     let pool = ctx.settings.worker.pool;
     let concurrency = ctx.settings.worker.concurrency;
@@ -82,9 +90,14 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(concurrency));
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(500);
+    // Kept open while draining, so tasks still running can ack what they took.
+    let mut channel: Option<Channel> = None;
+    let mut consumer: Option<Consumer> = None;
     'connect: while !shutdown.is_cancelled() {
-        let mut consumer = match ctx.broker.consume(pool, prefetch).await {
-            Ok(consumer) => consumer,
+        consumer = None;
+        channel = None;
+        let open = match ctx.broker.task_channel().await {
+            Ok(open) => open,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot consume tasks; retrying in {backoff:?}");
                 tokio::select! {
@@ -95,7 +108,7 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
                 continue;
             }
         };
-        backoff = Duration::from_millis(500);
+        let open = channel.insert(open);
         tracing::info!(
             pool = pool.as_str(),
             concurrency,
@@ -107,12 +120,31 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => break 'connect,
                 permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
             };
+            if consumer.is_none() {
+                // No more deliveries than slots to start them in.
+                let free = (permits.available_permits() + 1).min(usize::from(prefetch)) as u16;
+                match ctx.broker.consume_tasks(open, pool, free).await {
+                    Ok(started) => consumer = Some(started),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot consume tasks; reconnecting in {backoff:?}");
+                        drop(permit);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break 'connect,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue 'connect;
+                    }
+                }
+            }
+            let active = consumer.as_mut().expect("started above");
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break 'connect,
-                next = consumer.next() => next,
+                next = active.next() => next,
             };
             match delivery {
                 Some(Ok(delivery)) => {
+                    backoff = Duration::from_millis(500);
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();
                     tracker.spawn(async move {
@@ -131,7 +163,19 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
                     continue 'connect;
                 }
             }
+            if permits.available_permits() == 0 {
+                let full = consumer.take().expect("started above");
+                if let Err(e) = pause(open, full).await {
+                    tracing::warn!(error = %e, "cannot pause the task consumer; reconnecting");
+                    continue 'connect;
+                }
+            }
         }
+    }
+    if let (Some(open), Some(active)) = (&channel, consumer.take())
+        && let Err(e) = pause(open, active).await
+    {
+        tracing::warn!(error = %e, "cannot stop the task consumer; its deliveries go back to the queue when the channel closes");
     }
     tracker.close();
     let grace = Duration::from_secs(ctx.settings.worker.shutdown_grace_secs);
@@ -143,6 +187,26 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
             "grace period over; returning unfinished tasks to the queue"
         );
     }
+    drop(channel);
+}
+
+/// Cancels `consumer` and returns to the queue whatever the broker pushed to it before the
+/// cancel took effect.
+async fn pause(channel: &Channel, mut consumer: Consumer) -> Result<(), String> {
+    channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    // After the cancel the stream ends with what was already on its way.
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(next) = consumer.next().await {
+            let delivery = next.map_err(|e| e.to_string())?;
+            requeue(&delivery).await;
+        }
+        Ok::<(), String>(())
+    })
+    .await;
+    drained.map_err(|_| "the cancelled consumer did not end within 10 s".to_string())?
 }
 
 /// Runs one delivery to its end: ack, retry later, requeue or dead-letter.
@@ -178,9 +242,9 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
                 return;
             }
         };
-        // A train task's attempts are judged once it holds the job's lease: duplicates of a
-        // task whose job another worker is training must not use up the job's budget.
-        let judged_later = matches!(task, TaskMessage::Train { .. });
+        // Train and shard tasks' attempts are judged once they hold their lease: duplicates
+        // of a task another worker is running must not use up its budget.
+        let judged_later = matches!(task, TaskMessage::Train { .. } | TaskMessage::Shard(_));
         if !judged_later && attempt > ctx.settings.amqp.max_deliveries {
             let reason = format!(
                 "{task_key} of job {job_id} was delivered {attempt} times without finishing (does it crash the worker? see the worker logs)"
@@ -194,12 +258,13 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
                 training::handle(ctx, &delivery, job_id, attempt, shutdown).await;
                 return;
             }
+            TaskMessage::Shard(shard) => {
+                // Likewise: the shard's lease owns it once taken, so a shard may run longer
+                // than the broker's consumer timeout.
+                shard_lease::handle(ctx, &delivery, shard, attempt, shutdown).await;
+                return;
+            }
             TaskMessage::Plan { job_id } => plan::run(ctx, job_id).await,
-            TaskMessage::Shard(shard) => shard::run(ctx, shard, shutdown).await.map(|outcome| {
-                if outcome == shard::ShardOutcome::Skipped {
-                    metrics::TASKS.with_label_values(&[kind, "skipped"]).inc();
-                }
-            }),
         };
         match result {
             Ok(()) => {

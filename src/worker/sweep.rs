@@ -1,6 +1,7 @@
 //! The sweeper: finds jobs whose queued work was lost — a plan task never published (the
-//! API died first), shard tasks gone with a broker that lost its disk — and queues that work
-//! again. One worker sweeps at a time; re-queued work is idempotent.
+//! API died first), shard tasks gone with a broker that lost its disk, a leased shard or
+//! training job whose worker died — and queues that work again. One worker sweeps at a
+//! time; re-queued work is idempotent.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -60,6 +61,12 @@ pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), TaskError> {
         .flatten()
         .max()
         .unwrap_or(0);
+        if job.spec.kind == JobKind::Inference && job.status == JobStatus::Running {
+            // Not only for stalled jobs: the other shards' progress hides a dead owner.
+            if let Err(e) = requeue_orphaned_shards(ctx, &job).await {
+                tracing::warn!(job_id = %id, error = %e, "cannot check the job's shard leases");
+            }
+        }
         let training = job.spec.kind == JobKind::Training && job.status == JobStatus::Running;
         // A training job is alive while its lease is held; once the lease has expired, it
         // needs a worker again.
@@ -125,17 +132,33 @@ async fn requeue(ctx: &WorkerContext, job: &JobRecord) -> Result<bool, TaskError
                 .into_iter()
                 .map(|c| c.shard)
                 .collect();
-            let missing: Vec<String> = ctx
+            // Owned shards are running, or queued again by `requeue_orphaned_shards` once
+            // their lease expires.
+            let owned: HashSet<u32> = ctx
+                .state
+                .owned_shards(&job.id)
+                .await?
+                .into_iter()
+                .map(|(shard, _)| shard)
+                .collect();
+            let uncommitted: Vec<(u32, String)> = ctx
                 .state
                 .plan(&job.id)
                 .await?
                 .into_iter()
                 .filter(|(index, _)| !committed.contains(index))
+                .collect();
+            if uncommitted.is_empty() {
+                // Every shard is committed but nobody finished the job.
+                finish::finish_if_complete(ctx, &job.id).await?;
+                return Ok(false);
+            }
+            let missing: Vec<String> = uncommitted
+                .into_iter()
+                .filter(|(index, _)| !owned.contains(index))
                 .map(|(_, task)| task)
                 .collect();
             if missing.is_empty() {
-                // Every shard is committed but nobody finished the job.
-                finish::finish_if_complete(ctx, &job.id).await?;
                 return Ok(false);
             }
             plan::publish_shards(ctx, spec, &missing).await?;
@@ -147,4 +170,52 @@ async fn requeue(ctx: &WorkerContext, job: &JobRecord) -> Result<bool, TaskError
         }
         _ => Ok(false),
     }
+}
+
+/// Queues again every shard whose owner's lease is gone while the shard is neither committed
+/// nor handed back: its worker died (or could not queue it again). Its delivery was acked
+/// when the lease was taken, so nothing else brings it back.
+async fn requeue_orphaned_shards(ctx: &WorkerContext, job: &JobRecord) -> Result<(), TaskError> {
+    let owned = ctx.state.owned_shards(&job.id).await?;
+    if owned.is_empty() {
+        return Ok(());
+    }
+    let committed: HashSet<u32> = ctx
+        .state
+        .committed_shards(&job.id)
+        .await?
+        .into_iter()
+        .map(|c| c.shard)
+        .collect();
+    let mut plan: Option<Vec<(u32, String)>> = None;
+    for (shard, token) in owned {
+        if committed.contains(&shard) {
+            // Committed, but its owner could not drop the record.
+            ctx.state.disown_shard(&job.id, shard, token).await?;
+            continue;
+        }
+        if ctx.state.shard_lease_held(&job.id, shard).await? {
+            continue;
+        }
+        if plan.is_none() {
+            plan = Some(ctx.state.plan(&job.id).await?);
+        }
+        let Some((_, task)) = plan
+            .as_ref()
+            .and_then(|tasks| tasks.iter().find(|(index, _)| *index == shard))
+        else {
+            tracing::error!(job_id = %job.id, shard, "shard's owner is gone but the job has no stored plan for it; the stall sweep covers it");
+            ctx.state.disown_shard(&job.id, shard, token).await?;
+            continue;
+        };
+        // Queued first, then disowned: a failed publish leaves the record for the next sweep.
+        plan::publish_shards(ctx, &job.spec, std::slice::from_ref(task)).await?;
+        ctx.state.disown_shard(&job.id, shard, token).await?;
+        tracing::warn!(job_id = %job.id, shard, token, "shard's lease expired without a commit (its worker died?): shard task queued again");
+        metrics::SHARD_LEASES.with_label_values(&["expired"]).inc();
+        metrics::SWEEPER_REQUEUED
+            .with_label_values(&["shard"])
+            .inc();
+    }
+    Ok(())
 }

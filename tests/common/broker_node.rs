@@ -18,7 +18,17 @@ impl BrokerNode {
     /// Starts a node with `config` added to its `rabbitmq.conf`; waits until it accepts
     /// connections.
     pub async fn start(config: &str) -> Self {
+        Self::start_with(config, None).await
+    }
+
+    /// Like `start`, with `advanced` (Erlang terms) as its `advanced.config`, for settings
+    /// `rabbitmq.conf` does not know (`[{rabbit, [{channel_tick_interval, 1000}]}].` makes
+    /// the broker check consumer timeouts every second instead of every minute).
+    pub async fn start_with(config: &str, advanced: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(advanced) = advanced {
+            std::fs::write(dir.path().join("advanced.config"), advanced).unwrap();
+        }
         let (port, dist_port) = (super::free_port(), super::free_port());
         let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
         let node = format!("sluice-test-{tag}@localhost");
@@ -32,7 +42,11 @@ impl BrokerNode {
         std::fs::write(dir.path().join("env.conf"), format!("NODENAME={node}\n")).unwrap();
         let path = |name: &str| dir.path().join(name).display().to_string();
         let log = std::fs::File::create(dir.path().join("server.out")).unwrap();
-        let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
+        let mut command = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+        if advanced.is_some() {
+            command.env("RABBITMQ_ADVANCED_CONFIG_FILE", path("advanced.config"));
+        }
+        let child = command
             .env("RABBITMQ_CONF_ENV_FILE", path("env.conf"))
             .env("RABBITMQ_NODENAME", &node)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
