@@ -56,12 +56,15 @@ pub struct ObjectRows {
     pub empty: bool,
 }
 
+/// A planned piece: object uri, first byte, records, blank lines.
+pub type PlannedPiece = (String, u64, u64, u64);
+
 /// Reconciles the plan with the shards' counts. `planned` pairs every shard's pieces with
 /// the planner's row and blank counts; `committed` gives, per shard, what it reported.
 /// Returns one line per object, or the first mismatch, naming the object and the numbers.
 pub fn reconcile(
     objects: &[PlannedObject],
-    planned: &[(u32, Vec<(String, u64, u64, u64)>)],
+    planned: &[(u32, Vec<PlannedPiece>)],
     committed: &[(u32, Vec<PieceCounts>)],
 ) -> Result<Vec<ObjectRows>, String> {
     let mut rows: Vec<ObjectRows> = objects
@@ -82,7 +85,8 @@ pub fn reconcile(
             return Err(format!("shard {shard} has no commit"));
         };
         for (uri, start, records, blank) in pieces {
-            let object = find(uri).ok_or_else(|| format!("shard {shard} reads {uri}, which planning did not list"))?;
+            let object = find(uri)
+                .ok_or_else(|| format!("shard {shard} reads {uri}, which planning did not list"))?;
             let Some(c) = counts.iter().find(|c| &c.uri == uri && c.start == *start) else {
                 return Err(format!(
                     "shard {shard} reported no counts for {uri} from byte {start}"
@@ -150,7 +154,12 @@ mod tests {
         ];
         let rows = reconcile(&objects, &planned, &committed).unwrap();
         assert_eq!(
-            (rows[0].read, rows[0].written, rows[0].failed, rows[0].skipped),
+            (
+                rows[0].read,
+                rows[0].written,
+                rows[0].failed,
+                rows[0].skipped
+            ),
             (6, 4, 1, 1)
         );
         assert!(rows[1].empty && rows[1].read == 3 && rows[1].skipped == 3);
@@ -163,12 +172,23 @@ mod tests {
         let mut short = counts("s3://b/a", 0, 4, 0, 0);
         short.read = 5;
         let err = reconcile(&objects, &planned, &[(0, vec![short])]).unwrap_err();
-        assert!(err.contains("s3://b/a") && err.contains("planned 5 records"), "{err}");
+        assert!(
+            err.contains("s3://b/a") && err.contains("planned 5 records"),
+            "{err}"
+        );
         // A shard never committed, or a plan that does not cover the object's records.
-        assert!(reconcile(&objects, &planned, &[]).unwrap_err().contains("no commit"));
+        assert!(
+            reconcile(&objects, &planned, &[])
+                .unwrap_err()
+                .contains("no commit")
+        );
         let partial = vec![(0, vec![("s3://b/a".to_string(), 0, 4, 0)])];
-        let err = reconcile(&objects, &partial, &[(0, vec![counts("s3://b/a", 0, 4, 0, 0)])])
-            .unwrap_err();
+        let err = reconcile(
+            &objects,
+            &partial,
+            &[(0, vec![counts("s3://b/a", 0, 4, 0, 0)])],
+        )
+        .unwrap_err();
         assert!(err.contains("read 5 records"), "{err}");
     }
 }

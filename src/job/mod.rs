@@ -14,9 +14,8 @@ mod training;
 pub use allowance::{Allowance, LocationRefused};
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
 pub use spec::{
-    API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputFormat,
-    OutputSpec, Pool,
-    SpecError, Task, parse_json_spec, parse_toml_spec,
+    API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputFormat, OutputSpec,
+    Pool, SpecError, Task, parse_json_spec, parse_toml_spec,
 };
 pub use status::JobStatus;
 pub use task::{InputPiece, ShardTask, TaskMessage};

@@ -206,7 +206,7 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
             let next = self.next_line().await?;
             let within = next.as_ref().is_some_and(|l| {
                 bytes + 1 + l.len <= self.limits.max_record_bytes as u64
-                    && lines.len() as u64 + 1 <= self.limits.max_record_lines
+                    && (lines.len() as u64) < self.limits.max_record_lines
             });
             let Some(next) = next else {
                 return Ok(Some(self.unclosed(lines)));
@@ -329,12 +329,21 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
 /// binary files that are often dropped by mistake.
 pub fn foreign_encoding(head: &[u8]) -> Option<&'static str> {
     let known: [(&[u8], &str); 9] = [
-        (b"\x00\x00\xFE\xFF", "UTF-32BE (byte-order mark 00 00 FE FF)"),
-        (b"\xFF\xFE\x00\x00", "UTF-32LE (byte-order mark FF FE 00 00)"),
+        (
+            b"\x00\x00\xFE\xFF",
+            "UTF-32BE (byte-order mark 00 00 FE FF)",
+        ),
+        (
+            b"\xFF\xFE\x00\x00",
+            "UTF-32LE (byte-order mark FF FE 00 00)",
+        ),
         (b"\xFE\xFF", "UTF-16BE (byte-order mark FE FF)"),
         (b"\xFF\xFE", "UTF-16LE (byte-order mark FF FE)"),
         (b"\x1F\x8B", "gzip-compressed (magic bytes 1F 8B)"),
-        (b"\x28\xB5\x2F\xFD", "zstd-compressed (magic bytes 28 B5 2F FD)"),
+        (
+            b"\x28\xB5\x2F\xFD",
+            "zstd-compressed (magic bytes 28 B5 2F FD)",
+        ),
         (b"PK\x03\x04", "a ZIP archive (or an .xlsx workbook)"),
         (b"PAR1", "a Parquet file"),
         (b"BZh", "bzip2-compressed (magic bytes BZh)"),
@@ -565,7 +574,11 @@ fn parse_json_row(record: &[u8], text_field: &str, id_field: Option<&str>) -> Re
         .ok_or_else(|| format!("field \"{text_field}\" missing"))?;
     let id = match id_field {
         None => None,
-        Some(field) => Some(picked.id.ok_or_else(|| format!("field \"{field}\" missing"))?),
+        Some(field) => Some(
+            picked
+                .id
+                .ok_or_else(|| format!("field \"{field}\" missing"))?,
+        ),
     };
     Ok(Row { id, text })
 }
@@ -709,7 +722,10 @@ fn nearest_column(header: &[String], column: &str) -> Option<String> {
             "column {h:?} differs only by spaces: set {column:?} to {h:?} or remove the spaces from the header"
         ));
     }
-    if let Some(h) = header.iter().find(|h| h.trim().eq_ignore_ascii_case(column)) {
+    if let Some(h) = header
+        .iter()
+        .find(|h| h.trim().eq_ignore_ascii_case(column))
+    {
         return Some(format!(
             "column {h:?} differs only by case: column names are case-sensitive, use {h:?}"
         ));
@@ -725,7 +741,12 @@ fn nearest_column(header: &[String], column: &str) -> Option<String> {
     }
     header
         .iter()
-        .map(|h| (strsim::levenshtein(&h.to_lowercase(), &column.to_lowercase()), h))
+        .map(|h| {
+            (
+                strsim::levenshtein(&h.to_lowercase(), &column.to_lowercase()),
+                h,
+            )
+        })
         .filter(|(distance, _)| *distance <= 2.max(column.len() / 3))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, h)| format!("did you mean {h:?}?"))

@@ -165,11 +165,20 @@ mod tests {
 
     #[test]
     fn identity_is_a_strings_contents_or_a_numbers_spelling() {
-        assert_eq!(id_identity(&raw(r#""\u0061b""#)), id_identity(&raw_string("ab")));
+        assert_eq!(
+            id_identity(&raw(r#""\u0061b""#)),
+            id_identity(&raw_string("ab"))
+        );
         assert_ne!(id_identity(&raw("1")), id_identity(&raw_string("1")));
         assert_ne!(id_identity(&raw("1e3")), id_identity(&raw("1000")));
-        assert_eq!(id_hash(&raw("12345678901234567890123")), id_hash(&raw("12345678901234567890123")));
-        assert_ne!(id_hash(&raw("12345678901234567890123")), id_hash(&raw("12345678901234567890124")));
+        assert_eq!(
+            id_hash(&raw("12345678901234567890123")),
+            id_hash(&raw("12345678901234567890123"))
+        );
+        assert_ne!(
+            id_hash(&raw("12345678901234567890123")),
+            id_hash(&raw("12345678901234567890124"))
+        );
     }
 
     #[test]

@@ -321,7 +321,10 @@ async fn cut_shards(
 fn read_header(spec: &JobSpec, uri: &S3Uri, record: &Record) -> Result<Vec<String>, TaskError> {
     let at = |e: String| TaskError::permanent(format!("input {uri} line {}: {e}", record.line));
     if let Some(fault) = &record.fault {
-        return Err(at(format!("the header line cannot be read: {}", fault.describe())));
+        return Err(at(format!(
+            "the header line cannot be read: {}",
+            fault.describe()
+        )));
     }
     let header = parse_csv_header(&record.bytes).map_err(at)?;
     let mut wanted = vec![("input.text_field", spec.input.text_field.as_str())];

@@ -12,12 +12,12 @@ use super::{TaskError, WorkerContext, finish};
 use crate::engine::{Embedder, EngineError};
 use serde_json::value::RawValue;
 
+use super::ids::{IdLog, ids_part_uri};
 use crate::job::accounting::PieceCounts;
 use crate::job::{InputFormat, JobStatus, ShardTask, Task};
 use crate::metrics;
 use crate::state::{JobRecord, ShardCommit, StateStore};
 use crate::storage::PartWriter;
-use super::ids::{IdLog, ids_part_uri};
 use crate::storage::records::{RecordLimits, RecordReader, RowFormat, parse_record, raw_string};
 use crate::uri::S3Uri;
 
@@ -177,7 +177,9 @@ pub async fn run(
     let ids_part = match job.spec.input.id_field {
         Some(_) => {
             let uri = ids_part_uri(&output, task.shard);
-            ctx.storage.put(&uri, ids.into_sorted(), "text/plain").await?;
+            ctx.storage
+                .put(&uri, ids.into_sorted(), "text/plain")
+                .await?;
             Some(uri.to_string())
         }
         None => None,
