@@ -262,7 +262,7 @@ async fn hostile_files_lose_no_row_silently() {
     let mut body = String::new();
     for i in 0..300 {
         match i % 25 {
-            7 => body.push_str("\n"),
+            7 => body.push('\n'),
             13 => body.push_str("{\"id\": 0, \"text\": \n"),
             _ => body.push_str(&format!("{{\"id\":{i},\"text\":\"row {i}\"}}\r\n")),
         }
