@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cli;
 pub mod engine;
 pub mod events;
+pub mod health;
 pub mod ingest;
 pub mod job;
 pub mod metrics;

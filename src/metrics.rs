@@ -311,6 +311,16 @@ pub static ENGINE_PANICS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Task runs that panicked, by task kind `plan|shard|train|unknown`: caught, the run counts
+/// as a failure and its delivery is retried or dead-lettered like any other.
+pub static TASK_PANICS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_task_panics_total",
+        "Task runs that panicked (a bug); caught and retried or dead-lettered.",
+        &["kind"],
+    )
+});
+
 /// Tokens fed to the model: kind `real|padded` (padded includes the real ones).
 pub static INFERENCE_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -524,6 +534,7 @@ pub fn init() {
     LazyLock::force(&INFERENCE_OOM);
     LazyLock::force(&ROWS_TRUNCATED);
     LazyLock::force(&ENGINE_PANICS);
+    LazyLock::force(&TASK_PANICS);
     LazyLock::force(&STAGE_SECONDS);
     LazyLock::force(&PADDING_RATIO);
     LazyLock::force(&SUBMISSIONS);
@@ -581,6 +592,7 @@ fn zero_known_series() {
         ],
     );
     zero(&ROWS, &[&["ok", "failed"]]);
+    zero(&TASK_PANICS, &[&["plan", "shard", "train", "unknown"]]);
     zero(&INFERENCE_TOKENS, &[&["real", "padded"]]);
     zero(
         &SUBMISSIONS_REJECTED,

@@ -72,9 +72,11 @@ pub struct AmqpSettings {
     /// Back-off of each retry, in milliseconds; its length is the number of retries before a
     /// task is dead-lettered.
     pub retry_delays_ms: Vec<u64>,
-    /// Deliveries of one task after which it is dead-lettered on receipt: it keeps killing
-    /// its workers (or never ends) instead of failing cleanly. Clean hand-backs on shutdown
-    /// do not count.
+    /// Runs of one task whose worker vanished before it answered (killed, evicted, out of
+    /// memory, disconnected) after which the task is dead-lettered at its next start: it
+    /// may be what kills its workers. Only vanished runs count: failures the task raises
+    /// itself are bounded by `retry_delays_ms`, and clean hand-backs on shutdown count
+    /// nowhere, so worker churn does not spend a healthy job's retries.
     pub max_deliveries: u64,
     /// PEM file of the CA that signed the broker's certificate, for an `amqps://` URL whose
     /// broker uses a private CA; empty trusts the system's roots.
@@ -186,6 +188,9 @@ pub struct WorkerSettings {
     /// sweeper queues the shard again once the lease has expired.
     pub shard_lease_ttl_secs: u64,
     pub shard_heartbeat_secs: u64,
+    /// The worker reports itself not ready when its task queue holds work, a slot is free
+    /// and no task was delivered for this long (a consumer the broker stopped feeding).
+    pub consumer_stall_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -295,7 +300,7 @@ impl Default for AmqpSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             prefetch: 2,
             retry_delays_ms: vec![1_000, 5_000, 30_000],
-            max_deliveries: 10,
+            max_deliveries: 30,
             tls_ca_file: String::new(),
         }
     }
@@ -356,6 +361,7 @@ impl Default for WorkerSettings {
             stall_after_secs: 300,
             shard_lease_ttl_secs: 30,
             shard_heartbeat_secs: 5,
+            consumer_stall_secs: 60,
         }
     }
 }
@@ -442,10 +448,10 @@ impl Settings {
         if self.amqp.prefetch == 0 {
             return invalid("amqp.prefetch", "must be at least 1");
         }
-        if self.amqp.max_deliveries <= self.amqp.retry_delays_ms.len() as u64 {
+        if self.amqp.max_deliveries == 0 {
             return invalid(
                 "amqp.max_deliveries",
-                "must be greater than the number of retries (amqp.retry_delays_ms)",
+                "must be at least 1 (runs whose worker vanished before a task is given up)",
             );
         }
         if self.worker.concurrency == 0 {

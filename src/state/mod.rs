@@ -1,6 +1,7 @@
 //! Redis job store: job records, atomic status transitions (Lua), shard commits and progress
 //! counters, idempotency keys and per-task attempt counts, all under one key prefix.
 
+mod attempts;
 mod record;
 mod scripts;
 mod shard_lease;
@@ -10,6 +11,7 @@ use std::collections::HashMap;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
+pub use attempts::Attempts;
 pub use record::{JobRecord, ShardCommit};
 
 use crate::job::JobStatus;
@@ -199,9 +201,6 @@ impl StateStore {
     }
     fn live_key(&self, id: &str) -> String {
         format!("{}:job:{id}:live", self.prefix)
-    }
-    fn attempts_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:attempts", self.prefix)
     }
     fn jobs_key(&self) -> String {
         format!("{}:jobs", self.prefix)
@@ -769,19 +768,6 @@ impl StateStore {
         Ok(conn.hget(self.job_key(id), name).await?)
     }
 
-    /// Sets a task's delivery count (a training job that made progress starts its crash
-    /// budget again).
-    pub async fn set_attempts(
-        &self,
-        id: &str,
-        task_key: &str,
-        count: u64,
-    ) -> Result<(), StateError> {
-        let mut conn = self.conn.clone();
-        let _: () = conn.hset(self.attempts_key(id), task_key, count).await?;
-        Ok(())
-    }
-
     /// Whether any worker holds the job's lease now.
     pub async fn job_lease_held(&self, id: &str) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
@@ -818,19 +804,5 @@ impl StateStore {
     pub async fn checkpoint_pointer(&self, id: &str) -> Result<Option<String>, StateError> {
         let mut conn = self.conn.clone();
         Ok(conn.get(self.checkpoint_key(id)).await?)
-    }
-
-    /// Counts one more delivery of a task and returns the count; counted on receipt, so a
-    /// task that kills its worker is still counted.
-    pub async fn count_attempt(&self, id: &str, task_key: &str) -> Result<u64, StateError> {
-        let mut conn = self.conn.clone();
-        Ok(conn.hincr(self.attempts_key(id), task_key, 1).await?)
-    }
-
-    /// Takes back one counted delivery (a task handed back cleanly on shutdown).
-    pub async fn uncount_attempt(&self, id: &str, task_key: &str) -> Result<(), StateError> {
-        let mut conn = self.conn.clone();
-        let _: i64 = conn.hincr(self.attempts_key(id), task_key, -1).await?;
-        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use crate::engine::EngineError;
 use crate::state::StateError;
 use crate::storage::StorageError;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TaskError {
     /// Worth another try after a back-off (network, a restarting service).
     #[error("{0}")]

@@ -2,20 +2,23 @@
 //! tasks, and acks only once their output and state are durable; failures go to the retry
 //! ladder or the dead-letter queue; shutdown drains in-flight work.
 
+mod disposition;
 mod error;
 pub mod finish;
 mod ids;
 mod models;
+mod panics;
 mod plan;
 pub mod shard;
 mod shard_lease;
 pub mod sweep;
 pub mod training;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
 use lapin::{Channel, Consumer};
 use tokio::sync::Semaphore;
@@ -23,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use disposition::Disposition;
 pub use error::TaskError;
 pub use models::ModelCache;
 
@@ -30,7 +34,7 @@ use crate::broker::{Broker, Delivery};
 use crate::job::{JobStatus, TaskMessage};
 use crate::metrics;
 use crate::settings::Settings;
-use crate::state::{StateStore, now_ms};
+use crate::state::{Attempts, StateStore, now_ms};
 use crate::storage::Storage;
 
 /// This process as a worker: `host-pid`, recorded with each shard it commits.
@@ -89,6 +93,13 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     let prefetch = ctx.settings.amqp.prefetch.max(concurrency as u16);
     let permits = Arc::new(Semaphore::new(concurrency));
     let tracker = TaskTracker::new();
+    let watch = Arc::new(watch::ConsumerWatch::default());
+    let judge = tokio::spawn(watch::judge(
+        ctx.clone(),
+        watch.clone(),
+        permits.clone(),
+        shutdown.clone(),
+    ));
     let mut backoff = Duration::from_millis(500);
     // Kept open while draining, so tasks still running can ack what they took.
     let mut channel: Option<Channel> = None;
@@ -124,7 +135,11 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
                 // No more deliveries than slots to start them in.
                 let free = (permits.available_permits() + 1).min(usize::from(prefetch)) as u16;
                 match ctx.broker.consume_tasks(open, pool, free).await {
-                    Ok(started) => consumer = Some(started),
+                    Ok(started) => {
+                        // A fresh consumer gets a fresh grace period before it is judged.
+                        watch.progressed();
+                        consumer = Some(started)
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot consume tasks; reconnecting in {backoff:?}");
                         drop(permit);
@@ -145,11 +160,24 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
             match delivery {
                 Some(Ok(delivery)) => {
                     backoff = Duration::from_millis(500);
+                    watch.progressed();
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();
                     tracker.spawn(async move {
                         metrics::TASKS_IN_FLIGHT.inc();
-                        handle(&ctx, delivery, &shutdown).await;
+                        let run = std::panic::AssertUnwindSafe(handle(&ctx, &delivery, &shutdown));
+                        if let Err(payload) = run.catch_unwind().await {
+                            // Task runs are guarded; this is a panic in the handling around
+                            // them. The delivery must still be answered, or it would hold
+                            // its slot until the channel closes.
+                            let reason = format!(
+                                "sluice bug while handling a task: {}",
+                                panics::panic_message(payload.as_ref())
+                            );
+                            metrics::TASK_PANICS.with_label_values(&["unknown"]).inc();
+                            tracing::error!(%reason, "dead-lettering the task");
+                            dead_letter(&ctx, &delivery, None, &reason).await;
+                        }
                         metrics::TASKS_IN_FLIGHT.dec();
                         drop(permit);
                     });
@@ -177,6 +205,8 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     {
         tracing::warn!(error = %e, "cannot stop the task consumer; its deliveries go back to the queue when the channel closes");
     }
+    judge.abort();
+    crate::health::report(watch::CHECK, None);
     tracker.close();
     let grace = Duration::from_secs(ctx.settings.worker.shutdown_grace_secs);
     tracing::info!(in_flight = tracker.len(), ?grace, "worker draining");
@@ -210,13 +240,13 @@ async fn pause(channel: &Channel, mut consumer: Consumer) -> Result<(), String> 
 }
 
 /// Runs one delivery to its end: ack, retry later, requeue or dead-letter.
-async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &CancellationToken) {
+async fn handle(ctx: &WorkerContext, delivery: &Delivery, shutdown: &CancellationToken) {
     let task: TaskMessage = match serde_json::from_slice(&delivery.data) {
         Ok(task) => task,
         Err(e) => {
             let reason = format!("task message is not valid: {e}");
             tracing::error!(%reason, "dead-lettering");
-            dead_letter(ctx, &delivery, None, &reason).await;
+            dead_letter(ctx, delivery, None, &reason).await;
             metrics::TASKS
                 .with_label_values(&["unknown", "dead_lettered"])
                 .inc();
@@ -233,77 +263,101 @@ async fn handle(ctx: &WorkerContext, delivery: Delivery, shutdown: &Cancellation
     // Every line logged while the task runs carries its job and task.
     let span = tracing::info_span!("task", job_id = %job_id, task = %task_key);
     async move {
-        let attempt = match ctx.state.count_attempt(&job_id, &task_key).await {
-            Ok(n) => n,
+        let attempts = match ctx.state.count_start(&job_id, &task_key).await {
+            Ok(attempts) => attempts,
             Err(e) => {
                 tracing::warn!(%job_id, task = %task_key, error = %e, "state store unavailable; task goes back to the queue");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                requeue(&delivery).await;
+                requeue(delivery).await;
                 return;
             }
         };
-        // Train and shard tasks' attempts are judged once they hold their lease: duplicates
-        // of a task another worker is running must not use up its budget.
-        let judged_later = matches!(task, TaskMessage::Train { .. } | TaskMessage::Shard(_));
-        if !judged_later && attempt > ctx.settings.amqp.max_deliveries {
-            let reason = format!(
-                "{task_key} of job {job_id} was delivered {attempt} times without finishing (does it crash the worker? see the worker logs)"
-            );
-            give_up(ctx, &delivery, &job_id, &reason, kind).await;
-            return;
-        }
-        let result = match &task {
+        match &task {
             TaskMessage::Train { job_id } => {
-                // Acks, retries and fails on its own: the lease, not the delivery, owns the job.
-                training::handle(ctx, &delivery, job_id, attempt, shutdown).await;
+                // Acks, retries and fails on its own: the lease, not the delivery, owns the
+                // job, and its starts are judged once it holds the lease (a duplicate of a
+                // job another worker runs must not use up its budget).
+                training::handle(ctx, delivery, job_id, attempts, shutdown).await;
                 return;
             }
             TaskMessage::Shard(shard) => {
                 // Likewise: the shard's lease owns it once taken, so a shard may run longer
                 // than the broker's consumer timeout.
-                shard_lease::handle(ctx, &delivery, shard, attempt, shutdown).await;
+                shard_lease::handle(ctx, delivery, shard, attempts, shutdown).await;
                 return;
             }
-            TaskMessage::Plan { job_id } => plan::run(ctx, job_id).await,
-        };
-        match result {
-            Ok(()) => {
+            TaskMessage::Plan { .. } => {}
+        }
+        let what = format!("{task_key} of job {job_id}");
+        if let Some(reason) =
+            disposition::before_run(&what, attempts, ctx.settings.amqp.max_deliveries)
+        {
+            give_up(ctx, delivery, &job_id, &reason, kind).await;
+            return;
+        }
+        if attempts.vanished() > 0 {
+            tracing::info!(vanished = attempts.vanished(), "earlier runs of this task vanished with their worker; not counted as failures");
+        }
+        let result = panics::guarded(kind, plan::run(ctx, &job_id)).await;
+        let failed = count_failure(ctx, &job_id, &task_key, &result, attempts).await;
+        let outcome = disposition::Outcome::of(&result, failed);
+        let levels = ctx.settings.amqp.retry_delays_ms.len();
+        match disposition::after_run(&what, outcome, levels) {
+            Disposition::Ack => {
                 metrics::TASKS.with_label_values(&[kind, "ok"]).inc();
-                ack(&delivery).await;
+                ack(delivery).await;
             }
-            Err(TaskError::Interrupted) => {
-                // A clean hand-back is not a failed attempt: rolling restarts must not use up
-                // a task's deliveries.
-                if let Err(e) = ctx.state.uncount_attempt(&job_id, &task_key).await {
-                    tracing::warn!(%job_id, task = %task_key, error = %e, "could not uncount the interrupted attempt");
+            Disposition::HandBack => {
+                // A clean hand-back is not an attempt: rolling restarts must not use up a
+                // task's budget.
+                if let Err(e) = ctx.state.uncount_start(&job_id, &task_key).await {
+                    tracing::warn!(error = %e, "could not uncount the interrupted run");
                 }
-                requeue(&delivery).await
+                requeue(delivery).await
             }
-            Err(TaskError::Retryable(reason))
-                if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 =>
-            {
-                tracing::warn!(%job_id, task = %task_key, attempt, %reason, "task failed; retrying later");
-                match ctx
-                    .broker
-                    .retry_later(&delivery, attempt as usize - 1)
-                    .await
-                {
-                    Ok(()) => ack(&delivery).await,
+            Disposition::RetryLater { level } => {
+                tracing::warn!(failed, level, error = %result.as_ref().err().map(ToString::to_string).unwrap_or_default(), "task failed; retrying later");
+                match ctx.broker.retry_later(delivery, level).await {
+                    Ok(()) => ack(delivery).await,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not schedule the retry; task goes back to the queue");
-                        requeue(&delivery).await;
+                        requeue(delivery).await;
                     }
                 }
                 metrics::TASKS.with_label_values(&[kind, "retried"]).inc();
             }
-            Err(TaskError::Retryable(reason) | TaskError::Permanent(reason)) => {
-                tracing::error!(%job_id, task = %task_key, attempt, %reason, "task failed for good");
-                give_up(ctx, &delivery, &job_id, &reason, kind).await;
+            Disposition::GiveUp { reason } => {
+                tracing::error!(failed, %reason, "task failed for good");
+                give_up(ctx, delivery, &job_id, &reason, kind).await;
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Counts the run as failed when it ended in the task's own error, and returns the task's
+/// failures so far (an unreachable state store counts this one on top of the last known).
+pub(crate) async fn count_failure<T>(
+    ctx: &WorkerContext,
+    job_id: &str,
+    task_key: &str,
+    result: &Result<T, TaskError>,
+    attempts: Attempts,
+) -> u64 {
+    if !matches!(
+        result,
+        Err(TaskError::Retryable(_) | TaskError::Permanent(_))
+    ) {
+        return attempts.failed;
+    }
+    match ctx.state.count_failure(job_id, task_key).await {
+        Ok(failed) => failed,
+        Err(e) => {
+            tracing::warn!(job_id, task = task_key, error = %e, "could not count the failed run");
+            attempts.failed + 1
+        }
+    }
 }
 
 /// Fails the job, then dead-letters the task. The task is only dead-lettered once the job is

@@ -11,18 +11,21 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{TaskError, WorkerContext, ack, fail_job, requeue, shard, worker_id};
+use super::disposition::{self, Disposition, Outcome};
+use super::{
+    TaskError, WorkerContext, ack, count_failure, fail_job, panics, requeue, shard, worker_id,
+};
 use crate::broker::Delivery;
 use crate::job::ShardTask;
 use crate::metrics;
-use crate::state::{Lease, StateStore};
+use crate::state::{Attempts, Lease, StateStore};
 
 /// Runs one shard delivery to its end; acks, retries, dead-letters or hands it back itself.
 pub async fn handle(
     ctx: &WorkerContext,
     delivery: &Delivery,
     task: &ShardTask,
-    attempt: u64,
+    attempts: Attempts,
     shutdown: &CancellationToken,
 ) {
     let (job_id, index) = (task.job_id.as_str(), task.shard);
@@ -42,13 +45,13 @@ pub async fn handle(
                 shard = index,
                 "shard is leased by another worker; dropping the duplicate delivery"
             );
-            let _ = ctx.state.uncount_attempt(job_id, &task_key).await;
+            let _ = ctx.state.uncount_start(job_id, &task_key).await;
             ack(delivery).await;
             return;
         }
         Err(e) => {
             tracing::warn!(shard = index, error = %e, "cannot take the shard's lease; the task goes back to the queue");
-            let _ = ctx.state.uncount_attempt(job_id, &task_key).await;
+            let _ = ctx.state.uncount_start(job_id, &task_key).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             requeue(delivery).await;
             return;
@@ -57,7 +60,14 @@ pub async fn handle(
     metrics::SHARD_LEASES.with_label_values(&["acquired"]).inc();
     // The lease, not the delivery, owns the shard from here.
     ack(delivery).await;
-    tracing::info!(shard = index, token = lease.token, attempt, "shard leased");
+    tracing::info!(
+        shard = index,
+        token = lease.token,
+        started = attempts.started,
+        failed = attempts.failed,
+        vanished = attempts.vanished(),
+        "shard leased"
+    );
     let held = Held {
         state: &ctx.state,
         job_id,
@@ -65,10 +75,9 @@ pub async fn handle(
         lease: &lease,
     };
     // Only leased runs count: duplicates that found the lease busy were taken back above.
-    if attempt > ctx.settings.amqp.max_deliveries {
-        let reason = format!(
-            "{task_key} of job {job_id} was delivered {attempt} times without finishing (does it crash the worker? see the worker logs)"
-        );
+    let what = format!("{task_key} of job {job_id}");
+    if let Some(reason) = disposition::before_run(&what, attempts, ctx.settings.amqp.max_deliveries)
+    {
         give_up(ctx, delivery, &held, &reason).await;
         return;
     }
@@ -91,7 +100,7 @@ pub async fn handle(
         stop.clone(),
         done.clone(),
     ));
-    let result = shard::run(ctx, task, &stop).await;
+    let result = panics::guarded("shard", shard::run(ctx, task, &stop)).await;
     done.cancel();
     let _ = keeper.await;
 
@@ -100,20 +109,23 @@ pub async fn handle(
         tracing::warn!(shard = index, "shard stopped: its lease was lost");
         return;
     }
-    match result {
-        Ok(outcome) => {
-            let outcome = match outcome {
-                shard::ShardOutcome::Skipped => "skipped",
-                shard::ShardOutcome::Committed | shard::ShardOutcome::AlreadyDone => "ok",
+    let failed = count_failure(ctx, job_id, &task_key, &result, attempts).await;
+    let ran = result.as_ref().map(|_| ()).map_err(TaskError::clone);
+    let levels = ctx.settings.amqp.retry_delays_ms.len();
+    match disposition::after_run(&what, Outcome::of(&ran, failed), levels) {
+        Disposition::Ack => {
+            let outcome = match result {
+                Ok(shard::ShardOutcome::Skipped) => "skipped",
+                _ => "ok",
             };
             metrics::TASKS.with_label_values(&["shard", outcome]).inc();
             held.release(true).await;
         }
-        Err(TaskError::Interrupted) => {
-            // A clean hand-back is not a failed attempt: rolling restarts must not use up a
-            // shard's deliveries.
-            if let Err(e) = ctx.state.uncount_attempt(job_id, &task_key).await {
-                tracing::warn!(error = %e, "could not uncount the interrupted attempt");
+        Disposition::HandBack => {
+            // A clean hand-back is not an attempt: rolling restarts must not use up a
+            // shard's budget.
+            if let Err(e) = ctx.state.uncount_start(job_id, &task_key).await {
+                tracing::warn!(error = %e, "could not uncount the interrupted run");
             }
             tracing::info!(shard = index, "shutdown: handing the shard back");
             held.release(false).await;
@@ -124,25 +136,24 @@ pub async fn handle(
                 }
             }
         }
-        Err(TaskError::Retryable(reason))
-            if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 =>
-        {
-            tracing::warn!(shard = index, attempt, %reason, "task failed; retrying later");
+        Disposition::RetryLater { level } => {
+            let reason = ran.err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(shard = index, failed, level, %reason, "task failed; retrying later");
             metrics::TASKS
                 .with_label_values(&["shard", "retried"])
                 .inc();
             // Free the lease before the retry can arrive, or it would find it busy.
             held.release(false).await;
             // The delivery was acked already; its body goes to the retry queue.
-            match ctx.broker.retry_later(delivery, attempt as usize - 1).await {
+            match ctx.broker.retry_later(delivery, level).await {
                 Ok(()) => held.disown().await,
                 Err(e) => {
                     tracing::warn!(shard = index, error = %e, "could not schedule the retry; the sweeper will queue the shard again")
                 }
             }
         }
-        Err(TaskError::Retryable(reason) | TaskError::Permanent(reason)) => {
-            tracing::error!(shard = index, attempt, %reason, "task failed for good");
+        Disposition::GiveUp { reason } => {
+            tracing::error!(shard = index, failed, %reason, "task failed for good");
             give_up(ctx, delivery, &held, &reason).await;
         }
     }

@@ -19,12 +19,13 @@ use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 use self::observer::{JobObserver, StopFlags};
-use super::{TaskError, WorkerContext, ack, fail_job, worker_id};
+use super::disposition::{self, Disposition, Outcome};
+use super::{TaskError, WorkerContext, ack, count_failure, fail_job, panics, worker_id};
 use crate::broker::Delivery;
 use crate::engine::package::ModelTask;
 use crate::job::{DecaySpec, JobSpec, JobStatus, TaskMessage, TrainingProgress, TrainingSpec};
 use crate::metrics;
-use crate::state::{JobRecord, Lease, Transition, now_ms};
+use crate::state::{Attempts, JobRecord, Lease, Transition, now_ms};
 use crate::storage::StorageError;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::package::{ClassifierPackage, write_classifier_package};
@@ -51,7 +52,7 @@ pub async fn handle(
     ctx: &WorkerContext,
     delivery: &Delivery,
     job_id: &str,
-    attempt: u64,
+    attempts: Attempts,
     shutdown: &CancellationToken,
 ) {
     let ttl_ms = ctx.settings.training.lease_ttl_secs * 1000;
@@ -70,7 +71,7 @@ pub async fn handle(
         Err(e) => {
             tracing::warn!(job_id, error = %e, "state store unavailable; train task goes back to the queue");
             // Redis trouble is not the job's fault: it must not use up the job's attempts.
-            let _ = ctx.state.uncount_attempt(job_id, "train").await;
+            let _ = ctx.state.uncount_start(job_id, "train").await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             super::requeue(delivery).await;
             return;
@@ -89,13 +90,13 @@ pub async fn handle(
                 job_id,
                 "training job is owned by another worker; dropping the duplicate train task"
             );
-            let _ = ctx.state.uncount_attempt(job_id, "train").await;
+            let _ = ctx.state.uncount_start(job_id, "train").await;
             ack(delivery).await;
             return;
         }
         Err(e) => {
             tracing::warn!(job_id, error = %e, "cannot take the job's lease; train task goes back to the queue");
-            let _ = ctx.state.uncount_attempt(job_id, "train").await;
+            let _ = ctx.state.uncount_start(job_id, "train").await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             super::requeue(delivery).await;
             return;
@@ -104,7 +105,14 @@ pub async fn handle(
     metrics::JOB_LEASES.with_label_values(&["acquired"]).inc();
     // The lease, not the delivery, owns the job from here.
     ack(delivery).await;
-    tracing::info!(job_id, token = lease.token, attempt, "training job leased");
+    tracing::info!(
+        job_id,
+        token = lease.token,
+        started = attempts.started,
+        failed = attempts.failed,
+        vanished = attempts.vanished(),
+        "training job leased"
+    );
     let give_back = || async {
         match ctx.state.release_job_lease(job_id, &lease).await {
             Ok(()) => metrics::JOB_LEASES.with_label_values(&["released"]).inc(),
@@ -124,10 +132,9 @@ pub async fn handle(
     };
     // Only leased runs count against the job: duplicates that found the lease busy were
     // taken back above.
-    if attempt > ctx.settings.amqp.max_deliveries {
-        let reason = format!(
-            "training job {job_id} was started {attempt} times without finishing or making progress (does it crash the worker? see the worker logs)"
-        );
+    let what = format!("training job {job_id}");
+    if let Some(reason) = disposition::before_run(&what, attempts, ctx.settings.amqp.max_deliveries)
+    {
         tracing::error!(job_id, %reason, "giving up");
         if fail_job(ctx, job_id, &reason).await
             && let Err(e) = ctx.broker.dead_letter(delivery, &reason).await
@@ -154,7 +161,7 @@ pub async fn handle(
         ttl_ms,
         ctx.settings.worker.stall_after_secs * 1000,
     ));
-    let result = execute(ctx, &job, &lease, flags.clone()).await;
+    let result = panics::guarded("train", execute(ctx, &job, &lease, flags.clone())).await;
     done.cancel();
     let _ = watcher.await;
     metrics::forget_training_job(job_id);
@@ -170,38 +177,42 @@ pub async fn handle(
             }
         }
     };
-    match result {
-        Ok(Ended::Succeeded) => {
-            metrics::TASKS.with_label_values(&["train", "ok"]).inc();
-            release().await;
-        }
-        Ok(Ended::Abandoned) => release().await,
-        Ok(Ended::HandedBack) => {
-            // A clean hand-back is not a failed attempt.
-            let _ = ctx.state.uncount_attempt(job_id, "train").await;
+    let failed = count_failure(ctx, job_id, "train", &result, attempts).await;
+    let ran = result.as_ref().map(|_| ()).map_err(TaskError::clone);
+    let levels = ctx.settings.amqp.retry_delays_ms.len();
+    match disposition::after_run(&what, Outcome::of(&ran, failed), levels) {
+        Disposition::Ack => match result {
+            Ok(Ended::HandedBack) => {
+                // Checkpointed on shutdown: a clean hand-back is not an attempt.
+                let _ = ctx.state.uncount_start(job_id, "train").await;
+                release().await;
+                requeue_train(ctx, &job.spec, job_id).await;
+            }
+            Ok(Ended::Abandoned) => release().await,
+            _ => {
+                metrics::TASKS.with_label_values(&["train", "ok"]).inc();
+                release().await;
+            }
+        },
+        Disposition::HandBack => {
+            let _ = ctx.state.uncount_start(job_id, "train").await;
             release().await;
             requeue_train(ctx, &job.spec, job_id).await;
         }
-        Err(TaskError::Interrupted) => {
-            let _ = ctx.state.uncount_attempt(job_id, "train").await;
-            release().await;
-            requeue_train(ctx, &job.spec, job_id).await;
-        }
-        Err(TaskError::Retryable(reason))
-            if attempt <= ctx.settings.amqp.retry_delays_ms.len() as u64 =>
-        {
-            tracing::warn!(job_id, attempt, %reason, "training failed; retrying later from the last checkpoint");
+        Disposition::RetryLater { level } => {
+            let reason = ran.err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(job_id, failed, level, %reason, "training failed; retrying later from the last checkpoint");
             release().await;
             metrics::TASKS
                 .with_label_values(&["train", "retried"])
                 .inc();
             // The delivery was acked already; its body goes to the retry queue.
-            if let Err(e) = ctx.broker.retry_later(delivery, attempt as usize - 1).await {
+            if let Err(e) = ctx.broker.retry_later(delivery, level).await {
                 tracing::warn!(job_id, error = %e, "could not schedule the retry; the sweeper will queue the job again");
             }
         }
-        Err(TaskError::Retryable(reason) | TaskError::Permanent(reason)) => {
-            tracing::error!(job_id, attempt, %reason, "training failed for good");
+        Disposition::GiveUp { reason } => {
+            tracing::error!(job_id, failed, %reason, "training failed for good");
             metrics::TASKS.with_label_values(&["train", "failed"]).inc();
             if !fail_job(ctx, job_id, &reason).await {
                 tracing::warn!(

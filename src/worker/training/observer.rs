@@ -119,7 +119,7 @@ impl JobObserver {
                     let (state, id) = (self.state.clone(), self.job_id.clone());
                     let reset = self
                         .runtime
-                        .block_on(async move { state.set_attempts(&id, "train", 1).await });
+                        .block_on(async move { state.start_afresh(&id, "train").await });
                     if let Err(e) = reset {
                         tracing::warn!(job_id = %self.job_id, error = %e, "could not reset the attempt count");
                     }

@@ -1,0 +1,124 @@
+//! Whether the task consumer makes progress: tasks waiting in the queue while a slot stays
+//! free and nothing arrives for long means the consumer is stuck, and readiness must say so.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::WorkerContext;
+use crate::state::now_ms;
+
+/// The readiness check this module reports into.
+pub const CHECK: &str = "task_consumer";
+
+/// Judges the consumer every few seconds until `shutdown`, reporting a stall to readiness
+/// and in the log (once when it starts, once when it ends).
+pub async fn judge(
+    ctx: Arc<WorkerContext>,
+    watch: Arc<ConsumerWatch>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let after = Duration::from_secs(ctx.settings.worker.consumer_stall_secs);
+    let every = (after / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
+    let queue = ctx.broker.topology().task_queue(ctx.settings.worker.pool);
+    let mut stalled = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        // An unreachable broker is the broker check's to report, not this one's.
+        let Ok(waiting) = ctx.broker.queue_depth(&queue).await else {
+            continue;
+        };
+        let verdict = watch.stalled(waiting, permits.available_permits(), after, now_ms());
+        if verdict.is_some() != stalled {
+            stalled = verdict.is_some();
+            match &verdict {
+                Some(reason) => tracing::warn!(%queue, "{reason}"),
+                None => tracing::info!(%queue, "task consumer receiving again"),
+            }
+        }
+        crate::health::report(CHECK, verdict);
+    }
+}
+
+/// Deliveries seen by the consumer, shared with the loop that judges it.
+#[derive(Debug)]
+pub struct ConsumerWatch {
+    last_delivery_ms: AtomicU64,
+}
+
+impl Default for ConsumerWatch {
+    fn default() -> Self {
+        // A consumer that never received anything is judged from its start.
+        Self {
+            last_delivery_ms: AtomicU64::new(now_ms()),
+        }
+    }
+}
+
+impl ConsumerWatch {
+    /// A delivery arrived (or the consumer (re)started and gets a fresh grace period).
+    pub fn progressed(&self) {
+        self.last_delivery_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Why the consumer looks stuck, or `None`: `waiting` tasks sit in the queue, `free`
+    /// slots could take them, yet nothing was delivered for longer than `after`.
+    pub fn stalled(&self, waiting: u32, free: usize, after: Duration, now: u64) -> Option<String> {
+        let quiet_ms = now.saturating_sub(self.last_delivery_ms.load(Ordering::Relaxed));
+        (waiting > 0 && free > 0 && quiet_ms > after.as_millis() as u64).then(|| {
+            format!(
+                "task consumer received nothing for {} s while {waiting} tasks wait and {free} \
+                 slots are free; check the worker's broker connection (it reconnects on its own)",
+                quiet_ms / 1000
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AFTER: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn stuck_only_when_work_waits_a_slot_is_free_and_nothing_came() {
+        let watch = ConsumerWatch::default();
+        let now = now_ms();
+        assert_eq!(
+            watch.stalled(5, 1, AFTER, now + 10_000),
+            None,
+            "still in grace"
+        );
+        let reason = watch
+            .stalled(5, 1, AFTER, now + 61_000)
+            .expect("61 s quiet with work waiting");
+        assert!(
+            reason.contains("5 tasks wait") && reason.contains("1 slots"),
+            "{reason}"
+        );
+        assert_eq!(
+            watch.stalled(0, 1, AFTER, now + 61_000),
+            None,
+            "empty queue"
+        );
+        assert_eq!(
+            watch.stalled(5, 0, AFTER, now + 61_000),
+            None,
+            "every slot busy"
+        );
+        watch.progressed();
+        assert_eq!(
+            watch.stalled(5, 1, AFTER, now_ms() + 1_000),
+            None,
+            "a delivery resets"
+        );
+    }
+}
