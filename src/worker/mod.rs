@@ -4,7 +4,7 @@
 
 mod error;
 pub mod finish;
-mod ids;
+pub(crate) mod ids;
 mod models;
 mod plan;
 pub mod shard;
