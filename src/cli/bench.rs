@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::bench_accounting::{self, AccountingCost};
 use super::model_push::{PushOptions, manifest_for_dir, push};
 use crate::app::Services;
 use crate::engine::{
@@ -63,6 +64,7 @@ pub struct Report {
     pub real_tokens: usize,
     pub intra_op_threads: usize,
     pub figures: Vec<Figure>,
+    pub accounting: AccountingCost,
 }
 
 pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Report> {
@@ -195,6 +197,15 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
         ));
     }
 
+    // 6. The row accounting, as a share of the engine's and the whole jobs' time per row.
+    let denominators: Vec<(String, f64)> = figures
+        .iter()
+        .filter(|f| f.0.starts_with("sluice engine") || f.0.starts_with("whole job"))
+        .map(|f| (f.0.clone(), f.1))
+        .collect();
+    let body = jsonl(texts.iter());
+    let accounting = bench_accounting::measure(body.as_bytes(), texts.len(), &denominators).await?;
+
     let (raw_last, _) = measure_raw().await?;
     figures.push((
         "raw ONNX Runtime again (after the rest)".into(),
@@ -222,6 +233,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
                 }
             })
             .collect(),
+        accounting,
     };
     println!(
         "{:<58} {:>9} {:>8} {:>9} {:>9}",
@@ -238,6 +250,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
             f.peak_rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
         );
     }
+    report.accounting.print();
     if let Some(out) = &options.out {
         std::fs::write(out, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", out.display()))?;
@@ -371,6 +384,9 @@ async fn whole_job(
                     &settings.engine.ort_dylib_path,
                 )
                 .env("SLUICE__ENGINE__INTRA_OP_THREADS", threads.to_string())
+                // A port each: on the default one the second worker would exit at start,
+                // and the two-worker figure would time one worker.
+                .env("SLUICE__METRICS__LISTEN", "127.0.0.1:0")
                 // Enough shards for every worker to stay busy to the end.
                 .env(
                     "SLUICE__PLANNER__SHARD_BYTES",

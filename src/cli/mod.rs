@@ -3,6 +3,7 @@
 //! HTTP API.
 
 mod bench;
+mod bench_accounting;
 pub mod client;
 mod model_push;
 mod progress;

@@ -56,7 +56,7 @@ pub struct JobRecord {
     pub rows_failed: u64,
     /// Written rows whose text was cut to the model's max length.
     pub rows_truncated: u64,
-    /// Rows processed by shards still in flight (not yet committed).
+    /// Rows read by shards still running (not yet committed); 0 once the job has ended.
     pub rows_in_flight: u64,
     pub error: Option<String>,
     pub model_sha256: Option<String>,
@@ -111,7 +111,13 @@ impl JobRecord {
             rows_done: number(&fields, "rows_done").unwrap_or(0),
             rows_failed: number(&fields, "rows_failed").unwrap_or(0),
             rows_truncated: number(&fields, "rows_truncated").unwrap_or(0),
-            rows_in_flight,
+            // A shard whose worker died as the job ended leaves its live count behind:
+            // nothing is in flight in a job that has ended.
+            rows_in_flight: if status.is_terminal() {
+                0
+            } else {
+                rows_in_flight
+            },
             error: text(&mut fields, "error"),
             model_sha256: text(&mut fields, "model_sha256"),
             package_key: text(&mut fields, "package_key"),
@@ -180,6 +186,22 @@ mod tests {
         let job = JobRecord::from_fields("j2", fields("NaN"), 0).unwrap();
         assert_eq!(job.training, None);
         assert_eq!(job.status, JobStatus::Failed);
+    }
+
+    #[test]
+    fn rows_in_flight_count_only_while_the_job_has_not_ended() {
+        let mut f = fields("{}");
+        f.insert("status".into(), "running".into());
+        assert_eq!(
+            JobRecord::from_fields("j5", f, 37).unwrap().rows_in_flight,
+            37
+        );
+        for ended in ["succeeded", "failed", "cancelled"] {
+            let mut f = fields("{}");
+            f.insert("status".into(), ended.into());
+            let job = JobRecord::from_fields("j6", f, 37).unwrap();
+            assert_eq!(job.rows_in_flight, 0, "{ended}");
+        }
     }
 
     #[test]

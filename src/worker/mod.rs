@@ -5,7 +5,7 @@
 mod disposition;
 mod error;
 pub mod finish;
-mod ids;
+pub(crate) mod ids;
 mod models;
 mod panics;
 mod plan;

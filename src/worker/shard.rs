@@ -420,6 +420,15 @@ impl ShardRun<'_> {
             return Ok(false);
         }
         let mut pending = std::mem::take(chunk);
+        // Rows count as in flight from when they are read, not only once embedded: a shard
+        // of one chunk would otherwise show none until its commit removes them again.
+        ctx.state
+            .set_live_rows(
+                &job.id,
+                task.shard,
+                writer.processed() + pending.len() as u64,
+            )
+            .await?;
         let texts: Vec<String> = pending
             .iter_mut()
             .map(|p| std::mem::take(&mut p.text))

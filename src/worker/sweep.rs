@@ -205,9 +205,13 @@ async fn requeue_orphaned_shards(ctx: &WorkerContext, job: &JobRecord) -> Result
             .and_then(|tasks| tasks.iter().find(|(index, _)| *index == shard))
         else {
             tracing::error!(job_id = %job.id, shard, "shard's owner is gone but the job has no stored plan for it; the stall sweep covers it");
+            ctx.state.clear_live_rows(&job.id, shard).await?;
             ctx.state.disown_shard(&job.id, shard, token).await?;
             continue;
         };
+        // The dead owner's live count would stay in `rows_in_flight` until the shard is
+        // redone; the next owner reports its own.
+        ctx.state.clear_live_rows(&job.id, shard).await?;
         // Queued first, then disowned: a failed publish leaves the record for the next sweep.
         plan::publish_shards(ctx, &job.spec, std::slice::from_ref(task)).await?;
         ctx.state.disown_shard(&job.id, shard, token).await?;
