@@ -178,6 +178,7 @@ pub async fn start(
             );
         }
         let ctx = Arc::new(ApiContext {
+            max_body_bytes: services.settings.api.max_body_bytes,
             tokens: Arc::new(tokens),
             submitter: submitter(&services),
             state: services.state.clone(),
@@ -210,6 +211,7 @@ pub async fn start(
                 )
                 .map_err(anyhow::Error::msg)
                 .context("api.amqp_allow")?,
+                replies: reply_policy(&services),
             });
             tracker.spawn(consumer.run(shutdown.clone()));
         }
@@ -273,6 +275,7 @@ pub async fn start(
     tracker.spawn(crate::events::run(
         services.state.clone(),
         services.broker.clone(),
+        reply_policy(&services),
         api_stop.clone(),
     ));
     tracker.spawn(async move {
@@ -281,6 +284,14 @@ pub async fn start(
         api_stop.cancel();
     });
     Ok(Running { api_addr, tracker })
+}
+
+/// Which `reply_to` queues AMQP submitters are answered on (`api.reply_queue_patterns`).
+fn reply_policy(services: &Services) -> crate::job::ReplyPolicy {
+    crate::job::ReplyPolicy::new(
+        &services.settings.prefix,
+        &services.settings.api.reply_queue_patterns,
+    )
 }
 
 fn submitter(services: &Services) -> Submitter {

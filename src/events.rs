@@ -4,13 +4,16 @@
 //! Every role runs a relay; a Redis lease lets one publish at a time, so events of one job
 //! leave in the order they were recorded. Delivery is at-least-once: a relay that dies after
 //! publishing but before moving the cursor publishes those events again (same `message_id`).
+//!
+//! Final replies go only to queues `ReplyPolicy` allows: a record written before that rule
+//! (or by a door that did not check) never gets a reply onto sluice's own queues.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError};
-use crate::job::{FINAL_EVENTS, JobEvent, SubmissionReply};
+use crate::job::{FINAL_EVENTS, JobEvent, ReplyPolicy, SubmissionReply};
 use crate::metrics;
 use crate::state::{StateError, StateStore, StoredEvent};
 
@@ -37,10 +40,10 @@ enum RelayError {
 
 /// Relays until `stop` is cancelled, then makes a last pass so the events of work that just
 /// drained leave with this process.
-pub async fn run(state: StateStore, broker: Broker, stop: CancellationToken) {
+pub async fn run(state: StateStore, broker: Broker, replies: ReplyPolicy, stop: CancellationToken) {
     let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
     loop {
-        let pause = match relay_once(&state, &broker, &owner).await {
+        let pause = match relay_once(&state, &broker, &replies, &owner).await {
             Ok(Pass::Published) => Duration::ZERO,
             Ok(Pass::Idle) => IDLE_POLL,
             Ok(Pass::Standby) => STANDBY_POLL,
@@ -59,7 +62,7 @@ pub async fn run(state: StateStore, broker: Broker, stop: CancellationToken) {
     }
     // Last pass: a bounded drain, then hand the lease over at once.
     for _ in 0..16 {
-        match relay_once(&state, &broker, &owner).await {
+        match relay_once(&state, &broker, &replies, &owner).await {
             Ok(Pass::Published) => continue,
             Ok(_) => break,
             Err(e) => {
@@ -79,7 +82,12 @@ enum Pass {
     Standby,
 }
 
-async fn relay_once(state: &StateStore, broker: &Broker, owner: &str) -> Result<Pass, RelayError> {
+async fn relay_once(
+    state: &StateStore,
+    broker: &Broker,
+    replies: &ReplyPolicy,
+    owner: &str,
+) -> Result<Pass, RelayError> {
     if !state.hold_event_relay(owner, LEASE_MS).await? {
         return Ok(Pass::Standby);
     }
@@ -93,7 +101,7 @@ async fn relay_once(state: &StateStore, broker: &Broker, owner: &str) -> Result<
         if !state.hold_event_relay(owner, LEASE_MS).await? {
             return Ok(Pass::Standby);
         }
-        publish(broker, event).await?;
+        publish(broker, replies, event).await?;
     }
     if !state.mark_events_published(owner, &last.id).await? {
         tracing::warn!("event relay lost its lease mid-pass; the new holder continues");
@@ -102,7 +110,11 @@ async fn relay_once(state: &StateStore, broker: &Broker, owner: &str) -> Result<
     Ok(Pass::Published)
 }
 
-async fn publish(broker: &Broker, stored: &StoredEvent) -> Result<(), RelayError> {
+async fn publish(
+    broker: &Broker,
+    replies: &ReplyPolicy,
+    stored: &StoredEvent,
+) -> Result<(), RelayError> {
     let message_id = format!("{}:{}", stored.job_id, stored.seq);
     tokio::time::timeout(
         PUBLISH_TIMEOUT,
@@ -114,6 +126,10 @@ async fn publish(broker: &Broker, stored: &StoredEvent) -> Result<(), RelayError
         .with_label_values(&[stored.event.as_str()])
         .inc();
     if !stored.reply_to.is_empty() && FINAL_EVENTS.contains(&stored.event.as_str()) {
+        if let Err(reason) = replies.check(&stored.reply_to) {
+            tracing::warn!(job_id = %stored.job_id, %reason, "final reply not sent");
+            return Ok(());
+        }
         // Best effort: a submitter's full or broken reply queue must not hold up the
         // events of every other job.
         match tokio::time::timeout(PUBLISH_TIMEOUT, reply_final(broker, stored)).await {

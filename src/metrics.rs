@@ -491,6 +491,29 @@ pub static FEATURE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+// --- Intake guard (issue 13): panics caught at the front doors. ---
+
+/// Panics caught while handling one request or submission: door `http|amqp`. Each one is
+/// answered (a JSON 500, or the submission kept on the rejected queue as `panicked`), so
+/// the door keeps serving; any increase is a bug to report.
+pub static INTAKE_PANICS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_intake_panics_total",
+        "Panics caught while handling one HTTP request or AMQP submission, by door (http|amqp); the request was answered and the door kept serving.",
+        &["door"],
+    )
+});
+
+/// Registers the intake-guard series at 0 (called by `init`).
+fn init_intake_guard() {
+    for door in ["http", "amqp"] {
+        INTAKE_PANICS.with_label_values(&[door]);
+    }
+    for class in ["forbidden_reply_to", "panicked"] {
+        SUBMISSIONS_REJECTED.with_label_values(&[class]);
+    }
+}
+
 /// Removes a training job's per-job series (it ended, or left this worker).
 pub fn forget_training_job(job_id: &str) {
     for gauge in [
@@ -555,6 +578,7 @@ pub fn init() {
     LazyLock::force(&JOB_LEASES);
     LazyLock::force(&SHARD_LEASES);
     LazyLock::force(&FEATURE_CACHE);
+    init_intake_guard();
 }
 
 /// Exports the known label values at 0 from the start, so a rate or an alert over an error

@@ -136,6 +136,12 @@ pub struct ApiSettings {
     /// Serve `/healthz`, `/readyz` and `/metrics` (always without a token) on the API's
     /// port. With `false` they move to `metrics.listen`, e.g. a port only the cluster sees.
     pub serve_metrics: bool,
+    /// Queues an AMQP submission's `reply_to` may name, as globs (`*`: any characters),
+    /// besides the broker's direct reply-to (`amq.rabbitmq.reply-to…`), which is always
+    /// allowed. sluice's own queues (`{prefix}.…`) are refused whatever this says; a
+    /// submission naming any other queue is kept on the rejected queue
+    /// (`forbidden_reply_to`).
+    pub reply_queue_patterns: Vec<String>,
 }
 
 /// One API token: who it is, what it may do, and which S3 locations its jobs may touch.
@@ -341,6 +347,7 @@ impl Default for ApiSettings {
             tokens_file: String::new(),
             client_token: String::new(),
             serve_metrics: true,
+            reply_queue_patterns: crate::job::default_reply_queue_patterns(),
         }
     }
 }

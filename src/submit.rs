@@ -110,7 +110,7 @@ impl Submitter {
                 }
                 .into());
             }
-            Err(e @ StorageError::Refused { .. }) => {
+            Err(e @ (StorageError::Refused { .. } | StorageError::NoSuchBucket { .. })) => {
                 return Err(SpecError {
                     field: "model".into(),
                     message: e.to_string(),

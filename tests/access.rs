@@ -59,7 +59,8 @@ async fn tokens_scopes_and_bucket_allowances_are_enforced() {
             name: "dashboard".into(),
             sha256: hash_token(&reader),
             scopes: vec!["read".into()],
-            allow: vec![],
+            // Reads are bounded by the allowance too: it sees this bucket's jobs.
+            allow: vec![format!("s3://{bucket}/")],
         },
     ];
     // A second token comes from a secret file, as a mounted Kubernetes secret would.

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use crate::job::Allowance;
+use crate::job::{Allowance, JobSpec};
 use crate::settings::{ApiSettings, ApiToken};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,24 @@ impl Caller {
             ),
             field: None,
         })
+    }
+}
+
+impl Caller {
+    /// Whether every job is visible to this caller: admin tokens (and the open API).
+    pub fn sees_all(&self) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.allowance.is_any()
+    }
+
+    /// Tenancy: a token reads, lists and cancels only the jobs inside its allowance (the
+    /// jobs it could have submitted); admin excepted. Any other job answers 404, exactly as
+    /// a job that does not exist, so ids of other teams' jobs reveal nothing.
+    pub fn may_see(&self, id: &str, spec: &JobSpec) -> Result<(), ApiError> {
+        if self.sees_all() || self.allowance.covers(spec) {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(id.to_string()))
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod auth;
 mod error;
 pub mod gauges;
+mod guard;
 pub mod submissions;
 pub mod view;
 
@@ -21,7 +22,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use view::{Created, JobList, JobView};
 
 use crate::broker::Broker;
-use crate::job::{JobStatus, is_valid_job_id, parse_json_spec};
+use crate::job::{JobStatus, is_valid_job_id, parse_json_spec_within};
 use crate::metrics;
 use crate::state::{StateStore, Transition, now_ms};
 use crate::storage::Storage;
@@ -29,6 +30,8 @@ use crate::submit::{Origin, Submitter};
 
 pub struct ApiContext {
     pub submitter: Submitter,
+    /// Largest accepted spec (`api.max_body_bytes`).
+    pub max_body_bytes: usize,
     pub state: StateStore,
     pub broker: Broker,
     pub storage: Storage,
@@ -53,8 +56,14 @@ pub fn router(ctx: Arc<ApiContext>, max_body_bytes: usize) -> Router {
     if ctx.serve_metrics {
         router = router.merge(ops_router(ctx.clone()));
     }
+    // Outermost last: panics are caught inside, then every non-JSON error made JSON.
     router
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(guard::catch_panics))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            guard::json_errors,
+        ))
         .with_state(ctx)
 }
 
@@ -81,6 +90,8 @@ pub async fn serve(
 }
 
 const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Most jobs one `GET /v1/jobs` returns (and looks through, for a token with an allowance).
+const MAX_LIST: usize = 1000;
 
 async fn submit(
     State(ctx): State<Arc<ApiContext>>,
@@ -106,7 +117,7 @@ async fn submit(
             Some(key.to_string())
         }
     };
-    let spec = parse_json_spec(&body)?;
+    let spec = parse_json_spec_within(&body, ctx.max_body_bytes)?;
     // Keys are the caller's own: another token sending the same key gets its own job, not
     // this caller's job id.
     let key = key.map(|key| format!("http:{}:{key}", caller.name));
@@ -151,6 +162,7 @@ async fn show(
     caller.require(auth::Scope::Read)?;
     checked_id(&id)?;
     let job = ctx.state.get(&id).await?;
+    caller.may_see(&id, &job.spec)?;
     Ok(Json(JobView::from_record(job, now_ms())))
 }
 
@@ -174,17 +186,33 @@ async fn list(
             ))
         })?),
     };
-    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_LIST);
     let now = now_ms();
-    let listing = ctx.state.list_checked(status, limit).await?;
+    if caller.sees_all() {
+        let listing = ctx.state.list_checked(status, limit).await?;
+        let jobs = listing
+            .jobs
+            .into_iter()
+            .map(|job| JobView::from_record(job, now))
+            .collect();
+        return Ok(Json(JobList {
+            jobs,
+            unreadable: listing.unreadable,
+        }));
+    }
+    // A token bounded by an allowance sees the jobs inside it among the newest MAX_LIST,
+    // and no unreadable records (they cannot be told to be its own).
+    let listing = ctx.state.list_checked(status, MAX_LIST).await?;
     let jobs = listing
         .jobs
         .into_iter()
+        .filter(|job| caller.allowance.covers(&job.spec))
+        .take(limit)
         .map(|job| JobView::from_record(job, now))
         .collect();
     Ok(Json(JobList {
         jobs,
-        unreadable: listing.unreadable,
+        unreadable: Vec::new(),
     }))
 }
 
@@ -195,6 +223,8 @@ async fn cancel(
 ) -> Result<Json<JobView>, ApiError> {
     caller.require(auth::Scope::Cancel)?;
     checked_id(&id)?;
+    let job = ctx.state.get(&id).await?;
+    caller.may_see(&id, &job.spec)?;
     let fields = [("finished_ms", now_ms().to_string())];
     match ctx
         .state

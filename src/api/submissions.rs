@@ -2,17 +2,18 @@
 //! becomes a job once per `message_id`, or is kept on the rejected queue with the reason.
 //! The original delivery is acked only after one of those is durable.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, Delivery};
-use crate::job::{Allowance, SubmissionReply, parse_json_spec};
+use crate::job::{Allowance, ReplyPolicy, SubmissionReply, parse_json_spec_within};
 use crate::metrics;
 use crate::state::StateStore;
 use crate::submit::{Origin, SubmitError, Submitted, Submitter};
@@ -28,13 +29,16 @@ pub struct SubmissionConsumer {
     pub concurrency: usize,
     /// What AMQP-submitted jobs may read and write (`api.amqp_allow`).
     pub allowance: Allowance,
+    /// Which `reply_to` queues are answered (`api.reply_queue_patterns`).
+    pub replies: ReplyPolicy,
 }
 
 /// Why a submission was refused: kept with it on the rejected queue.
 #[derive(Debug, Clone, PartialEq)]
 struct Rejection {
     /// Short, fixed set: `not_json`, `invalid_spec`, `unknown_model`, `too_large`,
-    /// `missing_message_id`, `output_in_use`, `forbidden_location`.
+    /// `missing_message_id`, `output_in_use`, `forbidden_location`, `forbidden_reply_to`,
+    /// `panicked`.
     class: &'static str,
     reason: String,
 }
@@ -92,7 +96,7 @@ impl SubmissionConsumer {
                     Some(Ok(delivery)) => {
                         let this = self.clone();
                         tracker.spawn(async move {
-                            this.handle(delivery).await;
+                            this.handle_guarded(delivery).await;
                             drop(permit);
                         });
                     }
@@ -111,19 +115,43 @@ impl SubmissionConsumer {
         tracker.wait().await;
     }
 
-    async fn handle(&self, delivery: Delivery) {
+    /// `handle`, with a panic anywhere in it caught: the submission is kept on the rejected
+    /// queue (`panicked`) and acked, so one poison message cannot hold a consumer slot or
+    /// come back forever.
+    async fn handle_guarded(&self, delivery: Delivery) {
+        let Err(panic) = AssertUnwindSafe(self.handle(&delivery))
+            .catch_unwind()
+            .await
+        else {
+            return;
+        };
+        let rejection = panicked(&*panic);
+        if let Err(e) = self.keep_rejected(&delivery, &rejection).await {
+            tracing::warn!(error = %e, "could not keep a submission whose handling panicked; it goes back to the queue");
+            requeue_later(&delivery).await;
+            return;
+        }
+        metrics::SUBMISSIONS_REJECTED
+            .with_label_values(&[rejection.class])
+            .inc();
+        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+            tracing::warn!(error = %e, "could not ack a submission whose handling panicked");
+        }
+    }
+
+    async fn handle(&self, delivery: &Delivery) {
         let properties = &delivery.properties;
         let message_id = properties.message_id().as_ref().map(|s| s.to_string());
         let reply_to = properties.reply_to().as_ref().map(|s| s.to_string());
         let correlation_id = properties.correlation_id().as_ref().map(|s| s.to_string());
-        let outcome = self
-            .decide(
-                &delivery,
-                message_id.as_deref(),
-                reply_to.as_deref(),
-                correlation_id.as_deref(),
-            )
-            .await;
+        let deciding = self.decide(
+            delivery,
+            message_id.as_deref(),
+            reply_to.as_deref(),
+            correlation_id.as_deref(),
+        );
+        // Caught here too, so the submission still gets its rejection reply.
+        let outcome = guarded(deciding).await;
         let reply = match outcome {
             Outcome::Accepted(submitted) => {
                 let outcome = if submitted.created {
@@ -143,9 +171,9 @@ impl SubmissionConsumer {
                 }
             }
             Outcome::Rejected(rejection) => {
-                if let Err(e) = self.keep_rejected(&delivery, &rejection).await {
+                if let Err(e) = self.keep_rejected(delivery, &rejection).await {
                     tracing::warn!(error = %e, "could not keep a rejected submission; it goes back to the queue");
-                    requeue_later(&delivery).await;
+                    requeue_later(delivery).await;
                     return;
                 }
                 metrics::SUBMISSIONS.with_label_values(&["rejected"]).inc();
@@ -165,11 +193,15 @@ impl SubmissionConsumer {
             Outcome::Unavailable(reason) => {
                 metrics::SUBMISSIONS.with_label_values(&["requeued"]).inc();
                 tracing::warn!(message_id = ?message_id, %reason, "cannot handle a submission now; it goes back to the queue");
-                requeue_later(&delivery).await;
+                requeue_later(delivery).await;
                 return;
             }
         };
-        if let Some(reply_to) = reply_to.as_deref() {
+        // A refused reply_to was refused with the submission: it gets no reply.
+        if let Some(reply_to) = reply_to
+            .as_deref()
+            .filter(|queue| self.replies.check(queue).is_ok())
+        {
             let body = serde_json::to_vec(&reply).expect("reply serialises");
             match self
                 .broker
@@ -226,10 +258,13 @@ impl SubmissionConsumer {
                 );
             }
         };
+        if let Some(Err(reason)) = reply_to.map(|queue| self.replies.check(queue)) {
+            return reject("forbidden_reply_to", reason);
+        }
         if let Err(e) = serde_json::from_slice::<serde_json::Value>(body) {
             return reject("not_json", format!("body is not JSON: {e}"));
         }
-        let spec = match parse_json_spec(body) {
+        let spec = match parse_json_spec_within(body, self.max_body_bytes) {
             Ok(spec) => spec,
             Err(e) => return reject("invalid_spec", e.to_string()),
         };
@@ -284,7 +319,35 @@ impl SubmissionConsumer {
 }
 
 fn reject(class: &'static str, reason: String) -> Outcome {
+    // Bounded: the reason travels as a message header, which must fit one AMQP frame.
+    let reason = crate::uri::abbreviated(&reason, 2000);
     Outcome::Rejected(Rejection { class, reason })
+}
+
+/// `deciding`, with a panic in it turned into a `panicked` rejection.
+async fn guarded(deciding: impl std::future::Future<Output = Outcome>) -> Outcome {
+    AssertUnwindSafe(deciding)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Outcome::Rejected(panicked(&*panic)))
+}
+
+/// The rejection for a submission whose handling panicked; counts and logs the panic.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Rejection {
+    metrics::INTAKE_PANICS.with_label_values(&["amqp"]).inc();
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    tracing::error!(panic = %what, "handling an AMQP submission panicked; it is kept on the rejected queue");
+    Rejection {
+        class: "panicked",
+        reason: format!(
+            "sluice could not handle this submission (it panicked: {}); it was not retried, to keep the queue moving: report it with this message",
+            crate::uri::abbreviated(&what, 500)
+        ),
+    }
 }
 
 /// Identifies one submission for the rejected-once check: its `message_id` with a digest of
@@ -313,5 +376,40 @@ async fn requeue_later(delivery: &Delivery) {
         .await
     {
         tracing::warn!(error = %e, "could not requeue a submission; the broker will when the channel closes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poisoned() -> Outcome {
+        panic!("poison {}", 42)
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_deciding_becomes_a_counted_panicked_rejection() {
+        let panics = || metrics::INTAKE_PANICS.with_label_values(&["amqp"]).get();
+        let before = panics();
+        match guarded(async { poisoned() }).await {
+            Outcome::Rejected(rejection) => {
+                assert_eq!(rejection.class, "panicked");
+                assert!(
+                    rejection.reason.contains("poison 42"),
+                    "{}",
+                    rejection.reason
+                );
+            }
+            _ => panic!("not a rejection"),
+        }
+        assert_eq!(panics(), before + 1);
+        match guarded(async { reject("not_json", "x".repeat(5000)) }).await {
+            Outcome::Rejected(rejection) => {
+                assert_eq!(rejection.class, "not_json");
+                assert!(rejection.reason.len() < 2100, "the reason is bounded");
+            }
+            _ => panic!("not a rejection"),
+        }
+        assert_eq!(panics(), before + 1);
     }
 }

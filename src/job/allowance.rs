@@ -64,49 +64,53 @@ impl Allowance {
         let Some(allowed) = &self.prefixes else {
             return Ok(());
         };
-        // The model and output are folders: checked as the folders the job will use.
-        let as_folder = |uri: &str| S3Uri::parse(uri).map(|u| u.as_prefix());
-        let mut named = vec![
-            ("model", spec.model.as_str(), as_folder(&spec.model)),
-            (
-                "input.uri",
-                spec.input.uri.as_str(),
-                S3Uri::parse(&spec.input.uri),
-            ),
-            (
-                "output.uri",
-                spec.output.uri.as_str(),
-                as_folder(&spec.output.uri),
-            ),
-        ];
-        if let Some(training) = &spec.training {
-            if let Some(uri) = training.eval.uri.as_deref() {
-                named.push(("training.eval.uri", uri, S3Uri::parse(uri)));
-            }
-            if let Some(uri) = training.step_graph.as_deref() {
-                named.push(("training.step_graph", uri, S3Uri::parse(uri)));
-            }
-        }
-        for (field, uri, parsed) in named {
+        // The model and output are checked as the folders the job will use.
+        let places = match spec.locations() {
+            Ok(places) => places,
+            // Specs are validated before this; an unparsable one is simply not allowed.
+            Err(e) => return Err(self.refused(&e.field, "an invalid location")),
+        };
+        for (field, parsed) in places.named() {
             // `.` and `..` segments are refused outright: S3 keys are literal, but a proxy
             // or gateway that normalises paths would let `prefix/../other/` escape.
-            let inside = parsed.is_ok_and(|parsed| {
-                !parsed
-                    .key
-                    .split('/')
-                    .any(|segment| segment == "." || segment == "..")
-                    && allowed.iter().any(|prefix| prefix.contains(&parsed))
-            });
+            let inside = !parsed
+                .key
+                .split('/')
+                .any(|segment| segment == "." || segment == "..")
+                && allowed.iter().any(|prefix| prefix.contains(parsed));
             if !inside {
-                return Err(LocationRefused {
-                    holder: self.holder.clone(),
-                    field: field.into(),
-                    uri: uri.into(),
-                    allowed: self.describe(),
-                });
+                let written = match field {
+                    "model" => spec.model.as_str(),
+                    "input.uri" => spec.input.uri.as_str(),
+                    "output.uri" => spec.output.uri.as_str(),
+                    _ => spec
+                        .training
+                        .as_ref()
+                        .and_then(|t| match field {
+                            "training.eval.uri" => t.eval.uri.as_deref(),
+                            _ => t.step_graph.as_deref(),
+                        })
+                        .unwrap_or_default(),
+                };
+                return Err(self.refused(field, written));
             }
         }
         Ok(())
+    }
+
+    /// Whether a job of `spec` lies inside this allowance: the rule for which jobs a
+    /// token may read, list and cancel (the jobs it could have submitted).
+    pub fn covers(&self, spec: &JobSpec) -> bool {
+        self.check(spec).is_ok()
+    }
+
+    fn refused(&self, field: &str, uri: &str) -> LocationRefused {
+        LocationRefused {
+            holder: self.holder.clone(),
+            field: field.into(),
+            uri: crate::uri::abbreviated(uri, 200),
+            allowed: self.describe(),
+        }
     }
 
     fn describe(&self) -> String {

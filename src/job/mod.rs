@@ -4,6 +4,9 @@
 pub mod accounting;
 mod allowance;
 mod event;
+pub mod limits;
+mod locations;
+mod reply_to;
 pub mod schema;
 mod spec;
 mod status;
@@ -13,9 +16,11 @@ mod training;
 
 pub use allowance::{Allowance, LocationRefused};
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
+pub use locations::Locations;
+pub use reply_to::{ReplyPolicy, default_reply_queue_patterns, glob};
 pub use spec::{
     API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputFormat, OutputSpec,
-    Pool, SpecError, Task, parse_json_spec, parse_toml_spec,
+    Pool, SpecError, Task, parse_json_spec, parse_json_spec_within, parse_toml_spec,
 };
 pub use status::JobStatus;
 pub use task::{InputPiece, ShardTask, TaskMessage};

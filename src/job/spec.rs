@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{DEFAULT_MAX_SPEC_BYTES, check_bounds, check_spec_size};
+use super::locations::lenient;
 use super::training::TrainingSpec;
-use crate::uri::S3Uri;
+use crate::uri::{S3Uri, abbreviated};
 
 pub const API_VERSION: &str = "sluice/v1";
 
@@ -231,13 +233,24 @@ impl SpecError {
             (true, None) => "(document)".to_string(),
             (false, None) => path,
         };
-        // serde_json appends "at line L column C": keep it, it helps find the spot.
-        Self { field, message }
+        // serde_json appends "at line L column C": keep it, it helps find the spot. Both
+        // are cut short: serde repeats offending values and unknown names in full.
+        Self {
+            field: abbreviated(&field, 200),
+            message: abbreviated(&message, 1000),
+        }
     }
 }
 
-/// Parses a JSON spec (the HTTP body) and validates it.
+/// Parses a JSON spec and validates it, refusing one over `DEFAULT_MAX_SPEC_BYTES`.
 pub fn parse_json_spec(body: &[u8]) -> Result<JobSpec, SpecError> {
+    parse_json_spec_within(body, DEFAULT_MAX_SPEC_BYTES)
+}
+
+/// Parses a JSON spec (the HTTP body, an AMQP message) of at most `max_bytes` and
+/// validates it.
+pub fn parse_json_spec_within(body: &[u8], max_bytes: usize) -> Result<JobSpec, SpecError> {
+    check_spec_size(body.len(), max_bytes, "api.max_body_bytes")?;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let spec: JobSpec = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| SpecError::from_serde(e.path().to_string(), e.inner().to_string()))?;
@@ -248,10 +261,15 @@ pub fn parse_json_spec(body: &[u8]) -> Result<JobSpec, SpecError> {
     Ok(spec)
 }
 
-/// Parses a TOML spec (a file in `jobs/`) and validates it.
+/// Parses a TOML spec (a file in `jobs/`, a filled drop-folder template) and validates it.
 pub fn parse_toml_spec(text: &str) -> Result<JobSpec, SpecError> {
-    let deserializer =
-        toml::Deserializer::parse(text).map_err(|e| SpecError::new("(document)", e.to_string()))?;
+    check_spec_size(
+        text.len(),
+        DEFAULT_MAX_SPEC_BYTES,
+        "the largest spec sluice reads",
+    )?;
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| SpecError::new("(document)", abbreviated(&e.to_string(), 1000)))?;
     let spec: JobSpec = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let inner = e.inner().message().to_string();
         SpecError::from_serde(e.path().to_string(), inner)
@@ -263,12 +281,13 @@ pub fn parse_toml_spec(text: &str) -> Result<JobSpec, SpecError> {
 impl JobSpec {
     /// Checks what types alone cannot; the first problem found is reported.
     pub fn validate(&self) -> Result<(), SpecError> {
+        check_bounds(self)?;
         if self.api_version != API_VERSION {
             return Err(SpecError::new(
                 "api_version",
                 format!(
                     "`{}` is not supported (use `{API_VERSION}`)",
-                    self.api_version
+                    abbreviated(&self.api_version, 40)
                 ),
             ));
         }
@@ -284,8 +303,8 @@ impl JobSpec {
                 "must be 1-128 characters of letters, digits, space, '-', '_' or '.'",
             ));
         }
-        S3Uri::parse(&self.model).map_err(|e| SpecError::new("model", e))?;
-        let input = S3Uri::parse(&self.input.uri).map_err(|e| SpecError::new("input.uri", e))?;
+        let places = self.locations()?;
+        let (input, output) = (&places.input, &places.output);
         if input.key.is_empty() && !self.input.uri.ends_with('/') {
             // A whole bucket is allowed, but only when asked for explicitly.
             return Err(SpecError::new(
@@ -293,8 +312,7 @@ impl JobSpec {
                 "names a bucket, not an object: add a key, or end with '/' to read every object",
             ));
         }
-        let output = S3Uri::parse(&self.output.uri).map_err(|e| SpecError::new("output.uri", e))?;
-        if input.as_prefix().contains(&output) || output.as_prefix().contains(&input) {
+        if input.as_prefix().contains(output) || output.contains(input) {
             return Err(SpecError::new(
                 "output.uri",
                 format!(
@@ -357,14 +375,13 @@ impl JobSpec {
                     ));
                 }
                 training.validate()?;
-                if let Some(eval) = &training.eval.uri {
-                    let eval = S3Uri::parse(eval).expect("validated");
-                    if output.as_prefix().contains(&eval) || eval.as_prefix().contains(&output) {
-                        return Err(SpecError::new(
-                            "training.eval.uri",
-                            format!("`{eval}` overlaps the output `{}`", self.output.uri),
-                        ));
-                    }
+                if let Some(eval) = &places.eval
+                    && (output.contains(eval) || eval.as_prefix().contains(output))
+                {
+                    return Err(SpecError::new(
+                        "training.eval.uri",
+                        format!("`{eval}` overlaps the output `{}`", self.output.uri),
+                    ));
                 }
             }
             (JobKind::Inference, None) => {}
@@ -384,14 +401,14 @@ impl JobSpec {
         Ok(())
     }
 
+    /// The model package's folder. Like the other accessors it never panics: see
+    /// `locations::lenient`.
     pub fn model_uri(&self) -> S3Uri {
-        S3Uri::parse(&self.model)
-            .expect("validated spec")
-            .as_prefix()
+        lenient(&self.model).as_prefix()
     }
 
     pub fn input_uri(&self) -> S3Uri {
-        S3Uri::parse(&self.input.uri).expect("validated spec")
+        lenient(&self.input.uri)
     }
 
     /// Training jobs: the field holding each row's label.
@@ -400,9 +417,7 @@ impl JobSpec {
     }
 
     pub fn output_uri(&self) -> S3Uri {
-        S3Uri::parse(&self.output.uri)
-            .expect("validated spec")
-            .as_prefix()
+        lenient(&self.output.uri).as_prefix()
     }
 }
 
