@@ -84,7 +84,9 @@ pub async fn load(
     let labels = indices(&train_data)?;
     let (eval_data, eval_labels, train_rows, eval_rows, place) = match &training.eval.uri {
         Some(uri) => {
-            let uri = S3Uri::parse(uri).expect("validated spec");
+            let uri = S3Uri::parse(uri).map_err(|e| {
+                TaskError::permanent(format!("training.eval.uri of the job's spec: {e}"))
+            })?;
             let format = training.eval.format.unwrap_or(spec.input.format);
             let eval_objects = plan::list_inputs(
                 ctx,

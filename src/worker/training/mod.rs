@@ -438,7 +438,9 @@ async fn execute(
     let layout = head_layout(training, embedder.dimension());
     let (graph_name, graph) = match &training.step_graph {
         Some(uri) => {
-            let uri = S3Uri::parse(uri).expect("validated spec");
+            let uri = S3Uri::parse(uri).map_err(|e| {
+                TaskError::permanent(format!("training.step_graph of the job's spec: {e}"))
+            })?;
             match ctx.storage.get_bytes(&uri).await {
                 Ok(bytes) => (uri.to_string(), bytes),
                 Err(StorageError::NotFound { .. }) => {
