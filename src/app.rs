@@ -212,6 +212,7 @@ pub async fn start(
                 .map_err(anyhow::Error::msg)
                 .context("api.amqp_allow")?,
                 replies: reply_policy(&services),
+                stall_after: Duration::from_secs(services.settings.amqp.consumer_stall_secs),
             });
             tracker.spawn(consumer.run(shutdown.clone()));
         }

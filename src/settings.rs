@@ -78,6 +78,10 @@ pub struct AmqpSettings {
     /// itself are bounded by `retry_delays_ms`, and clean hand-backs on shutdown count
     /// nowhere, so worker churn does not spend a healthy job's retries.
     pub max_deliveries: u64,
+    /// A consumer (a worker's tasks, the API's submissions) reports itself not ready when
+    /// its queue holds messages, a slot is free and nothing was delivered for this long:
+    /// the broker stopped feeding it.
+    pub consumer_stall_secs: u64,
     /// PEM file of the CA that signed the broker's certificate, for an `amqps://` URL whose
     /// broker uses a private CA; empty trusts the system's roots.
     pub tls_ca_file: String,
@@ -194,9 +198,6 @@ pub struct WorkerSettings {
     /// sweeper queues the shard again once the lease has expired.
     pub shard_lease_ttl_secs: u64,
     pub shard_heartbeat_secs: u64,
-    /// The worker reports itself not ready when its task queue holds work, a slot is free
-    /// and no task was delivered for this long (a consumer the broker stopped feeding).
-    pub consumer_stall_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -307,6 +308,7 @@ impl Default for AmqpSettings {
             prefetch: 2,
             retry_delays_ms: vec![1_000, 5_000, 30_000],
             max_deliveries: 30,
+            consumer_stall_secs: 60,
             tls_ca_file: String::new(),
         }
     }
@@ -368,7 +370,6 @@ impl Default for WorkerSettings {
             stall_after_secs: 300,
             shard_lease_ttl_secs: 30,
             shard_heartbeat_secs: 5,
-            consumer_stall_secs: 60,
         }
     }
 }

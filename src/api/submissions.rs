@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::watch::{self, ConsumerWatch};
 use crate::broker::{Broker, Delivery};
 use crate::job::{Allowance, ReplyPolicy, SubmissionReply, parse_json_spec_within};
 use crate::metrics;
@@ -31,6 +32,8 @@ pub struct SubmissionConsumer {
     pub allowance: Allowance,
     /// Which `reply_to` queues are answered (`api.reply_queue_patterns`).
     pub replies: ReplyPolicy,
+    /// Readiness fails when submissions wait, a slot is free and none arrived this long.
+    pub stall_after: Duration,
 }
 
 /// Why a submission was refused: kept with it on the rejected queue.
@@ -58,6 +61,17 @@ impl SubmissionConsumer {
         let tracker = TaskTracker::new();
         let prefetch = u16::try_from(self.concurrency).unwrap_or(u16::MAX);
         let mut backoff = Duration::from_millis(500);
+        let watch = Arc::new(ConsumerWatch::default());
+        let judging = CancellationToken::new();
+        let judge = tokio::spawn(watch::judge(
+            "submission_consumer",
+            self.broker.clone(),
+            self.broker.topology().submissions_queue(),
+            watch.clone(),
+            permits.clone(),
+            self.stall_after,
+            judging.clone(),
+        ));
         'connect: while !shutdown.is_cancelled() {
             let (channel, mut consumer) = match self.broker.consume_submissions(prefetch).await {
                 Ok(subscription) => subscription,
@@ -72,6 +86,7 @@ impl SubmissionConsumer {
                 }
             };
             backoff = Duration::from_millis(500);
+            watch.progressed();
             tracing::info!(prefetch, "consuming AMQP job submissions");
             loop {
                 let permit = tokio::select! {
@@ -94,6 +109,7 @@ impl SubmissionConsumer {
                 };
                 match next {
                     Some(Ok(delivery)) => {
+                        watch.progressed();
                         let this = self.clone();
                         tracker.spawn(async move {
                             this.handle_guarded(delivery).await;
@@ -111,6 +127,8 @@ impl SubmissionConsumer {
                 }
             }
         }
+        judging.cancel();
+        let _ = judge.await;
         tracker.close();
         tracker.wait().await;
     }

@@ -2,6 +2,7 @@
 //! prefetch, and the retry (TTL back-off) and dead-letter paths.
 
 mod topology;
+pub mod watch;
 
 use std::sync::Arc;
 

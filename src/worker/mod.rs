@@ -30,6 +30,7 @@ use disposition::Disposition;
 pub use error::TaskError;
 pub use models::ModelCache;
 
+use crate::broker::watch::{self, ConsumerWatch};
 use crate::broker::{Broker, Delivery};
 use crate::job::{JobStatus, TaskMessage};
 use crate::metrics;
@@ -93,12 +94,16 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     let prefetch = ctx.settings.amqp.prefetch.max(concurrency as u16);
     let permits = Arc::new(Semaphore::new(concurrency));
     let tracker = TaskTracker::new();
-    let watch = Arc::new(watch::ConsumerWatch::default());
+    let watch = Arc::new(ConsumerWatch::default());
+    let judging = CancellationToken::new();
     let judge = tokio::spawn(watch::judge(
-        ctx.clone(),
+        "task_consumer",
+        ctx.broker.clone(),
+        ctx.broker.topology().task_queue(pool),
         watch.clone(),
         permits.clone(),
-        shutdown.clone(),
+        Duration::from_secs(ctx.settings.amqp.consumer_stall_secs),
+        judging.clone(),
     ));
     let mut backoff = Duration::from_millis(500);
     // Kept open while draining, so tasks still running can ack what they took.
@@ -205,8 +210,8 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
     {
         tracing::warn!(error = %e, "cannot stop the task consumer; its deliveries go back to the queue when the channel closes");
     }
-    judge.abort();
-    crate::health::report(watch::CHECK, None);
+    judging.cancel();
+    let _ = judge.await;
     tracker.close();
     let grace = Duration::from_secs(ctx.settings.worker.shutdown_grace_secs);
     tracing::info!(in_flight = tracker.len(), ?grace, "worker draining");

@@ -1,5 +1,5 @@
-//! Whether the task consumer makes progress: tasks waiting in the queue while a slot stays
-//! free and nothing arrives for long means the consumer is stuck, and readiness must say so.
+//! Whether a consumer makes progress: messages waiting in its queue while a slot stays free
+//! and nothing arrives for long means the consumer is stuck, and readiness must say so.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,31 +8,29 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::WorkerContext;
-use crate::state::now_ms;
+use super::Broker;
 
-/// The readiness check this module reports into.
-pub const CHECK: &str = "task_consumer";
-
-/// Judges the consumer every few seconds until `shutdown`, reporting a stall to readiness
-/// and in the log (once when it starts, once when it ends).
+/// Judges a consumer of `queue` every few seconds until `shutdown`, reporting a stall as
+/// the readiness check `check` and in the log (once when it starts, once when it ends);
+/// `permits` are the consumer's free slots. The check is cleared on return.
 pub async fn judge(
-    ctx: Arc<WorkerContext>,
+    check: &'static str,
+    broker: Broker,
+    queue: String,
     watch: Arc<ConsumerWatch>,
     permits: Arc<Semaphore>,
+    after: Duration,
     shutdown: CancellationToken,
 ) {
-    let after = Duration::from_secs(ctx.settings.worker.consumer_stall_secs);
     let every = (after / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
-    let queue = ctx.broker.topology().task_queue(ctx.settings.worker.pool);
     let mut stalled = false;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
         }
         // An unreachable broker is the broker check's to report, not this one's.
-        let Ok(waiting) = ctx.broker.queue_depth(&queue).await else {
+        let Ok(waiting) = broker.queue_depth(&queue).await else {
             continue;
         };
         let verdict = watch.stalled(waiting, permits.available_permits(), after, now_ms());
@@ -40,11 +38,19 @@ pub async fn judge(
             stalled = verdict.is_some();
             match &verdict {
                 Some(reason) => tracing::warn!(%queue, "{reason}"),
-                None => tracing::info!(%queue, "task consumer receiving again"),
+                None => tracing::info!(%queue, "consumer receiving again"),
             }
         }
-        crate::health::report(CHECK, verdict);
+        crate::health::report(check, verdict);
     }
+    crate::health::report(check, None);
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Deliveries seen by the consumer, shared with the loop that judges it.
@@ -74,8 +80,8 @@ impl ConsumerWatch {
         let quiet_ms = now.saturating_sub(self.last_delivery_ms.load(Ordering::Relaxed));
         (waiting > 0 && free > 0 && quiet_ms > after.as_millis() as u64).then(|| {
             format!(
-                "task consumer received nothing for {} s while {waiting} tasks wait and {free} \
-                 slots are free; check the worker's broker connection (it reconnects on its own)",
+                "consumer received nothing for {} s while {waiting} messages wait and {free} \
+                 slots are free; check the broker connection (it reconnects on its own)",
                 quiet_ms / 1000
             )
         })
@@ -101,7 +107,7 @@ mod tests {
             .stalled(5, 1, AFTER, now + 61_000)
             .expect("61 s quiet with work waiting");
         assert!(
-            reason.contains("5 tasks wait") && reason.contains("1 slots"),
+            reason.contains("5 messages wait") && reason.contains("1 slots"),
             "{reason}"
         );
         assert_eq!(
