@@ -3,10 +3,12 @@
 
 pub mod api;
 pub mod app;
+pub mod backoff;
 pub mod broker;
 pub mod cli;
 pub mod engine;
 pub mod events;
+pub mod health;
 pub mod ingest;
 pub mod job;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! Redis job store: job records, atomic status transitions (Lua), shard commits and progress
 //! counters, idempotency keys and per-task attempt counts, all under one key prefix.
 
+mod observed;
 mod record;
 mod scripts;
 mod shard_lease;
@@ -8,10 +9,10 @@ mod shard_lease;
 use std::collections::HashMap;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 pub use record::{JobRecord, ShardCommit};
 
+use crate::health::Health;
 use crate::job::JobStatus;
 use crate::settings::RedisSettings;
 
@@ -140,7 +141,7 @@ pub struct StoredEvent {
 
 #[derive(Clone)]
 pub struct StateStore {
-    conn: ConnectionManager,
+    conn: observed::Observed,
     prefix: String,
 }
 
@@ -159,6 +160,16 @@ impl StateStore {
     /// Connects to `redis.url`; a `rediss://` URL connects over TLS, verifying the server
     /// against the system's roots, or against `redis.tls_ca_file` when set.
     pub async fn connect(settings: &RedisSettings, prefix: &str) -> Result<Self, StateError> {
+        Self::connect_with_health(settings, prefix, Health::new()).await
+    }
+
+    /// Like `connect`, with the deadlines of `redis.*`; commands that time out or cannot
+    /// reach Redis are logged, counted and reported into `health` (check `redis`).
+    pub async fn connect_with_health(
+        settings: &RedisSettings,
+        prefix: &str,
+        health: Health,
+    ) -> Result<Self, StateError> {
         let client = match settings.tls_ca_file.as_str() {
             "" => redis::Client::open(settings.url.as_str())?,
             path => {
@@ -176,8 +187,12 @@ impl StateStore {
             }
         };
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(10)));
+            .set_connection_timeout(Some(std::time::Duration::from_millis(
+                settings.connection_timeout_ms,
+            )))
+            .set_response_timeout(Some(std::time::Duration::from_millis(
+                settings.response_timeout_ms,
+            )));
         let conn = client
             .get_connection_manager_with_config(config)
             .await
@@ -186,9 +201,18 @@ impl StateStore {
                 _ => StateError::Unavailable(e),
             })?;
         Ok(Self {
-            conn,
+            conn: observed::Observed {
+                inner: conn,
+                health,
+                server: observed::server_of(&settings.url),
+            },
             prefix: prefix.to_string(),
         })
+    }
+
+    /// The readiness registry this store reports into.
+    pub fn health(&self) -> &Health {
+        &self.conn.health
     }
 
     fn job_key(&self, id: &str) -> String {
