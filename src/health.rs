@@ -183,7 +183,7 @@ mod tests {
         .await
         .expect("a probe past its deadline fails");
         assert!(slow.contains("20ms"), "{slow}");
-        let (status, body) = answer(&health, &["s3", "redis"], BTreeMap::new());
+        let (status, axum::Json(body)) = answer(&health, &["s3", "redis"], BTreeMap::new());
         assert_eq!(status, 503);
         assert_eq!(body["checks"]["redis"], "ok");
         assert_eq!(body["failing"]["s3"], slow.as_str());
@@ -194,11 +194,11 @@ mod tests {
             probe(&health, "s3", Duration::from_secs(1), async { Ok(()) }).await,
             None
         );
-        let (status, body) = answer(&health, &["s3"], BTreeMap::new());
+        let (status, axum::Json(body)) = answer(&health, &["s3"], BTreeMap::new());
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["ready"], true);
         assert_eq!(body["checks"]["s3"], "ok");
-        let (status, body) = answer(
+        let (status, axum::Json(body)) = answer(
             &health,
             &[],
             BTreeMap::from([("draining", "shutting down".to_string())]),
