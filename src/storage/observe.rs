@@ -6,7 +6,8 @@
 use std::time::Instant;
 
 use aws_sdk_s3::config::interceptors::{
-    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::BoxError;
@@ -42,17 +43,19 @@ fn dependency_failure(context: &FinalizerInterceptorContextRef<'_>) -> Option<(b
     Some((timed_out, reason))
 }
 
-/// The request's URL path (bucket and key with path-style addressing), for logs.
-fn target(context: &FinalizerInterceptorContextRef<'_>) -> String {
-    let uri = context
-        .request()
-        .map(|r| r.uri().to_string())
-        .unwrap_or_default();
-    let mut target: String = uri.chars().take(200).collect();
-    if uri.len() > target.len() {
-        target.push('…');
-    }
-    target
+/// The request's URL (bucket and key with path-style addressing), kept before it is sent:
+/// once a try fails the request is gone from the context.
+#[derive(Debug, Clone)]
+struct Target(String);
+
+impl Storable for Target {
+    type Storer = StoreReplace<Self>;
+}
+
+fn target(cfg: &ConfigBag) -> String {
+    cfg.load::<Target>()
+        .map(|t| t.0.clone())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +79,21 @@ impl Intercept for S3Metrics {
         Ok(())
     }
 
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let uri = context.request().uri();
+        let mut target: String = uri.chars().take(200).collect();
+        if uri.len() > target.len() {
+            target.push('…');
+        }
+        cfg.interceptor_state().store_put(Target(target));
+        Ok(())
+    }
+
     fn read_after_attempt(
         &self,
         context: &FinalizerInterceptorContextRef<'_>,
@@ -88,7 +106,7 @@ impl Intercept for S3Metrics {
             tracing::warn!(
                 dependency = "s3",
                 op,
-                target = %target(context),
+                target = %target(cfg),
                 timed_out,
                 error = %reason,
                 "S3 try failed; the SDK retries it while s3.max_attempts and s3.operation_timeout_ms allow"
@@ -107,7 +125,7 @@ impl Intercept for S3Metrics {
         match dependency_failure(context) {
             Some((_, reason)) => self
                 .health
-                .report("s3", Some(format!("{op} {}: {reason}", target(context)))),
+                .report("s3", Some(format!("{op} {}: {reason}", target(cfg)))),
             None => self.health.report("s3", None),
         }
         if let Some(Started(started)) = cfg.load::<Started>() {
