@@ -58,6 +58,8 @@ pub struct Services {
     pub state: StateStore,
     pub broker: Broker,
     pub storage: Storage,
+    /// The readiness registry the three clients report into (see `crate::health`).
+    pub health: crate::health::Health,
 }
 
 /// How long to wait for RabbitMQ and Redis at start (they may still be booting).
@@ -65,14 +67,17 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 
 impl Services {
     pub async fn connect(settings: Arc<Settings>) -> anyhow::Result<Self> {
-        let storage = Storage::connect(&settings.s3).await;
+        let health = crate::health::Health::with_probe_timeout(Duration::from_millis(
+            settings.metrics.probe_timeout_ms,
+        ));
+        let storage = Storage::connect_with_health(&settings.s3, health.clone()).await;
         let state = retry("redis", || {
-            StateStore::connect(&settings.redis, &settings.prefix)
+            StateStore::connect_with_health(&settings.redis, &settings.prefix, health.clone())
         })
         .await?;
         let topology = Topology::new(&settings.prefix, &settings.amqp.retry_delays_ms);
         let broker = retry("rabbitmq", || {
-            Broker::connect(&settings.amqp, topology.clone())
+            Broker::connect_with_health(&settings.amqp, topology.clone(), health.clone())
         })
         .await?;
         Ok(Self {
@@ -80,6 +85,7 @@ impl Services {
             state,
             broker,
             storage,
+            health,
         })
     }
 }
@@ -227,9 +233,15 @@ pub async fn start(
                 format!("binding the metrics endpoint to {metrics_listen} (metrics.listen; give each process on a host its own port, or empty to turn it off)")
             })?;
         tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        let dependencies = crate::telemetry::Dependencies {
+            broker: services.broker.clone(),
+            state: services.state.clone(),
+            storage: services.storage.clone(),
+        };
         tracker.spawn(crate::telemetry::serve(
             listener,
             api_ops,
+            Some(dependencies),
             shutdown.clone(),
             api_stop.clone(),
         ));
@@ -238,6 +250,9 @@ pub async fn start(
         services.state.clone(),
         api_stop.clone(),
     ));
+    // Queues or exchanges deleted under a running process come back within
+    // `amqp.topology_check_secs`.
+    tracker.spawn(services.broker.clone().maintain_topology(api_stop.clone()));
     if let Some(watcher) = drop_folder {
         tracker.spawn(watcher.run(shutdown.clone()));
     }

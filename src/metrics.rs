@@ -514,6 +514,50 @@ fn init_intake_guard() {
     }
 }
 
+// --- Dependency deadlines and topology healing (issue 13) ---
+
+/// Calls to a dependency that failed: `dependency` `s3|redis|amqp`, `kind` `timeout` (no
+/// answer within its deadline) or `error` (refused, reset, 5xx). Counted per try, so the
+/// SDK's own S3 retries show too.
+pub static DEPENDENCY_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_dependency_errors_total",
+        "Failed calls to a dependency (per try), by dependency (s3|redis|amqp) and kind (timeout|error).",
+        &["dependency", "kind"],
+    )
+});
+
+/// Times sluice found part of its broker topology missing and declared it again: `trigger`
+/// `publish` (a publish found it gone), `consume` (a consumer found its queue gone) or
+/// `check` (the periodic check, or `Broker::ensure_topology`).
+pub static TOPOLOGY_REDECLARED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "sluice_topology_redeclared_total",
+        "Times missing queues or exchanges were declared again, by trigger (publish|consume|check).",
+        &["trigger"],
+    )
+});
+
+/// Counts one failed call to `dependency` (`s3|redis|amqp`); `timeout` says whether it ran
+/// past its deadline.
+pub fn dependency_error(dependency: &str, timeout: bool) {
+    let kind = if timeout { "timeout" } else { "error" };
+    DEPENDENCY_ERRORS
+        .with_label_values(&[dependency, kind])
+        .inc();
+}
+
+fn init_dependency_metrics() {
+    for dependency in ["s3", "redis", "amqp"] {
+        for kind in ["timeout", "error"] {
+            DEPENDENCY_ERRORS.with_label_values(&[dependency, kind]);
+        }
+    }
+    for trigger in ["publish", "consume", "check"] {
+        TOPOLOGY_REDECLARED.with_label_values(&[trigger]);
+    }
+}
+
 /// Removes a training job's per-job series (it ended, or left this worker).
 pub fn forget_training_job(job_id: &str) {
     for gauge in [
@@ -579,6 +623,7 @@ pub fn init() {
     LazyLock::force(&SHARD_LEASES);
     LazyLock::force(&FEATURE_CACHE);
     init_intake_guard();
+    init_dependency_metrics();
 }
 
 /// Exports the known label values at 0 from the start, so a rate or an alert over an error

@@ -30,12 +30,16 @@ pub struct Settings {
 pub struct MetricsSettings {
     /// `host:port`; empty turns it off. Give each process on one host its own port.
     pub listen: String,
+    /// Deadline of each readiness probe (Redis PING, S3, the broker and its topology); keep
+    /// it under the orchestrator's probe timeout.
+    pub probe_timeout_ms: u64,
 }
 
 impl Default for MetricsSettings {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9464".into(),
+            probe_timeout_ms: 2_000,
         }
     }
 }
@@ -85,6 +89,16 @@ pub struct AmqpSettings {
     /// PEM file of the CA that signed the broker's certificate, for an `amqps://` URL whose
     /// broker uses a private CA; empty trusts the system's roots.
     pub tls_ca_file: String,
+    /// Deadline of each broker operation (connect, declare, publish, publisher confirm); one
+    /// that overruns is logged, counted and retried or reported, never waited on forever.
+    pub operation_timeout_ms: u64,
+    /// Tries of one publish (timeouts, closed channels, nacks), with jittered exponential
+    /// back-off from `publish_backoff_ms` between them.
+    pub publish_attempts: u32,
+    pub publish_backoff_ms: u64,
+    /// How often every queue and exchange is checked (passive declares) and re-declared if
+    /// missing, e.g. deleted by an operator or lost with a broker node's data.
+    pub topology_check_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,6 +110,10 @@ pub struct RedisSettings {
     /// PEM file of the CA that signed Redis's certificate, for a `rediss://` URL whose server
     /// uses a private CA; empty trusts the system's roots.
     pub tls_ca_file: String,
+    /// Deadline of opening (or re-opening) the connection.
+    pub connection_timeout_ms: u64,
+    /// Deadline of each command's answer; one that overruns is logged, counted and failed.
+    pub response_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +129,22 @@ pub struct S3Settings {
     pub force_path_style: bool,
     /// Output parts are uploaded in multipart chunks of this size (S3's minimum is 5 MiB).
     pub part_size_bytes: usize,
+    /// Deadline of opening a TCP (and TLS) connection.
+    pub connect_timeout_ms: u64,
+    /// Deadline of the first byte of an answer once a request is sent.
+    pub read_timeout_ms: u64,
+    /// Deadline of one try of a request (the SDK retries it within `operation_timeout_ms`).
+    pub operation_attempt_timeout_ms: u64,
+    /// Deadline of a whole request, retries included. Streaming a body afterwards is bounded
+    /// by `stall_grace_ms` instead, so large objects are not cut off.
+    pub operation_timeout_ms: u64,
+    /// A body transfer that moves no bytes for this long fails (stalled-stream protection).
+    pub stall_grace_ms: u64,
+    /// Tries of one request (1 = no retries); retries wait an exponential back-off with
+    /// jitter from `initial_backoff_ms` up to `max_backoff_ms`.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -310,6 +344,10 @@ impl Default for AmqpSettings {
             max_deliveries: 30,
             consumer_stall_secs: 60,
             tls_ca_file: String::new(),
+            operation_timeout_ms: 10_000,
+            publish_attempts: 3,
+            publish_backoff_ms: 200,
+            topology_check_secs: 15,
         }
     }
 }
@@ -319,6 +357,8 @@ impl Default for RedisSettings {
         Self {
             url: "redis://127.0.0.1:6379/".into(),
             tls_ca_file: String::new(),
+            connection_timeout_ms: 5_000,
+            response_timeout_ms: 10_000,
         }
     }
 }
@@ -332,6 +372,14 @@ impl Default for S3Settings {
             secret_access_key: "sluice-secret".into(),
             force_path_style: true,
             part_size_bytes: 8 * 1024 * 1024,
+            connect_timeout_ms: 5_000,
+            read_timeout_ms: 60_000,
+            operation_attempt_timeout_ms: 120_000,
+            operation_timeout_ms: 300_000,
+            stall_grace_ms: 20_000,
+            max_attempts: 5,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 20_000,
         }
     }
 }
@@ -546,6 +594,9 @@ impl Settings {
                 "is false, so health, readiness and metrics need their own port: set metrics.listen",
             );
         }
+        if let Err((field, reason)) = self.check_deadlines() {
+            return invalid(field, reason);
+        }
         if self.api.submission_concurrency == 0 {
             return invalid("api.submission_concurrency", "must be at least 1");
         }
@@ -594,6 +645,42 @@ impl Settings {
         }
         if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
             return invalid("api.listen", "must be HOST:PORT, e.g. 127.0.0.1:8080");
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Every deadline and retry count is positive: a zero would mean "never wait" or
+    /// "never try", not "no limit".
+    fn check_deadlines(&self) -> Result<(), (&'static str, &'static str)> {
+        let (s3, redis, amqp) = (&self.s3, &self.redis, &self.amqp);
+        for (field, value) in [
+            ("s3.connect_timeout_ms", s3.connect_timeout_ms),
+            ("s3.read_timeout_ms", s3.read_timeout_ms),
+            (
+                "s3.operation_attempt_timeout_ms",
+                s3.operation_attempt_timeout_ms,
+            ),
+            ("s3.operation_timeout_ms", s3.operation_timeout_ms),
+            ("s3.stall_grace_ms", s3.stall_grace_ms),
+            ("s3.max_attempts", s3.max_attempts.into()),
+            ("redis.connection_timeout_ms", redis.connection_timeout_ms),
+            ("redis.response_timeout_ms", redis.response_timeout_ms),
+            ("amqp.operation_timeout_ms", amqp.operation_timeout_ms),
+            ("amqp.publish_attempts", amqp.publish_attempts.into()),
+            ("amqp.topology_check_secs", amqp.topology_check_secs),
+            ("metrics.probe_timeout_ms", self.metrics.probe_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err((field, "must be at least 1"));
+            }
+        }
+        if s3.max_backoff_ms < s3.initial_backoff_ms {
+            return Err((
+                "s3.max_backoff_ms",
+                "must be at least s3.initial_backoff_ms",
+            ));
         }
         Ok(())
     }
@@ -660,6 +747,55 @@ mod tests {
     #[test]
     fn defaults_validate() {
         Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn every_dependency_has_a_deadline_by_default_and_zero_is_refused() {
+        let s = Settings::default();
+        assert_eq!(
+            (
+                s.s3.connect_timeout_ms,
+                s.s3.operation_attempt_timeout_ms,
+                s.s3.operation_timeout_ms
+            ),
+            (5_000, 120_000, 300_000)
+        );
+        assert_eq!(
+            (
+                s.s3.max_attempts,
+                s.s3.initial_backoff_ms,
+                s.s3.max_backoff_ms
+            ),
+            (5, 200, 20_000)
+        );
+        assert_eq!(
+            (s.redis.connection_timeout_ms, s.redis.response_timeout_ms),
+            (5_000, 10_000)
+        );
+        assert_eq!(
+            (s.amqp.operation_timeout_ms, s.amqp.topology_check_secs),
+            (10_000, 15)
+        );
+        assert_eq!(s.metrics.probe_timeout_ms, 2_000);
+        // An old config file without the new keys still loads, with these defaults.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "[s3]\nregion = \"eu-west-1\"\n[redis]\nurl = \"redis://r:6379/\"\n",
+        )
+        .unwrap();
+        let loaded = Settings::load(Some(&path)).unwrap();
+        assert_eq!(loaded.s3.read_timeout_ms, 60_000);
+        assert_eq!(loaded.redis.response_timeout_ms, 10_000);
+        let mut bad = Settings::default();
+        bad.s3.operation_timeout_ms = 0;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("s3.operation_timeout_ms"), "{err}");
+        let mut bad = Settings::default();
+        bad.s3.max_backoff_ms = 10;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("s3.max_backoff_ms"), "{err}");
     }
 
     #[test]

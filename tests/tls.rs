@@ -60,6 +60,7 @@ async fn a_job_runs_over_tls_to_the_broker_and_redis() {
     let missing = RedisSettings {
         url: redis.url.clone(),
         tls_ca_file: "/nonexistent/ca.pem".into(),
+        ..Default::default()
     };
     let err = StateStore::connect(&missing, "tls-missing")
         .await

@@ -8,7 +8,6 @@ pub mod submissions;
 pub mod view;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -253,40 +252,16 @@ async fn cancel(
     Ok(Json(JobView::from_record(job, now_ms())))
 }
 
-/// 200 when the broker, Redis and S3 all answer within 2 s, else 503 naming what failed.
+/// 200 when the broker answers and has sluice's whole topology, Redis and S3 answer (each
+/// within `metrics.probe_timeout_ms`), nothing reported into the readiness registry is
+/// failing, and the process is not draining; else 503 naming each failing check and why
+/// (see `crate::health`).
 async fn ready(State(ctx): State<Arc<ApiContext>>) -> impl IntoResponse {
-    let limit = Duration::from_secs(2);
-    let check = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| match result {
-        Ok(Ok(())) => "ok".to_string(),
-        Ok(Err(e)) => e,
-        Err(_) => "timed out".to_string(),
-    };
-    let (broker, redis, s3) = tokio::join!(
-        tokio::time::timeout(limit, async {
-            ctx.broker.ping().await.map_err(|e| e.to_string())
-        }),
-        tokio::time::timeout(limit, async {
-            ctx.state.ping().await.map_err(|e| e.to_string())
-        }),
-        tokio::time::timeout(limit, async {
-            ctx.storage.ping().await.map_err(|e| e.to_string())
-        }),
-    );
-    let checks = serde_json::json!({
-        "broker": check(broker),
-        "redis": check(redis),
-        "s3": check(s3),
-        "draining": ctx.draining.is_cancelled(),
-    });
-    let ok =
-        ["broker", "redis", "s3"].iter().all(|k| checks[k] == "ok") && !ctx.draining.is_cancelled();
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(serde_json::json!({"ready": ok, "checks": checks})),
-    )
+    let health = ctx.broker.health().clone();
+    crate::telemetry::probe_dependencies(&health, &ctx.broker, &ctx.state, &ctx.storage).await;
+    let mut extra = std::collections::BTreeMap::new();
+    if ctx.draining.is_cancelled() {
+        extra.insert("draining", "shutting down: takes no new work".to_string());
+    }
+    crate::health::answer(&health, crate::telemetry::PROBED, extra)
 }

@@ -1,6 +1,7 @@
 //! RabbitMQ adapter (lapin): topology, publishing with confirms, consuming with bounded
 //! prefetch, and the retry (TTL back-off) and dead-letter paths.
 
+mod heal;
 mod topology;
 pub mod watch;
 
@@ -20,6 +21,7 @@ use tokio::sync::Mutex;
 pub use lapin::message::Delivery;
 pub use topology::Topology;
 
+use crate::health::Health;
 use crate::job::Pool;
 use crate::settings::AmqpSettings;
 
@@ -45,6 +47,14 @@ pub enum BrokerError {
         op: &'static str,
         #[source]
         source: lapin::Error,
+    },
+    #[error(
+        "RabbitMQ {op} on {target} got no answer within {after:?} (amqp.operation_timeout_ms); will retry"
+    )]
+    Timeout {
+        op: &'static str,
+        target: String,
+        after: std::time::Duration,
     },
     #[error("RabbitMQ refused the message to {exchange}/{routing_key} (nack)")]
     Nacked {
@@ -80,17 +90,34 @@ pub struct Broker {
     tls_ca_pem: Option<String>,
     topology: Topology,
     inner: Arc<Mutex<Option<Live>>>,
+    limits: heal::Limits,
+    health: Health,
+    /// Held while the topology is checked or re-declared: one at a time per process.
+    healing: Arc<Mutex<()>>,
 }
 
 struct Live {
     connection: Connection,
     publisher: Channel,
+    /// The publisher stopped answering (a confirm timed out): replace it before next use.
+    stale: bool,
 }
 
 impl Broker {
     /// Connects and declares the topology (idempotent). An `amqps://` URL connects over
     /// TLS, verifying the broker against the system's roots and `amqp.tls_ca_file`.
     pub async fn connect(settings: &AmqpSettings, topology: Topology) -> Result<Self, BrokerError> {
+        Self::connect_with_health(settings, topology, Health::new()).await
+    }
+
+    /// Like `connect`, with every operation under `amqp.operation_timeout_ms`, failures
+    /// logged and counted, and the broker's and the topology's state reported into
+    /// `health` (checks `broker`, `topology`).
+    pub async fn connect_with_health(
+        settings: &AmqpSettings,
+        topology: Topology,
+        health: Health,
+    ) -> Result<Self, BrokerError> {
         let tls_ca_pem = match settings.tls_ca_file.as_str() {
             "" => None,
             path => Some(
@@ -105,9 +132,17 @@ impl Broker {
             tls_ca_pem,
             topology,
             inner: Arc::new(Mutex::new(None)),
+            limits: heal::Limits::from(settings),
+            health,
+            healing: Arc::new(Mutex::new(())),
         };
         broker.publisher().await?;
         Ok(broker)
+    }
+
+    /// The readiness registry this broker reports into.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     pub fn topology(&self) -> &Topology {
@@ -134,27 +169,59 @@ impl Broker {
             identity: None,
             cert_chain: self.tls_ca_pem.clone(),
         };
-        let connection = DefaultConnectionBuilder::new()
-            .map_err(connect_err)?
-            .with_uri_str(self.url.clone())
-            .with_properties(properties)
-            .with_tls_config(tls)
-            .connect()
-            .await
-            .map_err(connect_err)?;
-        let publisher = connection
-            .create_channel()
-            .await
-            .map_err(channel_err("open channel"))?;
-        self.topology.declare(&publisher).await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(channel_err("confirm select"))?;
+        let target = redact(&self.url);
+        let connection = self
+            .timed("connect", &target, async {
+                DefaultConnectionBuilder::new()
+                    .map_err(connect_err)?
+                    .with_uri_str(self.url.clone())
+                    .with_properties(properties)
+                    .with_tls_config(tls)
+                    .connect()
+                    .await
+                    .map_err(connect_err)
+            })
+            .await?;
+        let publisher = self.open_publisher(&connection, true).await?;
         Ok(Live {
             connection,
             publisher,
+            stale: false,
         })
+    }
+
+    /// A channel in confirm mode on `connection`; with `declare`, the topology is declared
+    /// on it first (at connect).
+    async fn open_publisher(
+        &self,
+        connection: &Connection,
+        declare: bool,
+    ) -> Result<Channel, BrokerError> {
+        let target = redact(&self.url);
+        let publisher = self
+            .timed("open channel", &target, async {
+                connection
+                    .create_channel()
+                    .await
+                    .map_err(channel_err("open channel"))
+            })
+            .await?;
+        if declare {
+            self.timed(
+                "declare topology",
+                &target,
+                self.topology.declare(&publisher),
+            )
+            .await?;
+        }
+        self.timed("confirm select", &target, async {
+            publisher
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(channel_err("confirm select"))
+        })
+        .await?;
+        Ok(publisher)
     }
 
     /// The publishing channel, reconnecting when the old one is gone.
@@ -165,21 +232,33 @@ impl Broker {
     /// With `fresh`, a new channel on the shared connection; else the publishing channel.
     async fn channel(&self, fresh: bool) -> Result<Channel, BrokerError> {
         let mut inner = self.inner.lock().await;
-        let usable = inner.as_ref().is_some_and(|live| {
-            live.connection.status().connected() && live.publisher.status().connected()
-        });
-        if !usable {
+        let connected = inner
+            .as_ref()
+            .is_some_and(|live| live.connection.status().connected());
+        if !connected {
             *inner = Some(self.open().await?);
         }
-        let live = inner.as_ref().expect("connection opened above");
+        let live = inner.as_mut().expect("connection opened above");
         if fresh {
-            live.connection
-                .create_channel()
-                .await
-                .map_err(channel_err("open channel"))
-        } else {
-            Ok(live.publisher.clone())
+            let target = redact(&self.url);
+            return self
+                .timed("open channel", &target, async {
+                    live.connection
+                        .create_channel()
+                        .await
+                        .map_err(channel_err("open channel"))
+                })
+                .await;
         }
+        if live.stale || !live.publisher.status().connected() {
+            // The broker closed it (a publish to a missing exchange) or it stopped
+            // answering: a new channel on the same connection, not a reconnect.
+            let fresh = self.open_publisher(&live.connection, false).await?;
+            let old = std::mem::replace(&mut live.publisher, fresh);
+            live.stale = false;
+            self.close_later(old);
+        }
+        Ok(live.publisher.clone())
     }
 
     /// Whether the broker answers (opens a connection when none is up).
@@ -202,7 +281,7 @@ impl Broker {
 
     /// `mandatory`: a message no queue takes is an error (tasks), rather than dropped by
     /// design (events nobody subscribed to).
-    async fn publish_confirmed(
+    async fn publish_once(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -214,21 +293,30 @@ impl Broker {
         let properties = properties
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"));
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions {
-                    mandatory,
-                    ..Default::default()
-                },
-                body,
-                properties,
-            )
-            .await
-            .map_err(channel_err("publish"))?
-            .await
-            .map_err(channel_err("publish confirm"))?;
+        let target = format!("{exchange}/{routing_key}");
+        let confirmed = self
+            .timed("publish", &target, async {
+                channel
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.into(),
+                        BasicPublishOptions {
+                            mandatory,
+                            ..Default::default()
+                        },
+                        body,
+                        properties,
+                    )
+                    .await
+                    .map_err(channel_err("publish"))?
+                    .await
+                    .map_err(channel_err("publish confirm"))
+            })
+            .await;
+        if let Err(BrokerError::Timeout { .. }) = confirmed {
+            self.mark_stale(&channel).await;
+        }
+        let confirm = confirmed?;
         if confirm.is_nack() {
             return Err(BrokerError::Nacked {
                 exchange: exchange.into(),
@@ -423,7 +511,15 @@ impl Broker {
         prefetch: u16,
     ) -> Result<Consumer, BrokerError> {
         let queue = self.topology.task_queue(pool);
-        start_consumer(channel, &queue, "sluice-worker", prefetch).await
+        let started = self
+            .timed(
+                "consume",
+                &queue,
+                start_consumer(channel, &queue, "sluice-worker", prefetch),
+            )
+            .await;
+        self.heal_if_missing(&started).await;
+        started
     }
 
     async fn consume_queue(
@@ -433,8 +529,15 @@ impl Broker {
         prefetch: u16,
     ) -> Result<(Channel, Consumer), BrokerError> {
         let channel = self.channel(true).await?;
-        let consumer = start_consumer(&channel, queue, tag_prefix, prefetch).await?;
-        Ok((channel, consumer))
+        let started = self
+            .timed(
+                "consume",
+                queue,
+                start_consumer(&channel, queue, tag_prefix, prefetch),
+            )
+            .await;
+        self.heal_if_missing(&started).await;
+        Ok((channel, started?))
     }
 
     /// Drops every ready message of a queue (operators clearing a backlog; failure tests).
@@ -456,17 +559,21 @@ impl Broker {
     /// management API).
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
         let channel = self.publisher().await?;
-        let queue = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(channel_err("queue declare (passive)"))?;
+        let queue = self
+            .timed("queue declare (passive)", queue, async {
+                channel
+                    .queue_declare(
+                        queue.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(channel_err("queue declare (passive)"))
+            })
+            .await?;
         Ok(queue.message_count())
     }
 }

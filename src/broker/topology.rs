@@ -216,9 +216,8 @@ impl Topology {
         Ok(())
     }
 
-    /// Removes every queue and exchange of this prefix, messages included: for tearing
-    /// down a test namespace or a retired deployment.
-    pub(super) async fn delete(&self, channel: &Channel) -> Result<(), BrokerError> {
+    /// Every queue this prefix declares.
+    fn queues(&self) -> Vec<String> {
         let mut queues = vec![
             self.task_queue(Pool::Cpu),
             self.task_queue(Pool::Gpu),
@@ -226,6 +225,12 @@ impl Topology {
             self.submissions_queue(),
             self.rejected_queue(),
         ];
+        queues.extend((0..self.retry_levels()).map(|level| self.retry_exchange(level)));
+        queues
+    }
+
+    /// Every exchange this prefix declares.
+    fn exchanges(&self) -> Vec<String> {
         let mut exchanges = vec![
             self.tasks_exchange(),
             self.dead_exchange(),
@@ -233,10 +238,57 @@ impl Topology {
             self.rejected_exchange(),
             self.events_exchange(),
         ];
-        for level in 0..self.retry_levels() {
-            queues.push(self.retry_exchange(level));
-            exchanges.push(self.retry_exchange(level));
+        exchanges.extend((0..self.retry_levels()).map(|level| self.retry_exchange(level)));
+        exchanges
+    }
+
+    /// The first queue or exchange of this prefix that the broker does not have (passive
+    /// declares, which change nothing), or `None` when all are there. A missing one closes
+    /// `channel` (the broker answers 404 by closing it): use a channel of its own.
+    pub(super) async fn find_missing(
+        &self,
+        channel: &Channel,
+    ) -> Result<Option<String>, BrokerError> {
+        let passive_exchange = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        for exchange in self.exchanges() {
+            let found = channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Direct,
+                    passive_exchange,
+                    FieldTable::default(),
+                )
+                .await;
+            match found {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => return Ok(Some(format!("exchange {exchange}"))),
+                Err(e) => return Err(channel_err("check exchange (passive declare)")(e)),
+            }
         }
+        let passive_queue = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        for queue in self.queues() {
+            let found = channel
+                .queue_declare(queue.as_str().into(), passive_queue, FieldTable::default())
+                .await;
+            match found {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => return Ok(Some(format!("queue {queue}"))),
+                Err(e) => return Err(channel_err("check queue (passive declare)")(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every queue and exchange of this prefix, messages included: for tearing
+    /// down a test namespace or a retired deployment.
+    pub(super) async fn delete(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let (queues, exchanges) = (self.queues(), self.exchanges());
         for queue in queues {
             channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
@@ -250,6 +302,14 @@ impl Topology {
                 .map_err(channel_err("delete exchange"))?;
         }
         Ok(())
+    }
+}
+
+/// The broker's 404 NOT_FOUND: the queue or exchange does not exist.
+pub(super) fn is_not_found(error: &lapin::Error) -> bool {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e) => e.get_id() == 404,
+        _ => error.to_string().contains("NOT_FOUND"),
     }
 }
 

@@ -41,9 +41,9 @@ pub async fn judge(
                 None => tracing::info!(%queue, "consumer receiving again"),
             }
         }
-        crate::health::report(check, verdict);
+        broker.health().report(check, verdict);
     }
-    crate::health::report(check, None);
+    broker.health().report(check, None);
 }
 
 /// Milliseconds since the Unix epoch.

@@ -2,6 +2,7 @@
 //! counters, idempotency keys and per-task attempt counts, all under one key prefix.
 
 mod attempts;
+mod observed;
 mod record;
 mod scripts;
 mod shard_lease;
@@ -9,11 +10,11 @@ mod shard_lease;
 use std::collections::HashMap;
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 pub use attempts::Attempts;
 pub use record::{JobRecord, ShardCommit};
 
+use crate::health::Health;
 use crate::job::JobStatus;
 use crate::settings::RedisSettings;
 
@@ -142,7 +143,7 @@ pub struct StoredEvent {
 
 #[derive(Clone)]
 pub struct StateStore {
-    conn: ConnectionManager,
+    conn: observed::Observed,
     prefix: String,
 }
 
@@ -161,6 +162,16 @@ impl StateStore {
     /// Connects to `redis.url`; a `rediss://` URL connects over TLS, verifying the server
     /// against the system's roots, or against `redis.tls_ca_file` when set.
     pub async fn connect(settings: &RedisSettings, prefix: &str) -> Result<Self, StateError> {
+        Self::connect_with_health(settings, prefix, Health::new()).await
+    }
+
+    /// Like `connect`, with the deadlines of `redis.*`; commands that time out or cannot
+    /// reach Redis are logged, counted and reported into `health` (check `redis`).
+    pub async fn connect_with_health(
+        settings: &RedisSettings,
+        prefix: &str,
+        health: Health,
+    ) -> Result<Self, StateError> {
         let client = match settings.tls_ca_file.as_str() {
             "" => redis::Client::open(settings.url.as_str())?,
             path => {
@@ -178,8 +189,12 @@ impl StateStore {
             }
         };
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(10)));
+            .set_connection_timeout(Some(std::time::Duration::from_millis(
+                settings.connection_timeout_ms,
+            )))
+            .set_response_timeout(Some(std::time::Duration::from_millis(
+                settings.response_timeout_ms,
+            )));
         let conn = client
             .get_connection_manager_with_config(config)
             .await
@@ -188,9 +203,18 @@ impl StateStore {
                 _ => StateError::Unavailable(e),
             })?;
         Ok(Self {
-            conn,
+            conn: observed::Observed {
+                inner: conn,
+                health,
+                server: observed::server_of(&settings.url),
+            },
             prefix: prefix.to_string(),
         })
+    }
+
+    /// The readiness registry this store reports into.
+    pub fn health(&self) -> &Health {
+        &self.conn.health
     }
 
     fn job_key(&self, id: &str) -> String {

@@ -1,6 +1,7 @@
 //! S3 adapter (aws-sdk-s3): heads, listings, ranged streaming reads, puts and multipart
 //! writes, with errors that say which object and whether a retry can help.
 
+mod deadlines;
 mod multipart;
 mod observe;
 pub mod records;
@@ -14,6 +15,7 @@ use tokio::io::AsyncBufRead;
 
 pub use multipart::PartWriter;
 
+use crate::health::Health;
 use crate::settings::S3Settings;
 use crate::uri::S3Uri;
 
@@ -115,10 +117,18 @@ pub struct ObjectInfo {
 pub struct Storage {
     client: Client,
     part_size: usize,
+    health: Health,
 }
 
 impl Storage {
+    /// A client reporting into a readiness registry of its own (tools and tests).
     pub async fn connect(settings: &S3Settings) -> Self {
+        Self::connect_with_health(settings, Health::new()).await
+    }
+
+    /// A client whose calls have the deadlines and retries of `s3.*`, and report S3's state
+    /// into `health` (check `s3`).
+    pub async fn connect_with_health(settings: &S3Settings, health: Health) -> Self {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()));
         if !settings.access_key_id.is_empty() {
@@ -136,12 +146,23 @@ impl Storage {
         let shared = loader.load().await;
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.force_path_style)
-            .interceptor(observe::S3Metrics)
+            .timeout_config(deadlines::timeouts(settings))
+            .retry_config(deadlines::retries(settings))
+            .stalled_stream_protection(deadlines::stall_protection(settings))
+            .interceptor(observe::S3Metrics {
+                health: health.clone(),
+            })
             .build();
         Self {
             client: Client::from_conf(config),
             part_size: settings.part_size_bytes,
+            health,
         }
+    }
+
+    /// The readiness registry this client reports into.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Readiness: can we reach the server at all.

@@ -1,21 +1,62 @@
 //! Request metrics for every S3 call (latency by operation, failures, bytes moved), taken
 //! in one place: an interceptor on the SDK client, so multipart uploads and ranged reads
-//! are counted like the rest.
+//! are counted like the rest. It also logs each try that timed out or could not reach S3,
+//! and reports S3's state into readiness.
 
 use std::time::Instant;
 
 use aws_sdk_s3::config::interceptors::{
-    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 
+use crate::health::Health;
 use crate::metrics;
 
 #[derive(Debug)]
-pub struct S3Metrics;
+pub struct S3Metrics {
+    pub health: Health,
+}
+
+/// Why a try failed, when the fault is S3's (or the way to it) rather than an answer such
+/// as 404: `Some(timed_out)`.
+fn dependency_failure(context: &FinalizerInterceptorContextRef<'_>) -> Option<(bool, String)> {
+    let Some(Err(err)) = context.output_or_error() else {
+        return None;
+    };
+    let status = context.response().map(|r| r.status().as_u16());
+    let timed_out =
+        err.is_timeout_error() || err.as_connector_error().is_some_and(|c| c.is_timeout());
+    let unreachable = err.is_connector_error() || err.is_timeout_error() || status.is_none();
+    let server = matches!(status, Some(408 | 429 | 500..=599));
+    if !(timed_out || unreachable || server) {
+        return None;
+    }
+    let reason = match status {
+        Some(code) if !timed_out => format!("HTTP {code}"),
+        _ => aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+    };
+    Some((timed_out, reason))
+}
+
+/// The request's URL (bucket and key with path-style addressing), kept before it is sent:
+/// once a try fails the request is gone from the context.
+#[derive(Debug, Clone)]
+struct Target(String);
+
+impl Storable for Target {
+    type Storer = StoreReplace<Self>;
+}
+
+fn target(cfg: &ConfigBag) -> String {
+    cfg.load::<Target>()
+        .map(|t| t.0.clone())
+        .unwrap_or_default()
+}
 
 #[derive(Debug, Clone)]
 struct Started(Instant);
@@ -38,6 +79,42 @@ impl Intercept for S3Metrics {
         Ok(())
     }
 
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let uri = context.request().uri();
+        let mut target: String = uri.chars().take(200).collect();
+        if uri.len() > target.len() {
+            target.push('…');
+        }
+        cfg.interceptor_state().store_put(Target(target));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some((timed_out, reason)) = dependency_failure(context) {
+            let op = cfg.load::<Metadata>().map_or("unknown", |m| m.name());
+            metrics::dependency_error("s3", timed_out);
+            tracing::warn!(
+                dependency = "s3",
+                op,
+                target = %target(cfg),
+                timed_out,
+                error = %reason,
+                "S3 try failed; the SDK retries it while s3.max_attempts and s3.operation_timeout_ms allow"
+            );
+        }
+        Ok(())
+    }
+
     fn read_after_execution(
         &self,
         context: &FinalizerInterceptorContextRef<'_>,
@@ -45,6 +122,12 @@ impl Intercept for S3Metrics {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let op = cfg.load::<Metadata>().map_or("unknown", |m| m.name());
+        match dependency_failure(context) {
+            Some((_, reason)) => self
+                .health
+                .report("s3", Some(format!("{op} {}: {reason}", target(cfg)))),
+            None => self.health.report("s3", None),
+        }
         if let Some(Started(started)) = cfg.load::<Started>() {
             metrics::S3_REQUEST_SECONDS
                 .with_label_values(&[op])

@@ -13,7 +13,6 @@ pub mod shard;
 mod shard_lease;
 pub mod sweep;
 pub mod training;
-mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
