@@ -76,9 +76,9 @@ pub struct AmqpSettings {
     /// Back-off of each retry, in milliseconds; its length is the number of retries before a
     /// task is dead-lettered.
     pub retry_delays_ms: Vec<u64>,
-    /// Runs of one task whose worker vanished before it answered (killed, evicted, out of
-    /// memory, disconnected) after which the task is dead-lettered at its next start: it
-    /// may be what kills its workers. Only vanished runs count: failures the task raises
+    /// A task whose runs vanished (their worker killed, evicted, out of memory or
+    /// disconnected before it answered) more than this many times is failed and
+    /// dead-lettered at its next start: it may be what kills its workers. Only vanished runs count: failures the task raises
     /// itself are bounded by `retry_delays_ms`, and clean hand-backs on shutdown count
     /// nowhere, so worker churn does not spend a healthy job's retries.
     pub max_deliveries: u64,
@@ -503,6 +503,12 @@ impl Settings {
         }
         if self.amqp.prefetch == 0 {
             return invalid("amqp.prefetch", "must be at least 1");
+        }
+        if self.amqp.consumer_stall_secs == 0 {
+            return invalid(
+                "amqp.consumer_stall_secs",
+                "must be at least 1 (seconds a consumer may receive nothing while work waits)",
+            );
         }
         if self.amqp.max_deliveries == 0 {
             return invalid(

@@ -59,6 +59,18 @@ async fn a_consumer_with_work_waiting_and_nothing_delivered_fails_readiness() {
     // Every slot busy: waiting work is expected, not a stall.
     let held = permits.clone().acquire_many_owned(2).await.unwrap();
     wait_clear(&broker, &failing).await;
+    // ...unless one of them is the consumer's own, held while it waits for a delivery.
+    watch.set_listening(true);
+    let started = Instant::now();
+    while failing(&broker).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a listening slot is free"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    watch.set_listening(false);
+    wait_clear(&broker, &failing).await;
     drop(held);
 
     // A delivery clears it; stopping the judge leaves no stale report behind.

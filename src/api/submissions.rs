@@ -98,6 +98,7 @@ impl SubmissionConsumer {
                     }
                     permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
                 };
+                watch.set_listening(true);
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => {
                         tracker.close();
@@ -107,6 +108,7 @@ impl SubmissionConsumer {
                     }
                     next = consumer.next() => next,
                 };
+                watch.set_listening(false);
                 match next {
                     Some(Ok(delivery)) => {
                         watch.progressed();
@@ -144,6 +146,11 @@ impl SubmissionConsumer {
             return;
         };
         let rejection = panicked(&*panic);
+        if !delivery.acker.usable() {
+            // Answered already (accepted or rejected) before the panic: nothing to undo.
+            tracing::error!(reason = %rejection.reason, "panic after the submission was answered");
+            return;
+        }
         if let Err(e) = self.keep_rejected(&delivery, &rejection).await {
             tracing::warn!(error = %e, "could not keep a submission whose handling panicked; it goes back to the queue");
             requeue_later(&delivery).await;

@@ -2,7 +2,7 @@
 //! and nothing arrives for long means the consumer is stuck, and readiness must say so.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -33,7 +33,9 @@ pub async fn judge(
         let Ok(waiting) = broker.queue_depth(&queue).await else {
             continue;
         };
-        let verdict = watch.stalled(waiting, permits.available_permits(), after, now_ms());
+        // A consumer waiting for its next delivery holds the permit that delivery will use.
+        let free = permits.available_permits() + usize::from(watch.is_listening());
+        let verdict = watch.stalled(waiting, free, after, now_ms());
         if verdict.is_some() != stalled {
             stalled = verdict.is_some();
             match &verdict {
@@ -57,6 +59,7 @@ fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct ConsumerWatch {
     last_delivery_ms: AtomicU64,
+    listening: AtomicBool,
 }
 
 impl Default for ConsumerWatch {
@@ -64,6 +67,7 @@ impl Default for ConsumerWatch {
         // A consumer that never received anything is judged from its start.
         Self {
             last_delivery_ms: AtomicU64::new(now_ms()),
+            listening: AtomicBool::new(false),
         }
     }
 }
@@ -72,6 +76,16 @@ impl ConsumerWatch {
     /// A delivery arrived (or the consumer (re)started and gets a fresh grace period).
     pub fn progressed(&self) {
         self.last_delivery_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The consumer waits for a delivery (`true`) or stopped waiting (`false`): while it
+    /// waits, it holds a permit that is a free slot all the same.
+    pub fn set_listening(&self, listening: bool) {
+        self.listening.store(listening, Ordering::Relaxed);
+    }
+
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
     }
 
     /// Why the consumer looks stuck, or `None`: `waiting` tasks sit in the queue, `free`

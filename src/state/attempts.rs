@@ -38,15 +38,16 @@ impl StateStore {
     /// the run, so a task that kills its worker is still counted.
     pub async fn count_start(&self, id: &str, task_key: &str) -> Result<Attempts, StateError> {
         let mut conn = self.conn.clone();
-        let (started, failed): (u64, Option<u64>) = redis::pipe()
+        // Signed: a reset racing a take-back can leave the count below zero for a moment.
+        let (started, failed): (i64, Option<i64>) = redis::pipe()
             .atomic()
             .hincr(self.attempts_key(id), task_key, 1)
             .hget(self.attempts_key(id), Self::failed_field(task_key))
             .query_async(&mut conn)
             .await?;
         Ok(Attempts {
-            started,
-            failed: failed.unwrap_or(0),
+            started: started.max(1) as u64,
+            failed: failed.unwrap_or(0).max(0) as u64,
         })
     }
 
@@ -61,9 +62,10 @@ impl StateStore {
     /// Counts a run that failed by its own error; returns the task's failures so far.
     pub async fn count_failure(&self, id: &str, task_key: &str) -> Result<u64, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn
+        let failed: i64 = conn
             .hincr(self.attempts_key(id), Self::failed_field(task_key), 1)
-            .await?)
+            .await?;
+        Ok(failed.max(1) as u64)
     }
 
     /// Starts the task's budget afresh, as if this run were its first: a training job that

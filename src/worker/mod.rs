@@ -157,10 +157,12 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
                 }
             }
             let active = consumer.as_mut().expect("started above");
+            watch.set_listening(true);
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break 'connect,
                 next = active.next() => next,
             };
+            watch.set_listening(false);
             match delivery {
                 Some(Ok(delivery)) => {
                     backoff = Duration::from_millis(500);
@@ -172,15 +174,20 @@ pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
                         let run = std::panic::AssertUnwindSafe(handle(&ctx, &delivery, &shutdown));
                         if let Err(payload) = run.catch_unwind().await {
                             // Task runs are guarded; this is a panic in the handling around
-                            // them. The delivery must still be answered, or it would hold
-                            // its slot until the channel closes.
+                            // them. An unanswered delivery must still be answered, or it
+                            // would hold its slot until the channel closes; one already
+                            // acked (a leased task) is its lease's to recover.
                             let reason = format!(
                                 "sluice bug while handling a task: {}",
                                 panics::panic_message(payload.as_ref())
                             );
                             metrics::TASK_PANICS.with_label_values(&["unknown"]).inc();
-                            tracing::error!(%reason, "dead-lettering the task");
-                            dead_letter(&ctx, &delivery, None, &reason).await;
+                            if delivery.acker.usable() {
+                                tracing::error!(%reason, "dead-lettering the task");
+                                dead_letter(&ctx, &delivery, None, &reason).await;
+                            } else {
+                                tracing::error!(%reason, "task already acked; its lease lapses and the sweeper queues it again");
+                            }
                         }
                         metrics::TASKS_IN_FLIGHT.dec();
                         drop(permit);
@@ -359,7 +366,14 @@ pub(crate) async fn count_failure<T>(
         Ok(failed) => failed,
         Err(e) => {
             tracing::warn!(job_id, task = task_key, error = %e, "could not count the failed run");
-            attempts.failed + 1
+            // Counted from what was read at the start, which a reset since may have made
+            // stale: a retryable failure is never given up on that guess alone.
+            let guess = attempts.failed + 1;
+            if matches!(result, Err(TaskError::Retryable(_))) {
+                guess.min(ctx.settings.amqp.retry_delays_ms.len().max(1) as u64)
+            } else {
+                guess
+            }
         }
     }
 }

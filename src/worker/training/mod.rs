@@ -177,6 +177,12 @@ pub async fn handle(
             }
         }
     };
+    if flags.lease_lost.load(Ordering::Relaxed) && result.is_err() {
+        // Another worker may own the job now: this run's end is not its to count or retry;
+        // if nobody owns it, the sweeper queues it again.
+        tracing::warn!(job_id, "training stopped: its lease was lost");
+        return;
+    }
     let failed = count_failure(ctx, job_id, "train", &result, attempts).await;
     let ran = result.as_ref().map(|_| ()).map_err(TaskError::clone);
     let levels = ctx.settings.amqp.retry_delays_ms.len();
