@@ -7,38 +7,19 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use common::amqp::{channel, drain, job_count, topology};
 use common::{Cluster, wait_for};
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel};
 use serde_json::Value;
 use sluice::broker::Topology;
 use sluice::job::{JobEvent, SubmissionReply};
 use sluice::state::StateStore;
-
-async fn channel(cluster: &Cluster) -> (Connection, Channel) {
-    let connection =
-        Connection::connect(&cluster.settings.amqp.url, ConnectionProperties::default())
-            .await
-            .expect("connect to RabbitMQ");
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    (connection, channel)
-}
-
-fn topology(cluster: &Cluster) -> Topology {
-    Topology::new(
-        &cluster.settings.prefix,
-        &cluster.settings.amqp.retry_delays_ms,
-    )
-}
 
 /// Publishes one submission the way an upstream system does, and waits for the confirm.
 async fn submit(
@@ -119,29 +100,11 @@ async fn exclusive_queue(channel: &Channel) -> String {
         .to_string()
 }
 
-/// Takes every message currently in `queue` (acking them).
-async fn drain(channel: &Channel, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
-    let mut out = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions::default())
-        .await
-        .unwrap()
-    {
-        message.ack(BasicAckOptions::default()).await.unwrap();
-        out.push(message);
-    }
-    out
-}
-
 fn header(properties: &BasicProperties, name: &str) -> Option<String> {
     match properties.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(s) => Some(s.to_string()),
         other => Some(format!("{other:?}")),
     }
-}
-
-async fn job_count(state: &StateStore) -> usize {
-    state.list(None, 5000).await.unwrap().len()
 }
 
 /// The job ids of plan task messages.

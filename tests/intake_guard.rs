@@ -7,40 +7,20 @@ mod common;
 
 use std::time::Duration;
 
+use common::amqp::{channel, drain, job_count, topology};
 use common::{Cluster, wait_for};
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel};
 use serde_json::Value;
 use sluice::api::auth::{hash_token, new_token};
 use sluice::broker::Topology;
 use sluice::job::{JobEvent, Pool, SubmissionReply};
 use sluice::settings::ApiToken;
 use sluice::state::StateStore;
-
-async fn channel(cluster: &Cluster) -> (Connection, Channel) {
-    let connection =
-        Connection::connect(&cluster.settings.amqp.url, ConnectionProperties::default())
-            .await
-            .expect("connect to RabbitMQ");
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    (connection, channel)
-}
-
-fn topology(cluster: &Cluster) -> Topology {
-    Topology::new(
-        &cluster.settings.prefix,
-        &cluster.settings.amqp.retry_delays_ms,
-    )
-}
 
 /// Publishes one submission as an upstream system does, and waits for the confirm.
 async fn publish(
@@ -75,20 +55,6 @@ async fn publish(
     assert!(confirm.is_ack());
 }
 
-/// Takes every message currently in `queue` (acking them).
-async fn drain(channel: &Channel, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
-    let mut out = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions::default())
-        .await
-        .unwrap()
-    {
-        message.ack(BasicAckOptions::default()).await.unwrap();
-        out.push(message);
-    }
-    out
-}
-
 fn header(properties: &BasicProperties, name: &str) -> String {
     match properties
         .headers()
@@ -104,10 +70,6 @@ async fn state(cluster: &Cluster) -> StateStore {
     StateStore::connect(&cluster.settings.redis, &cluster.settings.prefix)
         .await
         .unwrap()
-}
-
-async fn job_count(state: &StateStore) -> usize {
-    state.list(None, 5000).await.unwrap().len()
 }
 
 async fn declare(channel: &Channel, name: &str) -> String {

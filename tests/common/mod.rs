@@ -3,6 +3,8 @@
 //! worker processes of the real binary when it needs them.
 #![allow(dead_code)]
 
+pub mod amqp;
+
 pub mod broker_node;
 pub mod prometheus_node;
 pub mod redis_node;
