@@ -2,6 +2,7 @@
 //! oversized records, exact ids, and a generated test of the accounting.
 
 use super::*;
+use serde_json::value::RawValue;
 
 async fn records_with(data: &[u8], quote_aware: bool, limits: RecordLimits) -> Vec<Record> {
     let mut reader = RecordReader::new(data, quote_aware, 0, 1).with_limits(limits);
