@@ -4,7 +4,8 @@
 //! bounds hold for everything that reaches a handler, a Redis record or an S3 call: a
 //! hostile spec is refused with the field, the limit and what to do, never carried further.
 
-use super::spec::{JobSpec, SpecError};
+use super::error::SpecError;
+use super::spec::JobSpec;
 use super::training::HeadSpec;
 use crate::uri::abbreviated;
 

@@ -1,7 +1,8 @@
 //! Every S3 location a job spec names, parsed once into `S3Uri`s with the field each came
 //! from: validation, allowances and the accessors all read them from here.
 
-use super::spec::{JobSpec, SpecError};
+use super::error::SpecError;
+use super::spec::JobSpec;
 use crate::uri::S3Uri;
 
 /// A spec's locations, parsed. The model and output are folders (`as_prefix`).

@@ -3,7 +3,9 @@
 
 pub mod accounting;
 mod allowance;
+mod error;
 mod event;
+mod format;
 pub mod limits;
 mod locations;
 mod reply_to;
@@ -13,15 +15,15 @@ mod status;
 mod task;
 mod train_progress;
 mod training;
+mod validate;
 
 pub use allowance::{Allowance, LocationRefused};
+pub use error::SpecError;
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
+pub use format::{InputFormat, OutputFormat};
 pub use locations::Locations;
 pub use reply_to::{ReplyPolicy, default_reply_queue_patterns, glob};
-pub use spec::{
-    API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputFormat, OutputSpec,
-    Pool, SpecError, Task, parse_json_spec, parse_json_spec_within, parse_toml_spec,
-};
+pub use spec::{API_VERSION, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputSpec, Pool, Task};
 pub use status::JobStatus;
 pub use task::{InputPiece, ShardTask, TaskMessage};
 pub use train_progress::{ClassRows, EvalPoint, TrainingProgress};
@@ -29,6 +31,7 @@ pub use training::{
     DecaySpec, EvalSpec, HeadSpec, OptimizerSpec, ScheduleSpec, TrainingSpec, normalize_label,
     spelled,
 };
+pub use validate::{parse_json_spec, parse_json_spec_within, parse_toml_spec};
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
 pub fn new_job_id() -> String {

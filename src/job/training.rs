@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{UnicodeNormalization, is_nfc};
 
-use super::spec::{InputFormat, SpecError};
+use super::error::SpecError;
+use super::format::InputFormat;
 use crate::uri::S3Uri;
 
 /// What to train and how. Everything but `labels` has a default.
