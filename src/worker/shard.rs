@@ -5,19 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
+use super::ids::{IdLog, ids_part_uri};
+use super::shard_output::{ClassifiedRow, OutputRow, Writer, errors_part_uri, part_uri};
 use super::{TaskError, WorkerContext, finish};
 use crate::engine::{Embedder, EngineError};
-use serde_json::value::RawValue;
-
-use super::ids::{IdLog, ids_part_uri};
 use crate::job::accounting::PieceCounts;
 use crate::job::{InputFormat, JobStatus, ShardTask, Task};
-use crate::metrics;
+use crate::metrics::{self, Stage};
 use crate::state::{JobRecord, ShardCommit, StateStore};
-use crate::storage::PartWriter;
 use crate::storage::records::{RecordLimits, RecordReader, RowFormat, parse_record, raw_string};
 use crate::uri::S3Uri;
 
@@ -29,58 +27,6 @@ pub enum ShardOutcome {
     AlreadyDone,
     /// The job is no longer running (cancelled or failed); nothing was written.
     Skipped,
-}
-
-/// Output part key of a shard: deterministic, so a redelivered shard overwrites it.
-pub fn part_uri(output: &S3Uri, shard: u32) -> S3Uri {
-    output.join(&format!("part-{shard:05}.jsonl"))
-}
-
-pub fn errors_part_uri(output: &S3Uri, shard: u32) -> S3Uri {
-    output.join(&format!("errors/part-{shard:05}.jsonl"))
-}
-
-/// An embed job's row; the id is written exactly as it was read.
-#[derive(Serialize)]
-struct OutputRow<'a> {
-    id: &'a RawValue,
-    embedding: &'a [f32],
-}
-
-/// A classify job's row: the most probable label and every class's probability.
-#[derive(Serialize)]
-struct ClassifiedRow<'a> {
-    id: &'a RawValue,
-    label: &'a str,
-    probabilities: std::collections::BTreeMap<&'a str, f32>,
-}
-
-impl<'a> ClassifiedRow<'a> {
-    fn new(id: &'a RawValue, labels: &'a [String], probabilities: &[f32]) -> Self {
-        let best = probabilities
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i);
-        Self {
-            id,
-            label: &labels[best],
-            probabilities: labels
-                .iter()
-                .map(String::as_str)
-                .zip(probabilities.iter().copied())
-                .collect(),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct RowError<'a> {
-    uri: &'a str,
-    line: u64,
-    error: String,
-    /// The start of the offending record, to find it quickly.
-    record: String,
 }
 
 pub async fn run(
@@ -217,9 +163,9 @@ pub async fn run(
         return Ok(ShardOutcome::Skipped);
     }
     if outcome.newly_committed {
-        metrics::ROWS.with_label_values(&["ok"]).inc_by(rows);
+        metrics::ROWS.with(metrics::RowOutcome::Ok).inc_by(rows);
         metrics::ROWS
-            .with_label_values(&["failed"])
+            .with(metrics::RowOutcome::Failed)
             .inc_by(failed_rows);
         metrics::SHARD_SECONDS.observe(commit.seconds);
     }
@@ -259,33 +205,6 @@ fn check_package(job: &JobRecord, embedder: &Embedder) -> Result<(), TaskError> 
             "model package {} is a classifier; use task = \"classify\", or its encoder's package for embeddings",
             job.spec.model
         ))),
-    }
-}
-
-struct Writer {
-    part: PartWriter,
-    /// Lines of the errors part, one JSON object each.
-    errors: Vec<Vec<u8>>,
-    /// One entry per piece of the task, in the task's order.
-    counts: Vec<PieceCounts>,
-    ids: IdLog,
-}
-
-impl Writer {
-    fn row_error(&mut self, uri: &str, line: u64, reason: String, excerpt: String) {
-        let mut out = serde_json::to_vec(&RowError {
-            uri,
-            line,
-            error: reason,
-            record: excerpt,
-        })
-        .expect("row error serialises");
-        out.push(b'\n');
-        self.errors.push(out);
-    }
-
-    fn processed(&self) -> u64 {
-        self.counts.iter().map(|c| c.written + c.failed).sum()
     }
 }
 
@@ -385,7 +304,7 @@ impl ShardRun<'_> {
                     }
                 }
                 if chunk.len() >= chunk_rows {
-                    observe_stage("read", &mut read_started);
+                    observe_stage(Stage::Read, &mut read_started);
                     if !self.embed_chunk(writer, &mut chunk).await? {
                         return Ok(false);
                     }
@@ -394,7 +313,7 @@ impl ShardRun<'_> {
             }
         }
         if !chunk.is_empty() {
-            observe_stage("read", &mut read_started);
+            observe_stage(Stage::Read, &mut read_started);
             if !self.embed_chunk(writer, &mut chunk).await? {
                 return Ok(false);
             }
@@ -481,7 +400,7 @@ impl ShardRun<'_> {
             counts.truncated += u64::from(output.truncated);
         }
         writer.part.write(&lines).await?;
-        observe_stage("write", &mut write_started);
+        observe_stage(Stage::Write, &mut write_started);
         ctx.state
             .set_live_rows(&job.id, task.shard, writer.processed())
             .await?;
@@ -514,9 +433,9 @@ async fn watch_for_stop(
 }
 
 /// Records the time since `started` under `stage`.
-fn observe_stage(stage: &str, started: &mut Instant) {
+fn observe_stage(stage: Stage, started: &mut Instant) {
     metrics::STAGE_SECONDS
-        .with_label_values(&[stage])
+        .with(stage)
         .observe(started.elapsed().as_secs_f64());
     *started = Instant::now();
 }
