@@ -1,85 +1,30 @@
 //! RabbitMQ adapter (lapin): topology, publishing with confirms, consuming with bounded
 //! prefetch, and the retry (TTL back-off) and dead-letter paths.
 
+mod consume;
+mod delivery;
+mod error;
 mod heal;
 mod topology;
 pub mod watch;
 
 use std::sync::Arc;
 
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::tcp::OwnedTLSConfig;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, Consumer, DefaultConnectionBuilder,
-};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, DefaultConnectionBuilder};
 use tokio::sync::Mutex;
 
-pub use lapin::message::Delivery;
+pub use consume::Subscription;
+pub use delivery::Delivery;
+pub use error::BrokerError;
+pub(crate) use error::channel_err;
 pub use topology::Topology;
 
 use crate::health::Health;
 use crate::job::Pool;
 use crate::settings::AmqpSettings;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    #[error("RabbitMQ at {url}: {source}; {hint}")]
-    Connect {
-        url: String,
-        #[source]
-        source: lapin::Error,
-        hint: &'static str,
-    },
-    #[error(
-        "cannot read amqp.tls_ca_file {path}: {source}; point it at the PEM file of the CA that signed the broker's certificate, or leave it empty to trust the system's roots"
-    )]
-    TlsCa {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("RabbitMQ {op}: {source}; will retry")]
-    Channel {
-        op: &'static str,
-        #[source]
-        source: lapin::Error,
-    },
-    #[error(
-        "RabbitMQ {op} on {target} got no answer within {after:?} (amqp.operation_timeout_ms); will retry"
-    )]
-    Timeout {
-        op: &'static str,
-        target: String,
-        after: std::time::Duration,
-    },
-    #[error("RabbitMQ refused the message to {exchange}/{routing_key} (nack)")]
-    Nacked {
-        exchange: String,
-        routing_key: String,
-    },
-    #[error(
-        "RabbitMQ could not route the message to {exchange}/{routing_key}: no queue bound (was the topology declared?)"
-    )]
-    Unroutable {
-        exchange: String,
-        routing_key: String,
-    },
-}
-
-impl BrokerError {
-    /// Every broker failure is worth retrying once the broker is back.
-    pub fn is_retryable(&self) -> bool {
-        true
-    }
-}
-
-fn channel_err(op: &'static str) -> impl FnOnce(lapin::Error) -> BrokerError {
-    move |source| BrokerError::Channel { op, source }
-}
 
 /// A connection with one publishing channel (publisher confirms on). Reconnects on demand:
 /// after a broker restart the next publish opens a fresh connection.
@@ -349,52 +294,6 @@ impl Broker {
         .await
     }
 
-    /// Sends a delivery to the retry queue of `level`; it comes back to its queue after
-    /// that level's delay. The caller acks the original afterwards.
-    pub async fn retry_later(&self, delivery: &Delivery, level: usize) -> Result<(), BrokerError> {
-        let level = level.min(self.topology.retry_levels().saturating_sub(1));
-        self.publish(
-            &self.topology.retry_exchange(level),
-            delivery.routing_key.as_str(),
-            &delivery.data,
-            delivery.properties.clone(),
-        )
-        .await
-    }
-
-    /// Queues a delivery's task again at once (same routing key and priority): for a task
-    /// whose delivery was acked already (a leased shard handed back on shutdown).
-    pub async fn publish_again(&self, delivery: &Delivery) -> Result<(), BrokerError> {
-        self.publish(
-            &self.topology.tasks_exchange(),
-            delivery.routing_key.as_str(),
-            &delivery.data,
-            delivery.properties.clone(),
-        )
-        .await
-    }
-
-    /// Sends a delivery to the dead-letter queue with the reason in a header.
-    pub async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            "x-sluice-reason".into(),
-            AMQPValue::LongString(reason.into()),
-        );
-        headers.insert(
-            "x-sluice-routing-key".into(),
-            AMQPValue::LongString(delivery.routing_key.as_str().into()),
-        );
-        let properties = delivery.properties.clone().with_headers(headers);
-        self.publish(
-            &self.topology.dead_exchange(),
-            "",
-            &delivery.data,
-            properties,
-        )
-        .await
-    }
-
     /// Publishes one job event to the events exchange (routing key `job.<state>`). With no
     /// subscriber bound the broker drops it, by design; `message_id` is `<job_id>:<seq>`.
     pub async fn publish_event(
@@ -433,111 +332,6 @@ impl Broker {
             Err(BrokerError::Unroutable { .. }) => Ok(false),
             Err(e) => Err(e),
         }
-    }
-
-    /// Keeps a submission that could not be accepted on the rejected queue: the original
-    /// body and properties, plus headers saying why (`x-sluice-reason`, and a short
-    /// `x-sluice-reason-class` for dashboards and scripts).
-    pub async fn reject_submission(
-        &self,
-        delivery: &Delivery,
-        reason: &str,
-        class: &str,
-    ) -> Result<(), BrokerError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            "x-sluice-reason".into(),
-            AMQPValue::LongString(reason.into()),
-        );
-        headers.insert(
-            "x-sluice-reason-class".into(),
-            AMQPValue::LongString(class.into()),
-        );
-        headers.insert(
-            "x-sluice-rejected-at".into(),
-            AMQPValue::Timestamp(unix_secs()),
-        );
-        // The submitter's properties, except an expiration: a kept rejection must not
-        // expire off the rejected queue.
-        let original = &delivery.properties;
-        let mut properties = BasicProperties::default().with_headers(headers);
-        if let Some(value) = original.message_id() {
-            properties = properties.with_message_id(value.clone());
-        }
-        if let Some(value) = original.correlation_id() {
-            properties = properties.with_correlation_id(value.clone());
-        }
-        if let Some(value) = original.reply_to() {
-            properties = properties.with_reply_to(value.clone());
-        }
-        if let Some(value) = original.app_id() {
-            properties = properties.with_app_id(value.clone());
-        }
-        if let Some(value) = original.timestamp() {
-            properties = properties.with_timestamp(*value);
-        }
-        self.publish(
-            &self.topology.rejected_exchange(),
-            "",
-            &delivery.data,
-            properties,
-        )
-        .await
-    }
-
-    /// A consumer of the submissions queue on its own channel, at most `prefetch` unacked.
-    /// Returns the channel too: closing it returns prefetched deliveries at once.
-    pub async fn consume_submissions(
-        &self,
-        prefetch: u16,
-    ) -> Result<(Channel, Consumer), BrokerError> {
-        let queue = self.topology.submissions_queue();
-        self.consume_queue(&queue, "sluice-submissions", prefetch)
-            .await
-    }
-
-    /// A channel of its own for consuming tasks: the worker starts and cancels consumers on
-    /// it (`consume_tasks`) while the deliveries it took stay ackable.
-    pub async fn task_channel(&self) -> Result<Channel, BrokerError> {
-        self.channel(true).await
-    }
-
-    /// Starts a consumer of `pool`'s task queue on `channel`, holding at most `prefetch`
-    /// unacknowledged deliveries.
-    pub async fn consume_tasks(
-        &self,
-        channel: &Channel,
-        pool: Pool,
-        prefetch: u16,
-    ) -> Result<Consumer, BrokerError> {
-        let queue = self.topology.task_queue(pool);
-        let started = self
-            .timed(
-                "consume",
-                &queue,
-                start_consumer(channel, &queue, "sluice-worker", prefetch),
-            )
-            .await;
-        self.heal_if_missing(&started).await;
-        started
-    }
-
-    async fn consume_queue(
-        &self,
-        queue: &str,
-        tag_prefix: &str,
-        prefetch: u16,
-    ) -> Result<(Channel, Consumer), BrokerError> {
-        let channel = self.channel(true).await?;
-        let started = self
-            .timed(
-                "consume",
-                queue,
-                start_consumer(&channel, queue, tag_prefix, prefetch),
-            )
-            .await;
-        self.heal_if_missing(&started).await;
-        Ok((channel, started?))
     }
 
     /// Drops every ready message of a queue (operators clearing a backlog; failure tests).
@@ -582,33 +376,6 @@ fn unix_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// A consumer of `queue` on `channel`; `prefetch` applies to it (and later consumers).
-async fn start_consumer(
-    channel: &Channel,
-    queue: &str,
-    tag_prefix: &str,
-    prefetch: u16,
-) -> Result<Consumer, BrokerError> {
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .map_err(channel_err("qos"))?;
-    let tag = format!(
-        "{tag_prefix}-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    );
-    channel
-        .basic_consume(
-            queue.into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(channel_err("consume"))
 }
 
 /// The URL without its password, for errors and logs.
