@@ -172,7 +172,10 @@ impl Submitter {
             return Err(SubmitError::Unavailable(e.to_string()));
         }
         metrics::JOBS_SUBMITTED
-            .with_label_values(&[spec.kind.as_str(), source])
+            .with((
+                spec.kind.into(),
+                metrics::Source::named(source).unwrap_or(metrics::Source::Http),
+            ))
             .inc();
         tracing::info!(job_id = %id, name = %spec.name, source, "job submitted");
         Ok(Submitted { id, created })

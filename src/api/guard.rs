@@ -23,7 +23,7 @@ pub async fn catch_panics(request: Request, next: Next) -> Response {
     match AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
-            metrics::INTAKE_PANICS.with_label_values(&["http"]).inc();
+            metrics::INTAKE_PANICS.with(metrics::Door::Http).inc();
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -182,11 +182,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_answers_json_500_and_is_counted() {
-        let before = metrics::INTAKE_PANICS.with_label_values(&["http"]).get();
+        let before = metrics::INTAKE_PANICS.with(metrics::Door::Http).get();
         let (status, body) = call("GET", "/boom", "", None).await;
         assert_eq!(status, 500);
         assert_eq!(body["error"]["code"], "internal");
-        assert!(metrics::INTAKE_PANICS.with_label_values(&["http"]).get() > before);
+        assert!(metrics::INTAKE_PANICS.with(metrics::Door::Http).get() > before);
     }
 
     #[tokio::test]

@@ -233,8 +233,8 @@ async fn cancel(
         Transition::Moved(_) => {
             if let Ok(job) = ctx.state.get(&id).await {
                 metrics::job_finished(
-                    job.spec.kind.as_str(),
-                    "cancelled",
+                    job.spec.kind.into(),
+                    metrics::FinalStatus::Cancelled,
                     job.started_ms,
                     now_ms(),
                 );

@@ -6,18 +6,18 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
-use lapin::options::{BasicAckOptions, BasicNackOptions};
-use tokio::sync::Semaphore;
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::broker::watch::{self, ConsumerWatch};
-use crate::broker::{Broker, Delivery};
+use crate::broker::{Broker, Delivery, Subscription};
 use crate::job::{Allowance, ReplyPolicy, SubmissionReply, parse_json_spec_within};
-use crate::metrics;
+use crate::metrics::{self, RejectionClass, SubmissionOutcome};
 use crate::state::StateStore;
 use crate::submit::{Origin, SubmitError, Submitted, Submitter};
+
+/// How long a submission that met an outage waits before going back to the queue, so an
+/// outage does not spin through the messages.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Longest accepted `message_id` (it becomes a Redis key).
 const MAX_MESSAGE_ID_LEN: usize = 200;
@@ -39,10 +39,8 @@ pub struct SubmissionConsumer {
 /// Why a submission was refused: kept with it on the rejected queue.
 #[derive(Debug, Clone, PartialEq)]
 struct Rejection {
-    /// Short, fixed set: `not_json`, `invalid_spec`, `unknown_model`, `too_large`,
-    /// `missing_message_id`, `output_in_use`, `forbidden_location`, `forbidden_reply_to`,
-    /// `panicked`.
-    class: &'static str,
+    /// Short, fixed set (also the `x-sluice-reason-class` header and the metric's label).
+    class: RejectionClass,
     reason: String,
 }
 
@@ -55,84 +53,25 @@ enum Outcome {
 
 impl SubmissionConsumer {
     /// Consumes until `shutdown`, then finishes the submissions in hand and returns; what
-    /// was prefetched but not started goes back to the queue with the channel.
+    /// was prefetched but not started goes back to the queue (see `Broker::consume`).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.concurrency));
-        let tracker = TaskTracker::new();
-        let prefetch = u16::try_from(self.concurrency).unwrap_or(u16::MAX);
-        let mut backoff = Duration::from_millis(500);
-        let watch = Arc::new(ConsumerWatch::default());
-        let judging = CancellationToken::new();
-        let judge = tokio::spawn(watch::judge(
-            "submission_consumer",
-            self.broker.clone(),
-            self.broker.topology().submissions_queue(),
-            watch.clone(),
-            permits.clone(),
-            self.stall_after,
-            judging.clone(),
-        ));
-        'connect: while !shutdown.is_cancelled() {
-            let (channel, mut consumer) = match self.broker.consume_submissions(prefetch).await {
-                Ok(subscription) => subscription,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot consume submissions; retrying in {backoff:?}");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break 'connect,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            backoff = Duration::from_millis(500);
-            watch.progressed();
-            tracing::info!(prefetch, "consuming AMQP job submissions");
-            loop {
-                let permit = tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        tracker.close();
-                        tracker.wait().await;
-                        let _ = channel.close(200, "sluice api shutting down".into()).await;
-                        break 'connect;
-                    }
-                    permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
-                };
-                watch.set_listening(true);
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        tracker.close();
-                        tracker.wait().await;
-                        let _ = channel.close(200, "sluice api shutting down".into()).await;
-                        break 'connect;
-                    }
-                    next = consumer.next() => next,
-                };
-                watch.set_listening(false);
-                match next {
-                    Some(Ok(delivery)) => {
-                        watch.progressed();
-                        let this = self.clone();
-                        tracker.spawn(async move {
-                            this.handle_guarded(delivery).await;
-                            drop(permit);
-                        });
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "submission consumer failed; reconnecting");
-                        continue 'connect;
-                    }
-                    None => {
-                        tracing::warn!("submission consumer closed by the broker; reconnecting");
-                        continue 'connect;
-                    }
-                }
-            }
-        }
-        judging.cancel();
-        let _ = judge.await;
-        tracker.close();
-        tracker.wait().await;
+        let subscription = Subscription {
+            queue: self.broker.topology().submissions_queue(),
+            tag: "sluice-submissions",
+            check: "submission_consumer",
+            concurrency: self.concurrency,
+            prefetch: u16::try_from(self.concurrency).unwrap_or(u16::MAX),
+            // Submissions are answered within one handling: a held slot is never idle.
+            pause_when_busy: false,
+            stall_after: self.stall_after,
+            drain_grace: None,
+        };
+        self.broker
+            .consume(subscription, shutdown, |delivery| {
+                let this = self.clone();
+                async move { this.handle_guarded(delivery).await }
+            })
+            .await;
     }
 
     /// `handle`, with a panic anywhere in it caught: the submission is kept on the rejected
@@ -146,29 +85,24 @@ impl SubmissionConsumer {
             return;
         };
         let rejection = panicked(&*panic);
-        if !delivery.acker.usable() {
+        if delivery.is_answered() {
             // Answered already (accepted or rejected) before the panic: nothing to undo.
             tracing::error!(reason = %rejection.reason, "panic after the submission was answered");
             return;
         }
         if let Err(e) = self.keep_rejected(&delivery, &rejection).await {
             tracing::warn!(error = %e, "could not keep a submission whose handling panicked; it goes back to the queue");
-            requeue_later(&delivery).await;
+            delivery.requeue_after(REQUEUE_PAUSE).await;
             return;
         }
-        metrics::SUBMISSIONS_REJECTED
-            .with_label_values(&[rejection.class])
-            .inc();
-        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-            tracing::warn!(error = %e, "could not ack a submission whose handling panicked");
-        }
+        metrics::SUBMISSIONS_REJECTED.with(rejection.class).inc();
+        delivery.ack().await;
     }
 
     async fn handle(&self, delivery: &Delivery) {
-        let properties = &delivery.properties;
-        let message_id = properties.message_id().as_ref().map(|s| s.to_string());
-        let reply_to = properties.reply_to().as_ref().map(|s| s.to_string());
-        let correlation_id = properties.correlation_id().as_ref().map(|s| s.to_string());
+        let message_id = delivery.message_id().map(str::to_string);
+        let reply_to = delivery.reply_to().map(str::to_string);
+        let correlation_id = delivery.correlation_id().map(str::to_string);
         let deciding = self.decide(
             delivery,
             message_id.as_deref(),
@@ -180,11 +114,12 @@ impl SubmissionConsumer {
         let reply = match outcome {
             Outcome::Accepted(submitted) => {
                 let outcome = if submitted.created {
-                    "accepted"
+                    SubmissionOutcome::Accepted
                 } else {
-                    "duplicate"
+                    SubmissionOutcome::Duplicate
                 };
-                metrics::SUBMISSIONS.with_label_values(&[outcome]).inc();
+                metrics::SUBMISSIONS.with(outcome).inc();
+                let outcome = outcome.as_str();
                 tracing::info!(job_id = %submitted.id, message_id = ?message_id, outcome, "AMQP submission handled");
                 SubmissionReply {
                     outcome: outcome.into(),
@@ -198,27 +133,29 @@ impl SubmissionConsumer {
             Outcome::Rejected(rejection) => {
                 if let Err(e) = self.keep_rejected(delivery, &rejection).await {
                     tracing::warn!(error = %e, "could not keep a rejected submission; it goes back to the queue");
-                    requeue_later(delivery).await;
+                    delivery.requeue_after(REQUEUE_PAUSE).await;
                     return;
                 }
-                metrics::SUBMISSIONS.with_label_values(&["rejected"]).inc();
-                metrics::SUBMISSIONS_REJECTED
-                    .with_label_values(&[rejection.class])
+                metrics::SUBMISSIONS
+                    .with(metrics::SubmissionOutcome::Rejected)
                     .inc();
-                tracing::warn!(message_id = ?message_id, class = rejection.class, reason = %rejection.reason, "AMQP submission rejected");
+                metrics::SUBMISSIONS_REJECTED.with(rejection.class).inc();
+                tracing::warn!(message_id = ?message_id, class = rejection.class.as_str(), reason = %rejection.reason, "AMQP submission rejected");
                 SubmissionReply {
                     outcome: "rejected".into(),
                     job_id: None,
                     status: None,
                     reason: Some(rejection.reason),
-                    reason_class: Some(rejection.class.into()),
+                    reason_class: Some(rejection.class.as_str().into()),
                     event: None,
                 }
             }
             Outcome::Unavailable(reason) => {
-                metrics::SUBMISSIONS.with_label_values(&["requeued"]).inc();
+                metrics::SUBMISSIONS
+                    .with(metrics::SubmissionOutcome::Requeued)
+                    .inc();
                 tracing::warn!(message_id = ?message_id, %reason, "cannot handle a submission now; it goes back to the queue");
-                requeue_later(delivery).await;
+                delivery.requeue_after(REQUEUE_PAUSE).await;
                 return;
             }
         };
@@ -242,10 +179,8 @@ impl SubmissionConsumer {
                 Err(e) => tracing::warn!(%reply_to, error = %e, "could not send the reply"),
             }
         }
-        if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-            // Redelivered later: the message_id makes that harmless.
-            tracing::warn!(error = %e, "could not ack a handled submission");
-        }
+        // A failed ack means a redelivery later: the message_id makes that harmless.
+        delivery.ack().await;
     }
 
     async fn decide(
@@ -255,10 +190,10 @@ impl SubmissionConsumer {
         reply_to: Option<&str>,
         correlation_id: Option<&str>,
     ) -> Outcome {
-        let body = &delivery.data;
+        let body = delivery.body();
         if body.len() > self.max_body_bytes {
             return reject(
-                "too_large",
+                RejectionClass::TooLarge,
                 format!(
                     "submission is {} bytes; the limit is {} (api.max_body_bytes)",
                     body.len(),
@@ -276,7 +211,7 @@ impl SubmissionConsumer {
             }
             _ => {
                 return reject(
-                    "missing_message_id",
+                    RejectionClass::MissingMessageId,
                     format!(
                         "set the message_id property (1-{MAX_MESSAGE_ID_LEN} visible ASCII characters): it is the idempotency key that makes redelivered or re-sent submissions one job"
                     ),
@@ -284,14 +219,14 @@ impl SubmissionConsumer {
             }
         };
         if let Some(Err(reason)) = reply_to.map(|queue| self.replies.check(queue)) {
-            return reject("forbidden_reply_to", reason);
+            return reject(RejectionClass::ForbiddenReplyTo, reason);
         }
         if let Err(e) = serde_json::from_slice::<serde_json::Value>(body) {
-            return reject("not_json", format!("body is not JSON: {e}"));
+            return reject(RejectionClass::NotJson, format!("body is not JSON: {e}"));
         }
         let spec = match parse_json_spec_within(body, self.max_body_bytes) {
             Ok(spec) => spec,
-            Err(e) => return reject("invalid_spec", e.to_string()),
+            Err(e) => return reject(RejectionClass::InvalidSpec, e.to_string()),
         };
         let key = format!("amqp:{message_id}");
         let origin = Origin {
@@ -299,18 +234,18 @@ impl SubmissionConsumer {
             idempotency_key: Some(&key),
             reply_to,
             correlation_id,
-            redelivered: delivery.redelivered,
+            redelivered: delivery.redelivered(),
             allowance: Some(&self.allowance),
         };
         match self.submitter.submit(&spec, &origin).await {
             Ok(submitted) => Outcome::Accepted(submitted),
             Err(SubmitError::Invalid(e)) if e.field == "model" => {
-                reject("unknown_model", e.to_string())
+                reject(RejectionClass::UnknownModel, e.to_string())
             }
-            Err(SubmitError::Invalid(e)) => reject("invalid_spec", e.to_string()),
-            Err(SubmitError::OutputInUse(reason)) => reject("output_in_use", reason),
+            Err(SubmitError::Invalid(e)) => reject(RejectionClass::InvalidSpec, e.to_string()),
+            Err(SubmitError::OutputInUse(reason)) => reject(RejectionClass::OutputInUse, reason),
             Err(SubmitError::Forbidden(refused)) => {
-                reject("forbidden_location", refused.to_string())
+                reject(RejectionClass::ForbiddenLocation, refused.to_string())
             }
             Err(SubmitError::Unavailable(reason)) => Outcome::Unavailable(reason),
         }
@@ -333,7 +268,7 @@ impl SubmissionConsumer {
             return Ok(());
         }
         self.broker
-            .reject_submission(delivery, &rejection.reason, rejection.class)
+            .reject_submission(delivery, &rejection.reason, rejection.class.as_str())
             .await
             .map_err(|e| e.to_string())?;
         self.state
@@ -343,7 +278,7 @@ impl SubmissionConsumer {
     }
 }
 
-fn reject(class: &'static str, reason: String) -> Outcome {
+fn reject(class: RejectionClass, reason: String) -> Outcome {
     // Bounded: the reason travels as a message header, which must fit one AMQP frame.
     let reason = crate::uri::abbreviated(&reason, 2000);
     Outcome::Rejected(Rejection { class, reason })
@@ -359,7 +294,7 @@ async fn guarded(deciding: impl std::future::Future<Output = Outcome>) -> Outcom
 
 /// The rejection for a submission whose handling panicked; counts and logs the panic.
 fn panicked(panic: &(dyn std::any::Any + Send)) -> Rejection {
-    metrics::INTAKE_PANICS.with_label_values(&["amqp"]).inc();
+    metrics::INTAKE_PANICS.with(metrics::Door::Amqp).inc();
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -367,7 +302,7 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> Rejection {
         .unwrap_or_else(|| "a panic without a message".into());
     tracing::error!(panic = %what, "handling an AMQP submission panicked; it is kept on the rejected queue");
     Rejection {
-        class: "panicked",
+        class: RejectionClass::Panicked,
         reason: format!(
             "sluice could not handle this submission (it panicked: {}); it was not retried, to keep the queue moving: report it with this message",
             crate::uri::abbreviated(&what, 500)
@@ -379,29 +314,10 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> Rejection {
 /// the body (a re-send with a fixed body under the same id is a new submission).
 fn rejection_key(delivery: &Delivery) -> String {
     use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(&delivery.data));
-    let id = delivery
-        .properties
-        .message_id()
-        .as_ref()
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let digest = hex::encode(sha2::Sha256::digest(delivery.body()));
+    let id = delivery.message_id().unwrap_or_default();
     let id_digest = hex::encode(sha2::Sha256::digest(id.as_bytes()));
     format!("{}:{}", &id_digest[..32], &digest[..32])
-}
-
-/// Back to the queue after a pause, so an outage does not spin through the messages.
-async fn requeue_later(delivery: &Delivery) {
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    if let Err(e) = delivery
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await
-    {
-        tracing::warn!(error = %e, "could not requeue a submission; the broker will when the channel closes");
-    }
 }
 
 #[cfg(test)]
@@ -414,11 +330,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_while_deciding_becomes_a_counted_panicked_rejection() {
-        let panics = || metrics::INTAKE_PANICS.with_label_values(&["amqp"]).get();
+        let panics = || metrics::INTAKE_PANICS.with(metrics::Door::Amqp).get();
         let before = panics();
         match guarded(async { poisoned() }).await {
             Outcome::Rejected(rejection) => {
-                assert_eq!(rejection.class, "panicked");
+                assert_eq!(rejection.class, RejectionClass::Panicked);
                 assert!(
                     rejection.reason.contains("poison 42"),
                     "{}",
@@ -428,9 +344,9 @@ mod tests {
             _ => panic!("not a rejection"),
         }
         assert_eq!(panics(), before + 1);
-        match guarded(async { reject("not_json", "x".repeat(5000)) }).await {
+        match guarded(async { reject(RejectionClass::NotJson, "x".repeat(5000)) }).await {
             Outcome::Rejected(rejection) => {
-                assert_eq!(rejection.class, "not_json");
+                assert_eq!(rejection.class, RejectionClass::NotJson);
                 assert!(rejection.reason.len() < 2100, "the reason is bounded");
             }
             _ => panic!("not a rejection"),

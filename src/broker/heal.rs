@@ -10,7 +10,7 @@ use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 
 use super::{Broker, BrokerError};
-use crate::metrics;
+use crate::metrics::{self, Trigger};
 use crate::settings::AmqpSettings;
 
 /// What `amqp.*` allows each operation.
@@ -66,7 +66,7 @@ impl Broker {
             },
         };
         let timed_out = matches!(error, BrokerError::Timeout { .. });
-        metrics::dependency_error("amqp", timed_out);
+        metrics::dependency_error(metrics::Dependency::Amqp, timed_out);
         tracing::warn!(dependency = "amqp", op, target, timed_out, error = %error, "RabbitMQ operation failed");
         if matches!(
             error,
@@ -125,7 +125,7 @@ impl Broker {
             let ours = !exchange.is_empty();
             if ours && !healed && error.may_be_missing_topology() {
                 healed = true;
-                match self.heal("publish").await {
+                match self.heal(Trigger::Publish).await {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(e) => {
@@ -161,7 +161,7 @@ impl Broker {
     pub(super) async fn heal_if_missing<T>(&self, started: &Result<T, BrokerError>) {
         if let Err(BrokerError::Channel { source, .. }) = started
             && super::topology::is_not_found(source)
-            && let Err(e) = self.heal("consume").await
+            && let Err(e) = self.heal(Trigger::Consume).await
         {
             tracing::warn!(error = %e, "could not declare the topology again after a consumer found its queue gone");
         }
@@ -174,10 +174,10 @@ impl Broker {
     /// while one runs waits for it rather than starting another. Consumers call it before
     /// consuming again after the broker cancelled them (a deleted queue does that).
     pub async fn ensure_topology(&self) -> Result<bool, BrokerError> {
-        self.heal("check").await
+        self.heal(Trigger::Check).await
     }
 
-    async fn heal(&self, trigger: &'static str) -> Result<bool, BrokerError> {
+    async fn heal(&self, trigger: Trigger) -> Result<bool, BrokerError> {
         let _one_at_a_time = match self.healing.try_lock() {
             Ok(guard) => guard,
             Err(_) => {
@@ -195,7 +195,7 @@ impl Broker {
                 "{missing} is missing on the broker; sluice is declaring its topology again"
             )),
         );
-        tracing::warn!(dependency = "amqp", %missing, trigger, "RabbitMQ topology incomplete; declaring it again");
+        tracing::warn!(dependency = "amqp", %missing, trigger = trigger.as_str(), "RabbitMQ topology incomplete; declaring it again");
         let channel = self.channel(true).await?;
         let declared = self
             .timed(
@@ -206,11 +206,9 @@ impl Broker {
             .await;
         self.close_later(channel);
         declared?;
-        metrics::TOPOLOGY_REDECLARED
-            .with_label_values(&[trigger])
-            .inc();
+        metrics::TOPOLOGY_REDECLARED.with(trigger).inc();
         self.health.report("topology", None);
-        tracing::info!(%missing, trigger, "RabbitMQ topology declared again");
+        tracing::info!(%missing, trigger = trigger.as_str(), "RabbitMQ topology declared again");
         Ok(true)
     }
 

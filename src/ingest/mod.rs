@@ -325,7 +325,7 @@ impl DropFolder {
                 if submitted.created {
                     report.submitted += 1;
                     metrics::INGEST_FILES
-                        .with_label_values(&["submitted"])
+                        .with(metrics::IngestOutcome::Submitted)
                         .inc();
                     tracing::info!(job_id = %submitted.id, file = %drop.object.uri, output = %output, "dropped file submitted");
                 } else {
@@ -375,7 +375,9 @@ impl DropFolder {
                 let to = self.place(&self.archive, drop);
                 self.move_object(drop, &to).await?;
                 report.archived += 1;
-                metrics::INGEST_FILES.with_label_values(&["archived"]).inc();
+                metrics::INGEST_FILES
+                    .with(metrics::IngestOutcome::Archived)
+                    .inc();
                 tracing::info!(%job_id, file = %drop.object.uri, archive = %to, "dropped file done; archived");
                 Ok(())
             }
@@ -417,7 +419,9 @@ impl DropFolder {
             .await?;
         self.move_object(drop, &to).await?;
         report.failed += 1;
-        metrics::INGEST_FILES.with_label_values(&["failed"]).inc();
+        metrics::INGEST_FILES
+            .with(metrics::IngestOutcome::Failed)
+            .inc();
         tracing::warn!(file = %drop.object.uri, moved_to = %to, reason = %error["error"], "dropped file failed");
         Ok(())
     }

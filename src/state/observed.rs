@@ -27,7 +27,7 @@ impl Observed {
                     || e.is_connection_refusal() =>
             {
                 let timed_out = e.is_timeout();
-                metrics::dependency_error("redis", timed_out);
+                metrics::dependency_error(metrics::Dependency::Redis, timed_out);
                 tracing::warn!(
                     dependency = "redis",
                     op = what,

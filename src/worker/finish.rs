@@ -201,12 +201,9 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         .await?;
     match moved {
         Transition::Moved(_) => {
-            metrics::job_finished(
-                job.spec.kind.as_str(),
-                status.as_str(),
-                job.started_ms,
-                finished_ms,
-            );
+            if let Some(label) = metrics::FinalStatus::of(status) {
+                metrics::job_finished(job.spec.kind.into(), label, job.started_ms, finished_ms);
+            }
             tracing::info!(job_id, %status, rows = succeeded, failed, run_seconds, "job finished");
         }
         // Cancelled at the last moment: the marker must not claim success.

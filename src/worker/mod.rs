@@ -11,28 +11,24 @@ mod panics;
 mod plan;
 pub mod shard;
 mod shard_lease;
+mod shard_output;
 pub mod sweep;
 pub mod training;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
-use lapin::{Channel, Consumer};
-use tokio::sync::Semaphore;
+use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use disposition::Disposition;
 pub use error::TaskError;
 pub use models::ModelCache;
 
-use crate::broker::watch::{self, ConsumerWatch};
-use crate::broker::{Broker, Delivery};
+use crate::broker::{Broker, Delivery, Subscription};
 use crate::job::{JobStatus, TaskMessage};
-use crate::metrics;
+use crate::metrics::{self, FinalStatus, TaskKind, TaskOutcome};
 use crate::settings::Settings;
 use crate::state::{Attempts, StateStore, now_ms};
 use crate::storage::Storage;
@@ -79,195 +75,74 @@ impl WorkerContext {
     }
 }
 
-/// Consumes until `shutdown`, then stops taking tasks, lets in-flight ones finish within the
-/// grace period, and returns. Reconnects when the broker goes away.
-///
-/// The consumer runs only while the worker can start a task: once every slot is busy it is
-/// cancelled, and deliveries the broker pushed meanwhile go back to the queue. Leased tasks
-/// ack early, which frees their prefetch slot; without the pause the broker would fill it
-/// with a task that waits here, unacked, for as long as the leased one runs, until the
-/// broker's consumer timeout closes the channel.
+/// Consumes the pool's task queue until `shutdown`, then stops taking tasks, lets in-flight
+/// ones finish within the grace period, and returns (see `Broker::consume`). The consumer
+/// pauses while every slot is busy: leased tasks ack early, freeing their prefetch slot.
 pub async fn run(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
-    let pool = ctx.settings.worker.pool;
-    let concurrency = ctx.settings.worker.concurrency;
-    let prefetch = ctx.settings.amqp.prefetch.max(concurrency as u16);
-    let permits = Arc::new(Semaphore::new(concurrency));
-    let tracker = TaskTracker::new();
-    let watch = Arc::new(ConsumerWatch::default());
-    let judging = CancellationToken::new();
-    let judge = tokio::spawn(watch::judge(
-        "task_consumer",
-        ctx.broker.clone(),
-        ctx.broker.topology().task_queue(pool),
-        watch.clone(),
-        permits.clone(),
-        Duration::from_secs(ctx.settings.amqp.consumer_stall_secs),
-        judging.clone(),
-    ));
-    let mut backoff = Duration::from_millis(500);
-    // Kept open while draining, so tasks still running can ack what they took.
-    let mut channel: Option<Channel> = None;
-    let mut consumer: Option<Consumer> = None;
-    'connect: while !shutdown.is_cancelled() {
-        consumer = None;
-        channel = None;
-        let open = match ctx.broker.task_channel().await {
-            Ok(open) => open,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot consume tasks; retrying in {backoff:?}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break 'connect,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
-        let open = channel.insert(open);
-        tracing::info!(
-            pool = pool.as_str(),
-            concurrency,
-            prefetch,
-            "worker consuming"
-        );
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break 'connect,
-                permit = permits.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            };
-            if consumer.is_none() {
-                // No more deliveries than slots to start them in.
-                let free = (permits.available_permits() + 1).min(usize::from(prefetch)) as u16;
-                match ctx.broker.consume_tasks(open, pool, free).await {
-                    Ok(started) => {
-                        // A fresh consumer gets a fresh grace period before it is judged.
-                        watch.progressed();
-                        consumer = Some(started)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot consume tasks; reconnecting in {backoff:?}");
-                        drop(permit);
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break 'connect,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                        continue 'connect;
-                    }
-                }
-            }
-            let active = consumer.as_mut().expect("started above");
-            watch.set_listening(true);
-            let delivery = tokio::select! {
-                _ = shutdown.cancelled() => break 'connect,
-                next = active.next() => next,
-            };
-            watch.set_listening(false);
-            match delivery {
-                Some(Ok(delivery)) => {
-                    backoff = Duration::from_millis(500);
-                    watch.progressed();
-                    let ctx = ctx.clone();
-                    let shutdown = shutdown.clone();
-                    tracker.spawn(async move {
-                        metrics::TASKS_IN_FLIGHT.inc();
-                        let run = std::panic::AssertUnwindSafe(handle(&ctx, &delivery, &shutdown));
-                        if let Err(payload) = run.catch_unwind().await {
-                            // Task runs are guarded; this is a panic in the handling around
-                            // them. An unanswered delivery must still be answered, or it
-                            // would hold its slot until the channel closes; one already
-                            // acked (a leased task) is its lease's to recover.
-                            let reason = format!(
-                                "sluice bug while handling a task: {}",
-                                panics::panic_message(payload.as_ref())
-                            );
-                            metrics::TASK_PANICS.with_label_values(&["unknown"]).inc();
-                            if delivery.acker.usable() {
-                                tracing::error!(%reason, "dead-lettering the task");
-                                dead_letter(&ctx, &delivery, None, &reason).await;
-                            } else {
-                                tracing::error!(%reason, "task already acked; its lease lapses and the sweeper queues it again");
-                            }
-                        }
-                        metrics::TASKS_IN_FLIGHT.dec();
-                        drop(permit);
-                    });
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "task consumer failed; reconnecting");
-                    continue 'connect;
-                }
-                None => {
-                    tracing::warn!("task consumer closed by the broker; reconnecting");
-                    continue 'connect;
-                }
-            }
-            if permits.available_permits() == 0 {
-                let full = consumer.take().expect("started above");
-                if let Err(e) = pause(open, full).await {
-                    tracing::warn!(error = %e, "cannot pause the task consumer; reconnecting");
-                    continue 'connect;
-                }
-            }
-        }
-    }
-    if let (Some(open), Some(active)) = (&channel, consumer.take())
-        && let Err(e) = pause(open, active).await
-    {
-        tracing::warn!(error = %e, "cannot stop the task consumer; its deliveries go back to the queue when the channel closes");
-    }
-    judging.cancel();
-    let _ = judge.await;
-    tracker.close();
-    let grace = Duration::from_secs(ctx.settings.worker.shutdown_grace_secs);
-    tracing::info!(in_flight = tracker.len(), ?grace, "worker draining");
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        // Whatever is still unacked goes back to the queue when the connection closes.
-        tracing::warn!(
-            in_flight = tracker.len(),
-            "grace period over; returning unfinished tasks to the queue"
-        );
-    }
-    drop(channel);
+    let settings = &ctx.settings;
+    let pool = settings.worker.pool;
+    let subscription = Subscription {
+        queue: ctx.broker.topology().task_queue(pool),
+        tag: "sluice-worker",
+        check: "task_consumer",
+        concurrency: settings.worker.concurrency,
+        prefetch: settings.amqp.prefetch,
+        pause_when_busy: true,
+        stall_after: Duration::from_secs(settings.amqp.consumer_stall_secs),
+        drain_grace: Some(Duration::from_secs(settings.worker.shutdown_grace_secs)),
+    };
+    tracing::info!(pool = pool.as_str(), "worker starting");
+    let broker = ctx.broker.clone();
+    broker
+        .consume(subscription, shutdown.clone(), |delivery| {
+            handle_guarded(ctx.clone(), delivery, shutdown.clone())
+        })
+        .await;
 }
 
-/// Cancels `consumer` and returns to the queue whatever the broker pushed to it before the
-/// cancel took effect.
-async fn pause(channel: &Channel, mut consumer: Consumer) -> Result<(), String> {
-    channel
-        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    // After the cancel the stream ends with what was already on its way.
-    let drained = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(next) = consumer.next().await {
-            let delivery = next.map_err(|e| e.to_string())?;
-            requeue(&delivery).await;
+/// `handle`, with a panic in the handling around a task run caught (runs themselves are
+/// guarded): an unanswered delivery must still be answered, or it would hold its slot
+/// until the channel closes; one already acked (a leased task) is its lease's to recover.
+async fn handle_guarded(ctx: Arc<WorkerContext>, delivery: Delivery, shutdown: CancellationToken) {
+    metrics::TASKS_IN_FLIGHT.inc();
+    let run = std::panic::AssertUnwindSafe(handle(&ctx, &delivery, &shutdown));
+    if let Err(payload) = run.catch_unwind().await {
+        let reason = format!(
+            "sluice bug while handling a task: {}",
+            panics::panic_message(payload.as_ref())
+        );
+        metrics::TASK_PANICS.with(metrics::TaskKind::Unknown).inc();
+        if delivery.is_answered() {
+            tracing::error!(%reason, "task already acked; its lease lapses and the sweeper queues it again");
+        } else {
+            tracing::error!(%reason, "dead-lettering the task");
+            dead_letter(&ctx, &delivery, None, &reason).await;
         }
-        Ok::<(), String>(())
-    })
-    .await;
-    drained.map_err(|_| "the cancelled consumer did not end within 10 s".to_string())?
+    }
+    metrics::TASKS_IN_FLIGHT.dec();
 }
 
 /// Runs one delivery to its end: ack, retry later, requeue or dead-letter.
 async fn handle(ctx: &WorkerContext, delivery: &Delivery, shutdown: &CancellationToken) {
-    let task: TaskMessage = match serde_json::from_slice(&delivery.data) {
+    let task: TaskMessage = match serde_json::from_slice(delivery.body()) {
         Ok(task) => task,
         Err(e) => {
             let reason = format!("task message is not valid: {e}");
             tracing::error!(%reason, "dead-lettering");
             dead_letter(ctx, delivery, None, &reason).await;
             metrics::TASKS
-                .with_label_values(&["unknown", "dead_lettered"])
+                .with((
+                    metrics::TaskKind::Unknown,
+                    metrics::TaskOutcome::DeadLettered,
+                ))
                 .inc();
             return;
         }
     };
     let kind = match task {
-        TaskMessage::Plan { .. } => "plan",
-        TaskMessage::Shard(_) => "shard",
-        TaskMessage::Train { .. } => "train",
+        TaskMessage::Plan { .. } => TaskKind::Plan,
+        TaskMessage::Shard(_) => TaskKind::Shard,
+        TaskMessage::Train { .. } => TaskKind::Train,
     };
     let job_id = task.job_id().to_string();
     let task_key = task.task_key();
@@ -278,8 +153,7 @@ async fn handle(ctx: &WorkerContext, delivery: &Delivery, shutdown: &Cancellatio
             Ok(attempts) => attempts,
             Err(e) => {
                 tracing::warn!(%job_id, task = %task_key, error = %e, "state store unavailable; task goes back to the queue");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                requeue(delivery).await;
+                delivery.requeue_after(Duration::from_secs(1)).await;
                 return;
             }
         };
@@ -315,7 +189,7 @@ async fn handle(ctx: &WorkerContext, delivery: &Delivery, shutdown: &Cancellatio
         let levels = ctx.settings.amqp.retry_delays_ms.len();
         match disposition::after_run(&what, outcome, levels) {
             Disposition::Ack => {
-                metrics::TASKS.with_label_values(&[kind, "ok"]).inc();
+                metrics::TASKS.with((kind, TaskOutcome::Ok)).inc();
                 ack(delivery).await;
             }
             Disposition::HandBack => {
@@ -335,7 +209,7 @@ async fn handle(ctx: &WorkerContext, delivery: &Delivery, shutdown: &Cancellatio
                         requeue(delivery).await;
                     }
                 }
-                metrics::TASKS.with_label_values(&[kind, "retried"]).inc();
+                metrics::TASKS.with((kind, TaskOutcome::Retried)).inc();
             }
             Disposition::GiveUp { reason } => {
                 tracing::error!(failed, %reason, "task failed for good");
@@ -381,15 +255,18 @@ pub(crate) async fn count_failure<T>(
 /// Fails the job, then dead-letters the task. The task is only dead-lettered once the job is
 /// marked failed; otherwise it goes back to the queue, so a job never waits forever on a
 /// task nobody will run.
-async fn give_up(ctx: &WorkerContext, delivery: &Delivery, job_id: &str, reason: &str, kind: &str) {
+async fn give_up(
+    ctx: &WorkerContext,
+    delivery: &Delivery,
+    job_id: &str,
+    reason: &str,
+    kind: TaskKind,
+) {
     if fail_job(ctx, job_id, reason).await {
         dead_letter(ctx, delivery, Some(job_id), reason).await;
-        metrics::TASKS
-            .with_label_values(&[kind, "dead_lettered"])
-            .inc();
+        metrics::TASKS.with((kind, TaskOutcome::DeadLettered)).inc();
     } else {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        requeue(delivery).await;
+        delivery.requeue_after(Duration::from_secs(1)).await;
     }
 }
 
@@ -403,7 +280,12 @@ async fn fail_job(ctx: &WorkerContext, job_id: &str, reason: &str) -> bool {
     match ctx.state.move_to(job_id, JobStatus::Failed, &fields).await {
         Ok(crate::state::Transition::Moved(_)) => {
             if let Ok(job) = ctx.state.get(job_id).await {
-                metrics::job_finished(job.spec.kind.as_str(), "failed", job.started_ms, now_ms());
+                metrics::job_finished(
+                    job.spec.kind.into(),
+                    FinalStatus::Failed,
+                    job.started_ms,
+                    now_ms(),
+                );
             }
             true
         }
@@ -428,18 +310,9 @@ async fn dead_letter(ctx: &WorkerContext, delivery: &Delivery, job_id: Option<&s
 }
 
 async fn ack(delivery: &Delivery) {
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-        // The broker will redeliver; the task is idempotent.
-        tracing::warn!(error = %e, "ack failed; the task will be redelivered");
-    }
+    delivery.ack().await;
 }
 
 async fn requeue(delivery: &Delivery) {
-    let options = BasicNackOptions {
-        requeue: true,
-        ..Default::default()
-    };
-    if let Err(e) = delivery.nack(options).await {
-        tracing::warn!(error = %e, "nack failed; the broker requeues the task when the channel closes");
-    }
+    delivery.requeue().await;
 }

@@ -87,7 +87,9 @@ impl ModelCache {
         let sha = manifest.cache_key();
         let mut loaded = self.loaded.lock().await;
         if let Some(embedder) = loaded.take_alive(&sha) {
-            metrics::MODEL_CACHE.with_label_values(&["memory"]).inc();
+            metrics::MODEL_CACHE
+                .with(metrics::ModelSource::Memory)
+                .inc();
             return Ok(embedder);
         }
         let dir = self.fetch(package, &manifest).await?;
@@ -117,10 +119,12 @@ impl ModelCache {
     async fn fetch(&self, package: &S3Uri, manifest: &ModelManifest) -> Result<PathBuf, TaskError> {
         let dir = self.dir.join(manifest.cache_key());
         if dir.join(".complete").exists() {
-            metrics::MODEL_CACHE.with_label_values(&["disk"]).inc();
+            metrics::MODEL_CACHE.with(metrics::ModelSource::Disk).inc();
             return Ok(dir);
         }
-        metrics::MODEL_CACHE.with_label_values(&["download"]).inc();
+        metrics::MODEL_CACHE
+            .with(metrics::ModelSource::Download)
+            .inc();
         let staging = self.dir.join(format!(
             ".{}.{}",
             manifest.cache_key(),

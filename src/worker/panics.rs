@@ -8,19 +8,20 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 
 use super::TaskError;
-use crate::metrics;
+use crate::metrics::{self, TaskKind};
 
 /// Runs `run`; a panic inside it is logged, counted in `sluice_task_panics_total{kind}` and
 /// returned as a retryable failure naming the panic, which the retry ladder then bounds.
 pub async fn guarded<T>(
-    kind: &str,
+    kind: TaskKind,
     run: impl Future<Output = Result<T, TaskError>>,
 ) -> Result<T, TaskError> {
     match AssertUnwindSafe(run).catch_unwind().await {
         Ok(result) => result,
         Err(payload) => {
             let message = panic_message(payload.as_ref());
-            metrics::TASK_PANICS.with_label_values(&[kind]).inc();
+            metrics::TASK_PANICS.with(kind).inc();
+            let kind = kind.as_str();
             tracing::error!(kind, panic = %message, "task panicked; counting it as a failed run");
             Err(TaskError::Retryable(format!(
                 "{kind} task panicked: {message} (a sluice bug: please report it with the worker log)"
@@ -46,7 +47,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_becomes_a_retryable_failure_naming_it() {
-        let before = metrics::TASK_PANICS.with_label_values(&["plan"]).get();
+        let before = metrics::TASK_PANICS.with(metrics::TaskKind::Plan).get();
         let result: Result<(), TaskError> = guarded("plan", async {
             let key = String::from("k");
             panic!("uri too long: {key}");
@@ -60,7 +61,7 @@ mod tests {
             "{reason}"
         );
         assert_eq!(
-            metrics::TASK_PANICS.with_label_values(&["plan"]).get(),
+            metrics::TASK_PANICS.with(metrics::TaskKind::Plan).get(),
             before + 1
         );
     }

@@ -40,7 +40,7 @@ pub async fn handle(
         Ok(None) => {
             // Its owner is alive (or its lease has not expired yet): the owner commits the
             // shard or queues it again, and the sweeper covers an owner that dies.
-            metrics::SHARD_LEASES.with_label_values(&["busy"]).inc();
+            metrics::SHARD_LEASES.with(metrics::LeaseEvent::Busy).inc();
             tracing::info!(
                 shard = index,
                 "shard is leased by another worker; dropping the duplicate delivery"
@@ -57,7 +57,9 @@ pub async fn handle(
             return;
         }
     };
-    metrics::SHARD_LEASES.with_label_values(&["acquired"]).inc();
+    metrics::SHARD_LEASES
+        .with(metrics::LeaseEvent::Acquired)
+        .inc();
     // The lease, not the delivery, owns the shard from here.
     ack(delivery).await;
     tracing::info!(
@@ -100,7 +102,7 @@ pub async fn handle(
         stop.clone(),
         done.clone(),
     ));
-    let result = panics::guarded("shard", shard::run(ctx, task, &stop)).await;
+    let result = panics::guarded(metrics::TaskKind::Shard, shard::run(ctx, task, &stop)).await;
     done.cancel();
     let _ = keeper.await;
 
@@ -115,10 +117,12 @@ pub async fn handle(
     match disposition::after_run(&what, Outcome::of(&ran, failed), levels) {
         Disposition::Ack => {
             let outcome = match result {
-                Ok(shard::ShardOutcome::Skipped) => "skipped",
-                _ => "ok",
+                Ok(shard::ShardOutcome::Skipped) => metrics::TaskOutcome::Skipped,
+                _ => metrics::TaskOutcome::Ok,
             };
-            metrics::TASKS.with_label_values(&["shard", outcome]).inc();
+            metrics::TASKS
+                .with((metrics::TaskKind::Shard, outcome))
+                .inc();
             held.release(true).await;
         }
         Disposition::HandBack => {
@@ -140,7 +144,7 @@ pub async fn handle(
             let reason = ran.err().map(|e| e.to_string()).unwrap_or_default();
             tracing::warn!(shard = index, failed, level, %reason, "task failed; retrying later");
             metrics::TASKS
-                .with_label_values(&["shard", "retried"])
+                .with((metrics::TaskKind::Shard, metrics::TaskOutcome::Retried))
                 .inc();
             // Free the lease before the retry can arrive, or it would find it busy.
             held.release(false).await;
@@ -170,7 +174,7 @@ async fn give_up(ctx: &WorkerContext, delivery: &Delivery, held: &Held<'_>, reas
         tracing::error!(shard = held.shard, error = %e, "could not dead-letter the shard task (its job is marked failed)");
     }
     metrics::TASKS
-        .with_label_values(&["shard", "dead_lettered"])
+        .with((metrics::TaskKind::Shard, metrics::TaskOutcome::DeadLettered))
         .inc();
     held.release(true).await;
 }
@@ -192,7 +196,9 @@ impl Held<'_> {
             .release_shard_lease(self.job_id, self.shard, self.lease, disown)
             .await
         {
-            Ok(()) => metrics::SHARD_LEASES.with_label_values(&["released"]).inc(),
+            Ok(()) => metrics::SHARD_LEASES
+                .with(metrics::LeaseEvent::Released)
+                .inc(),
             Err(e) => {
                 tracing::warn!(shard = self.shard, error = %e, "could not release the shard's lease; it expires on its own")
             }
@@ -249,7 +255,9 @@ async fn keep(
         {
             Ok(true) => {
                 last_renewal = Instant::now();
-                metrics::SHARD_LEASES.with_label_values(&["renewed"]).inc();
+                metrics::SHARD_LEASES
+                    .with(metrics::LeaseEvent::Renewed)
+                    .inc();
             }
             Ok(false) => break "lease lost (expired, maybe taken by another worker)",
             Err(e) => tracing::warn!(shard, error = %e, "could not renew the shard's lease"),
@@ -268,7 +276,7 @@ async fn keep(
         }
     };
     tracing::warn!(%job_id, shard, token = lease.token, "{why}; stopping the shard");
-    metrics::SHARD_LEASES.with_label_values(&["lost"]).inc();
+    metrics::SHARD_LEASES.with(metrics::LeaseEvent::Lost).inc();
     lost.store(true, Ordering::Relaxed);
     stop.cancel();
 }

@@ -87,7 +87,7 @@ pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), TaskError> {
             super::training::requeue_train(ctx, &job.spec, &id).await;
             tracing::warn!(job_id = %id, "training job has no owner: train task queued again");
             metrics::SWEEPER_REQUEUED
-                .with_label_values(&["train"])
+                .with(metrics::TaskKind::Train)
                 .inc();
             ctx.state
                 .set_fields(&id, &[("swept_ms", now_ms().to_string())])
@@ -116,7 +116,9 @@ async fn requeue(ctx: &WorkerContext, job: &JobRecord) -> Result<bool, TaskError
                 .publish_task(spec.pool, spec.priority, &task)
                 .await?;
             tracing::warn!(job_id = %job.id, status = %job.status, "stalled job: plan task queued again");
-            metrics::SWEEPER_REQUEUED.with_label_values(&["plan"]).inc();
+            metrics::SWEEPER_REQUEUED
+                .with(metrics::TaskKind::Plan)
+                .inc();
             Ok(true)
         }
         JobStatus::Running => {
@@ -164,7 +166,7 @@ async fn requeue(ctx: &WorkerContext, job: &JobRecord) -> Result<bool, TaskError
             plan::publish_shards(ctx, spec, &missing).await?;
             tracing::warn!(job_id = %job.id, shards = missing.len(), "stalled job: uncommitted shards queued again");
             metrics::SWEEPER_REQUEUED
-                .with_label_values(&["shard"])
+                .with(metrics::TaskKind::Shard)
                 .inc_by(missing.len() as u64);
             Ok(true)
         }
@@ -216,9 +218,11 @@ async fn requeue_orphaned_shards(ctx: &WorkerContext, job: &JobRecord) -> Result
         plan::publish_shards(ctx, &job.spec, std::slice::from_ref(task)).await?;
         ctx.state.disown_shard(&job.id, shard, token).await?;
         tracing::warn!(job_id = %job.id, shard, token, "shard's lease expired without a commit (its worker died?): shard task queued again");
-        metrics::SHARD_LEASES.with_label_values(&["expired"]).inc();
+        metrics::SHARD_LEASES
+            .with(metrics::LeaseEvent::Expired)
+            .inc();
         metrics::SWEEPER_REQUEUED
-            .with_label_values(&["shard"])
+            .with(metrics::TaskKind::Shard)
             .inc();
     }
     Ok(())
