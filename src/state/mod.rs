@@ -2,6 +2,7 @@
 //! counters, idempotency keys and per-task attempt counts, all under one key prefix.
 
 mod attempts;
+mod keys;
 mod observed;
 mod record;
 mod scripts;
@@ -144,7 +145,7 @@ pub struct StoredEvent {
 #[derive(Clone)]
 pub struct StateStore {
     conn: observed::Observed,
-    prefix: String,
+    keys: keys::Keys,
 }
 
 pub fn now_ms() -> u64 {
@@ -208,50 +209,13 @@ impl StateStore {
                 health,
                 server: observed::server_of(&settings.url),
             },
-            prefix: prefix.to_string(),
+            keys: keys::Keys::new(prefix),
         })
     }
 
     /// The readiness registry this store reports into.
     pub fn health(&self) -> &Health {
         &self.conn.health
-    }
-
-    fn job_key(&self, id: &str) -> String {
-        format!("{}:job:{id}", self.prefix)
-    }
-    fn shards_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:shards", self.prefix)
-    }
-    fn live_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:live", self.prefix)
-    }
-    fn jobs_key(&self) -> String {
-        format!("{}:jobs", self.prefix)
-    }
-    fn idempotency_key(&self, key: &str) -> String {
-        format!("{}:idem:{key}", self.prefix)
-    }
-    fn plan_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:plan", self.prefix)
-    }
-    fn inputs_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:inputs", self.prefix)
-    }
-    fn active_key(&self) -> String {
-        format!("{}:active", self.prefix)
-    }
-    fn output_claim_key(&self, output: &str) -> String {
-        format!("{}:output:{output}", self.prefix)
-    }
-    fn events_key(&self) -> String {
-        format!("{}:events", self.prefix)
-    }
-    fn events_cursor_key(&self) -> String {
-        format!("{}:events:cursor", self.prefix)
-    }
-    fn events_relay_key(&self) -> String {
-        format!("{}:events:relay", self.prefix)
     }
 
     pub async fn ping(&self) -> Result<(), StateError> {
@@ -267,20 +231,20 @@ impl StateStore {
         let mut conn = self.conn.clone();
         let idem = job
             .idempotency_key
-            .map(|k| self.idempotency_key(k))
+            .map(|k| self.keys.idempotency(k))
             .unwrap_or_default();
         let now = now_ms().to_string();
         let (created, id): (i64, String) = scripts::CREATE_JOB
-            .key(self.job_key(job.id))
-            .key(self.jobs_key())
+            .key(self.keys.job(job.id))
+            .key(self.keys.jobs())
             .key(idem)
-            .key(self.output_claim_key(job.output))
-            .key(self.active_key())
-            .key(self.events_key())
+            .key(self.keys.output_claim(job.output))
+            .key(self.keys.active())
+            .key(self.keys.events())
             .arg(job.id)
             .arg(&now)
             .arg(IDEMPOTENCY_TTL_SECS)
-            .arg(format!("{}:job:", self.prefix))
+            .arg(self.keys.job_prefix())
             .arg(&[
                 ("name", job.name),
                 ("kind", job.kind),
@@ -315,16 +279,16 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let _: i64 = scripts::DISCARD_JOB
-            .key(self.job_key(id))
-            .key(self.jobs_key())
-            .key(self.output_claim_key(output))
+            .key(self.keys.job(id))
+            .key(self.keys.jobs())
+            .key(self.keys.output_claim(output))
             .key(
                 idempotency_key
-                    .map(|k| self.idempotency_key(k))
+                    .map(|k| self.keys.idempotency(k))
                     .unwrap_or_default(),
             )
-            .key(self.active_key())
-            .key(self.events_key())
+            .key(self.keys.active())
+            .key(self.keys.events())
             .arg(id)
             .arg(now_ms())
             .arg(reason)
@@ -335,17 +299,17 @@ impl StateStore {
 
     pub async fn get(&self, id: &str) -> Result<JobRecord, StateError> {
         let mut conn = self.conn.clone();
-        let fields: HashMap<String, String> = conn.hgetall(self.job_key(id)).await?;
+        let fields: HashMap<String, String> = conn.hgetall(self.keys.job(id)).await?;
         if fields.is_empty() {
             return Err(StateError::NotFound(id.to_string()));
         }
-        let live: HashMap<String, u64> = conn.hgetall(self.live_key(id)).await?;
+        let live: HashMap<String, u64> = conn.hgetall(self.keys.live(id)).await?;
         JobRecord::from_fields(id, fields, live.values().sum())
     }
 
     pub async fn status(&self, id: &str) -> Result<JobStatus, StateError> {
         let mut conn = self.conn.clone();
-        let status: Option<String> = conn.hget(self.job_key(id), "status").await?;
+        let status: Option<String> = conn.hget(self.keys.job(id), "status").await?;
         let status = status.ok_or_else(|| StateError::NotFound(id.to_string()))?;
         JobStatus::parse(&status).ok_or_else(|| StateError::Corrupt {
             id: id.to_string(),
@@ -377,7 +341,7 @@ impl StateStore {
         let mut start = 0isize;
         while out.jobs.len() < limit {
             let ids: Vec<String> = conn
-                .zrevrange(self.jobs_key(), start, start + page - 1)
+                .zrevrange(self.keys.jobs(), start, start + page - 1)
                 .await?;
             if ids.is_empty() {
                 break;
@@ -421,9 +385,9 @@ impl StateStore {
         let mut conn = self.conn.clone();
         let allowed: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let (moved, current): (i64, String) = scripts::TRANSITION
-            .key(self.job_key(id))
-            .key(self.active_key())
-            .key(self.events_key())
+            .key(self.keys.job(id))
+            .key(self.keys.active())
+            .key(self.keys.events())
             .arg(to.as_str())
             .arg(allowed.join(","))
             .arg(id)
@@ -458,7 +422,7 @@ impl StateStore {
     /// Sets fields without a status change (plan results, model hash).
     pub async fn set_fields(&self, id: &str, fields: &[(&str, String)]) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
-        let _: () = conn.hset_multiple(self.job_key(id), fields).await?;
+        let _: () = conn.hset_multiple(self.keys.job(id), fields).await?;
         Ok(())
     }
 
@@ -472,10 +436,10 @@ impl StateStore {
         let mut conn = self.conn.clone();
         let record = serde_json::to_string(commit).expect("shard commit serialises");
         let (newly, done, total, status): (i64, u64, u64, String) = scripts::COMMIT_SHARD
-            .key(self.job_key(id))
-            .key(self.shards_key(id))
-            .key(self.live_key(id))
-            .key(self.events_key())
+            .key(self.keys.job(id))
+            .key(self.keys.shards(id))
+            .key(self.keys.live(id))
+            .key(self.keys.events())
             .arg(commit.shard)
             .arg(record)
             .arg(commit.rows)
@@ -507,7 +471,7 @@ impl StateStore {
     /// Every committed shard, in shard order.
     pub async fn committed_shards(&self, id: &str) -> Result<Vec<ShardCommit>, StateError> {
         let mut conn = self.conn.clone();
-        let raw: HashMap<String, String> = conn.hgetall(self.shards_key(id)).await?;
+        let raw: HashMap<String, String> = conn.hgetall(self.keys.shards(id)).await?;
         let mut commits = raw
             .values()
             .map(|json| {
@@ -523,7 +487,7 @@ impl StateStore {
 
     pub async fn is_shard_committed(&self, id: &str, shard: u32) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn.hexists(self.shards_key(id), shard).await?)
+        Ok(conn.hexists(self.keys.shards(id), shard).await?)
     }
 
     /// Rows a shard has processed so far but not yet committed (live progress).
@@ -531,8 +495,8 @@ impl StateStore {
     pub async fn set_live_rows(&self, id: &str, shard: u32, rows: u64) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let _: () = redis::pipe()
-            .hset(self.live_key(id), shard, rows)
-            .hset(self.job_key(id), "progress_ms", now_ms())
+            .hset(self.keys.live(id), shard, rows)
+            .hset(self.keys.job(id), "progress_ms", now_ms())
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -543,9 +507,9 @@ impl StateStore {
     pub async fn save_plan(&self, id: &str, tasks: &[String]) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.atomic().del(self.plan_key(id));
+        pipe.atomic().del(self.keys.plan(id));
         for (index, task) in tasks.iter().enumerate() {
-            pipe.hset(self.plan_key(id), index, task);
+            pipe.hset(self.keys.plan(id), index, task);
         }
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
@@ -559,7 +523,7 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let json = serde_json::to_string(objects).expect("planned objects serialise");
-        let _: () = conn.set(self.inputs_key(id), json).await?;
+        let _: () = conn.set(self.keys.inputs(id), json).await?;
         Ok(())
     }
 
@@ -569,7 +533,7 @@ impl StateStore {
         id: &str,
     ) -> Result<Option<Vec<crate::job::accounting::PlannedObject>>, StateError> {
         let mut conn = self.conn.clone();
-        let json: Option<String> = conn.get(self.inputs_key(id)).await?;
+        let json: Option<String> = conn.get(self.keys.inputs(id)).await?;
         json.map(|j| {
             serde_json::from_str(&j).map_err(|e| StateError::Corrupt {
                 id: id.to_string(),
@@ -582,7 +546,7 @@ impl StateStore {
     /// The stored shard tasks, in shard order (empty when none was stored).
     pub async fn plan(&self, id: &str) -> Result<Vec<(u32, String)>, StateError> {
         let mut conn = self.conn.clone();
-        let raw: HashMap<u32, String> = conn.hgetall(self.plan_key(id)).await?;
+        let raw: HashMap<u32, String> = conn.hgetall(self.keys.plan(id)).await?;
         let mut tasks: Vec<(u32, String)> = raw.into_iter().collect();
         tasks.sort_by_key(|(index, _)| *index);
         Ok(tasks)
@@ -591,14 +555,14 @@ impl StateStore {
     /// Ids of jobs that have not ended.
     pub async fn active_jobs(&self) -> Result<Vec<String>, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn.smembers(self.active_key()).await?)
+        Ok(conn.smembers(self.keys.active()).await?)
     }
 
     /// Takes the sweeper's turn for `ttl_secs`: true for exactly one caller at a time.
     pub async fn take_sweeper_turn(&self, owner: &str, ttl_secs: u64) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
         let taken: Option<String> = redis::cmd("SET")
-            .arg(format!("{}:sweeper", self.prefix))
+            .arg(self.keys.sweeper())
             .arg(owner)
             .arg("NX")
             .arg("EX")
@@ -610,7 +574,7 @@ impl StateStore {
 
     pub async fn clear_live_rows(&self, id: &str, shard: u32) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
-        let _: () = conn.hdel(self.live_key(id), shard).await?;
+        let _: () = conn.hdel(self.keys.live(id), shard).await?;
         Ok(())
     }
 
@@ -619,7 +583,7 @@ impl StateStore {
         let mut conn = self.conn.clone();
         let keys: Vec<String> = {
             let mut iter: redis::AsyncIter<String> =
-                conn.scan_match(format!("{}:*", self.prefix)).await?;
+                conn.scan_match(self.keys.everything()).await?;
             let mut keys = Vec::new();
             while let Some(key) = futures::StreamExt::next(&mut iter).await {
                 keys.push(key?);
@@ -636,7 +600,7 @@ impl StateStore {
     pub async fn hold_event_relay(&self, owner: &str, ttl_ms: u64) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
         let held: i64 = scripts::HOLD_LEASE
-            .key(self.events_relay_key())
+            .key(self.keys.events_relay())
             .arg(owner)
             .arg(ttl_ms)
             .invoke_async(&mut conn)
@@ -648,7 +612,7 @@ impl StateStore {
     pub async fn release_event_relay(&self, owner: &str) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let _: i64 = scripts::RELEASE_LEASE
-            .key(self.events_relay_key())
+            .key(self.keys.events_relay())
             .arg(owner)
             .invoke_async(&mut conn)
             .await?;
@@ -658,13 +622,13 @@ impl StateStore {
     /// Events not yet published: after the relay's cursor, oldest first, at most `count`.
     pub async fn unpublished_events(&self, count: usize) -> Result<Vec<StoredEvent>, StateError> {
         let mut conn = self.conn.clone();
-        let cursor: Option<String> = conn.get(self.events_cursor_key()).await?;
+        let cursor: Option<String> = conn.get(self.keys.events_cursor()).await?;
         let start = match cursor {
             Some(id) => format!("({id}"),
             None => "-".to_string(),
         };
         let reply: redis::streams::StreamRangeReply = conn
-            .xrange_count(self.events_key(), start, "+", count)
+            .xrange_count(self.keys.events(), start, "+", count)
             .await?;
         Ok(reply
             .ids
@@ -689,9 +653,9 @@ impl StateStore {
     pub async fn mark_events_published(&self, owner: &str, id: &str) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
         let moved: i64 = scripts::ADVANCE_EVENT_CURSOR
-            .key(self.events_relay_key())
-            .key(self.events_cursor_key())
-            .key(self.events_key())
+            .key(self.keys.events_relay())
+            .key(self.keys.events_cursor())
+            .key(self.keys.events())
             .arg(owner)
             .arg(id)
             .invoke_async(&mut conn)
@@ -702,38 +666,22 @@ impl StateStore {
     /// The job an idempotency key names, if any (the drop folder asks before submitting).
     pub async fn job_for_idempotency_key(&self, key: &str) -> Result<Option<String>, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn.get(self.idempotency_key(key)).await?)
+        Ok(conn.get(self.keys.idempotency(key)).await?)
     }
 
     /// Whether a rejected submission (`key` from the submission consumer) is already kept.
     pub async fn rejection_kept(&self, key: &str) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn
-            .exists(format!("{}:rejected:{key}", self.prefix))
-            .await?)
+        Ok(conn.exists(self.keys.rejected(key)).await?)
     }
 
     /// Remembers (for the idempotency window) that a rejected submission is kept.
     pub async fn record_rejection(&self, key: &str) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let _: () = conn
-            .set_ex(
-                format!("{}:rejected:{key}", self.prefix),
-                now_ms(),
-                IDEMPOTENCY_TTL_SECS,
-            )
+            .set_ex(self.keys.rejected(key), now_ms(), IDEMPOTENCY_TTL_SECS)
             .await?;
         Ok(())
-    }
-
-    fn lease_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:lease", self.prefix)
-    }
-    fn fence_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:fence", self.prefix)
-    }
-    fn checkpoint_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:checkpoint", self.prefix)
     }
 
     /// Takes the job's lease for `ttl_ms` if nobody holds it; the lease carries a fencing
@@ -746,8 +694,8 @@ impl StateStore {
     ) -> Result<Option<Lease>, StateError> {
         let mut conn = self.conn.clone();
         let token: u64 = scripts::ACQUIRE_JOB_LEASE
-            .key(self.lease_key(id))
-            .key(self.fence_key(id))
+            .key(self.keys.job_lease(id))
+            .key(self.keys.job_fence(id))
             .arg(owner)
             .arg(ttl_ms)
             .invoke_async(&mut conn)
@@ -767,7 +715,7 @@ impl StateStore {
     ) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
         let renewed: i64 = scripts::RENEW_JOB_LEASE
-            .key(self.lease_key(id))
+            .key(self.keys.job_lease(id))
             .arg(lease.holder())
             .arg(ttl_ms)
             .invoke_async(&mut conn)
@@ -779,7 +727,7 @@ impl StateStore {
     pub async fn release_job_lease(&self, id: &str, lease: &Lease) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let _: i64 = scripts::RELEASE_LEASE
-            .key(self.lease_key(id))
+            .key(self.keys.job_lease(id))
             .arg(lease.holder())
             .invoke_async(&mut conn)
             .await?;
@@ -789,19 +737,19 @@ impl StateStore {
     /// One field of the job's record as stored (`None` when absent).
     pub async fn field(&self, id: &str, name: &str) -> Result<Option<String>, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn.hget(self.job_key(id), name).await?)
+        Ok(conn.hget(self.keys.job(id), name).await?)
     }
 
     /// Whether any worker holds the job's lease now.
     pub async fn job_lease_held(&self, id: &str) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn.exists(self.lease_key(id)).await?)
+        Ok(conn.exists(self.keys.job_lease(id)).await?)
     }
 
     /// The latest fencing token handed out for the job: how many times it was leased.
     pub async fn job_lease_count(&self, id: &str) -> Result<u64, StateError> {
         let mut conn = self.conn.clone();
-        let count: Option<u64> = conn.get(self.fence_key(id)).await?;
+        let count: Option<u64> = conn.get(self.keys.job_fence(id)).await?;
         Ok(count.unwrap_or(0))
     }
 
@@ -815,8 +763,8 @@ impl StateStore {
     ) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
         let committed: i64 = scripts::COMMIT_CHECKPOINT
-            .key(self.lease_key(id))
-            .key(self.checkpoint_key(id))
+            .key(self.keys.job_lease(id))
+            .key(self.keys.checkpoint(id))
             .arg(lease.holder())
             .arg(pointer)
             .invoke_async(&mut conn)
@@ -827,6 +775,6 @@ impl StateStore {
     /// The job's latest committed checkpoint pointer, if any.
     pub async fn checkpoint_pointer(&self, id: &str) -> Result<Option<String>, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn.get(self.checkpoint_key(id)).await?)
+        Ok(conn.get(self.keys.checkpoint(id)).await?)
     }
 }
