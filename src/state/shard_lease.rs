@@ -108,10 +108,4 @@ impl StateStore {
         let mut conn = self.conn.clone();
         Ok(conn.hgetall(self.keys.shard_fences(id)).await?)
     }
-
-    /// Rows a running shard has reported so far (`None` before its first chunk).
-    pub async fn live_rows(&self, id: &str, shard: u32) -> Result<Option<u64>, StateError> {
-        let mut conn = self.conn.clone();
-        Ok(conn.hget(self.keys.live(id), shard).await?)
-    }
 }
