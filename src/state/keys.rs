@@ -125,6 +125,11 @@ impl Keys {
     pub(super) fn everything(&self) -> String {
         format!("{}:*", self.prefix)
     }
+
+    /// The prefix itself (the namespace's name).
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +188,7 @@ mod tests {
             );
         }
         assert_eq!(keys.everything(), "tenant-a:*");
+        assert_eq!(keys.prefix(), "tenant-a");
     }
 
     #[test]

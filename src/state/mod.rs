@@ -1,11 +1,12 @@
 //! Redis job store: job records, atomic status transitions (Lua), shard commits and progress
 //! counters, idempotency keys and per-task attempt counts, all under one key prefix.
-
 //!
-//! One file per concern, each an `impl StateStore` block: `jobs` (records, transitions),
-//! `plan` (shard tasks, planned inputs), `shards` (commits, live rows), `outbox` (job events),
+//! This file holds the store, its connection and its error; each concern is an
+//! `impl StateStore` block of its own: `jobs` (create, read, list, transitions), `plan`
+//! (shard tasks, planned inputs), `shards` (commits, live rows), `outbox` (job events),
 //! `idempotency`, `leases` (job leases, checkpoints, the sweeper's turn), `shard_lease`,
-//! `attempts`; every key name lives in `keys`, every Lua script in `scripts`.
+//! `attempts`, `scratch` (bench's throw-away namespace). Every key name lives in `keys`,
+//! every Lua script in `scripts`.
 
 mod attempts;
 mod idempotency;
@@ -16,11 +17,10 @@ mod observed;
 mod outbox;
 mod plan;
 mod record;
+mod scratch;
 mod scripts;
 mod shard_lease;
 mod shards;
-
-use redis::AsyncCommands;
 
 pub use attempts::Attempts;
 pub use jobs::{Created, JobListing, NewJob, Transition, UnreadableJob};
@@ -135,23 +135,5 @@ impl StateStore {
         let mut conn = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
-    }
-
-    /// Deletes every key under this prefix: for tearing down a test namespace.
-    pub async fn delete_all(&self) -> Result<u64, StateError> {
-        let mut conn = self.conn.clone();
-        let keys: Vec<String> = {
-            let mut iter: redis::AsyncIter<String> =
-                conn.scan_match(self.keys.everything()).await?;
-            let mut keys = Vec::new();
-            while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                keys.push(key?);
-            }
-            keys
-        };
-        for batch in keys.chunks(500) {
-            let _: () = conn.del(batch).await?;
-        }
-        Ok(keys.len() as u64)
     }
 }
