@@ -9,20 +9,6 @@ use super::idempotency::IDEMPOTENCY_TTL_SECS;
 use super::{JobRecord, StateError, StateStore, now_ms, scripts};
 use crate::job::JobStatus;
 
-/// A page of jobs, and the records met on the way that could not be read.
-#[derive(Debug, Default)]
-pub struct JobListing {
-    pub jobs: Vec<JobRecord>,
-    pub unreadable: Vec<UnreadableJob>,
-}
-
-/// A job record that could not be read, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UnreadableJob {
-    pub id: String,
-    pub reason: String,
-}
-
 /// Outcome of a status change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -172,62 +158,6 @@ impl StateStore {
         Ok(conn.smembers(self.keys.active()).await?)
     }
 
-    /// Newest first, optionally only jobs in `status`; records that cannot be read are left
-    /// out (see `list_checked`).
-    pub async fn list(
-        &self,
-        status: Option<JobStatus>,
-        limit: usize,
-    ) -> Result<Vec<JobRecord>, StateError> {
-        Ok(self.list_checked(status, limit).await?.jobs)
-    }
-
-    /// Newest first, optionally only jobs in `status`, up to `limit` jobs; a record that
-    /// cannot be read does not stop the listing: it is named in `unreadable` (those met
-    /// before the listing ended, at most `limit`), so one bad record never hides the rest.
-    pub async fn list_checked(
-        &self,
-        status: Option<JobStatus>,
-        limit: usize,
-    ) -> Result<JobListing, StateError> {
-        let mut conn = self.conn.clone();
-        let mut out = JobListing::default();
-        let page = 200isize;
-        let mut start = 0isize;
-        while out.jobs.len() < limit {
-            let ids: Vec<String> = conn
-                .zrevrange(self.keys.jobs(), start, start + page - 1)
-                .await?;
-            if ids.is_empty() {
-                break;
-            }
-            start += page;
-            for id in ids {
-                match self.get(&id).await {
-                    Ok(job) if status.is_none_or(|s| s == job.status) => out.jobs.push(job),
-                    Ok(_) | Err(StateError::NotFound(_)) => {}
-                    Err(StateError::Corrupt { id, reason }) => {
-                        // Filtered by status: a record whose status reads and differs is
-                        // not one the caller asked for.
-                        let other = match (status, self.status(&id).await) {
-                            (Some(wanted), Ok(found)) => found != wanted,
-                            _ => false,
-                        };
-                        if !other && out.unreadable.len() < limit {
-                            tracing::warn!(job_id = %id, %reason, "job record unreadable; left out of the listing");
-                            out.unreadable.push(UnreadableJob { id, reason });
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
-                if out.jobs.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Moves the job to `to` if its current status is one of `from`, setting `fields` in
     /// the same atomic step.
     pub async fn transition(
@@ -272,5 +202,153 @@ impl StateStore {
         fields: &[(&str, String)],
     ) -> Result<Transition, StateError> {
         self.transition(id, to.allowed_from(), to, fields).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Created, Transition};
+    use crate::job::JobStatus;
+    use crate::state::StateError;
+    use crate::state::test_store::{TestStore, new_job, spec_json};
+
+    #[tokio::test]
+    async fn a_created_job_reads_back_queued_with_its_fields() {
+        let state = TestStore::new().await;
+        let spec = spec_json();
+        let created = state
+            .create_job(new_job("job-1", "s3://b/out/", &spec, None))
+            .await
+            .unwrap();
+        assert_eq!(created, Created::New("job-1".into()));
+        let job = state.get("job-1").await.unwrap();
+        assert_eq!(job.id, "job-1");
+        assert_eq!(job.name, "unit-test");
+        assert_eq!(job.status, JobStatus::Queued);
+        assert_eq!(job.pool, "cpu");
+        assert_eq!(job.source, "test");
+        assert_eq!(job.spec.name, "rotten-tomatoes-embed");
+        assert!(job.created_ms > 0);
+        assert_eq!(state.status("job-1").await.unwrap(), JobStatus::Queued);
+        assert_eq!(
+            state.field("job-1", "kind").await.unwrap().as_deref(),
+            Some("inference")
+        );
+        assert_eq!(state.field("job-1", "nothing").await.unwrap(), None);
+        assert_eq!(
+            state.active_jobs().await.unwrap(),
+            vec!["job-1".to_string()]
+        );
+        assert!(matches!(state.get("job-2").await, Err(StateError::NotFound(id)) if id == "job-2"));
+        assert!(matches!(
+            state.status("job-2").await,
+            Err(StateError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn one_running_job_per_output_folder() {
+        let state = TestStore::new().await;
+        let spec = spec_json();
+        let first = state
+            .create_job(new_job("a", "s3://b/out/", &spec, None))
+            .await;
+        assert_eq!(first.unwrap(), Created::New("a".into()));
+        let second = state
+            .create_job(new_job("b", "s3://b/out/", &spec, None))
+            .await;
+        assert_eq!(second.unwrap(), Created::OutputInUse("a".into()));
+        assert!(matches!(state.get("b").await, Err(StateError::NotFound(_))));
+        // Once the first has ended, the folder is free again.
+        let cancelled = state.move_to("a", JobStatus::Cancelled, &[]).await.unwrap();
+        assert_eq!(cancelled, Transition::Moved(JobStatus::Queued));
+        let third = state
+            .create_job(new_job("c", "s3://b/out/", &spec, None))
+            .await;
+        assert_eq!(third.unwrap(), Created::New("c".into()));
+        assert_eq!(state.active_jobs().await.unwrap(), vec!["c".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn transitions_follow_the_state_machine_and_refuse_the_rest() {
+        let state = TestStore::new().await;
+        let spec = spec_json();
+        state
+            .create_job(new_job("j", "s3://b/o/", &spec, None))
+            .await
+            .unwrap();
+        // Queued cannot jump to succeeded: refused, naming where the job is, nothing set.
+        let refused = state
+            .move_to("j", JobStatus::Succeeded, &[("error", "x".into())])
+            .await
+            .unwrap();
+        assert_eq!(refused, Transition::Refused(JobStatus::Queued));
+        assert_eq!(state.status("j").await.unwrap(), JobStatus::Queued);
+        assert_eq!(state.field("j", "error").await.unwrap(), None);
+        let explicit = state
+            .transition("j", &[JobStatus::Running], JobStatus::Failed, &[])
+            .await
+            .unwrap();
+        assert_eq!(explicit, Transition::Refused(JobStatus::Queued));
+
+        let planning = state
+            .move_to("j", JobStatus::Planning, &[("started_ms", "5".into())])
+            .await
+            .unwrap();
+        assert_eq!(planning, Transition::Moved(JobStatus::Queued));
+        assert_eq!(state.get("j").await.unwrap().started_ms, Some(5));
+        let running = state.move_to("j", JobStatus::Running, &[]).await.unwrap();
+        assert_eq!(running, Transition::Moved(JobStatus::Planning));
+        let failed = state
+            .move_to("j", JobStatus::Failed, &[("error", "disk full".into())])
+            .await
+            .unwrap();
+        assert_eq!(failed, Transition::Moved(JobStatus::Running));
+        let job = state.get("j").await.unwrap();
+        assert_eq!(
+            (job.status, job.error.as_deref()),
+            (JobStatus::Failed, Some("disk full"))
+        );
+        assert!(state.active_jobs().await.unwrap().is_empty());
+        // An ended job stays ended.
+        let again = state.move_to("j", JobStatus::Running, &[]).await.unwrap();
+        assert_eq!(again, Transition::Refused(JobStatus::Failed));
+        assert!(matches!(
+            state.move_to("nope", JobStatus::Planning, &[]).await,
+            Err(StateError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_discarded_job_leaves_no_trace_but_its_final_event() {
+        let state = TestStore::new().await;
+        let spec = spec_json();
+        state
+            .create_job(new_job("d", "s3://b/o/", &spec, Some("key-d")))
+            .await
+            .unwrap();
+        state
+            .discard_job("d", "s3://b/o/", Some("key-d"), "broker down")
+            .await
+            .unwrap();
+        assert!(matches!(state.get("d").await, Err(StateError::NotFound(_))));
+        assert!(state.active_jobs().await.unwrap().is_empty());
+        assert_eq!(state.job_for_idempotency_key("key-d").await.unwrap(), None);
+        let events = state.unpublished_events(10).await.unwrap();
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["job.submitted", "job.failed"]);
+        assert!(events[1].body.contains("broker down"), "{}", events[1].body);
+        // Only the outbox stream is left; the submission can be sent again.
+        let prefix_len = state.keys()[0].find(':').unwrap() + 1;
+        let left: Vec<String> = state
+            .keys()
+            .iter()
+            .map(|k| k[prefix_len..].into())
+            .collect();
+        assert_eq!(left, ["events"]);
+        let again = state
+            .create_job(new_job("d2", "s3://b/o/", &spec, Some("key-d")))
+            .await;
+        assert_eq!(again.unwrap(), Created::New("d2".into()));
     }
 }

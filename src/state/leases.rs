@@ -122,3 +122,86 @@ impl StateStore {
         Ok(taken.is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::state::test_store::TestStore;
+
+    #[tokio::test]
+    async fn a_job_lease_has_one_holder_and_fences_out_a_stale_one() {
+        let state = TestStore::new().await;
+        assert!(!state.job_lease_held("j").await.unwrap());
+        assert_eq!(state.job_lease_count("j").await.unwrap(), 0);
+        let a = state
+            .acquire_job_lease("j", "worker-a", 60_000)
+            .await
+            .unwrap();
+        let a = a.expect("a free lease is taken");
+        assert_eq!((a.owner.as_str(), a.token), ("worker-a", 1));
+        // A second owner cannot take a held lease.
+        let b = state
+            .acquire_job_lease("j", "worker-b", 60_000)
+            .await
+            .unwrap();
+        assert_eq!(b, None);
+        assert!(state.renew_job_lease("j", &a, 60_000).await.unwrap());
+        assert!(state.commit_checkpoint("j", &a, "ckpt-1").await.unwrap());
+        assert!(state.job_lease_held("j").await.unwrap());
+
+        state.release_job_lease("j", &a).await.unwrap();
+        assert!(!state.job_lease_held("j").await.unwrap());
+        let b = state
+            .acquire_job_lease("j", "worker-b", 60_000)
+            .await
+            .unwrap();
+        let b = b.expect("a released lease is free");
+        assert_eq!(b.token, 2, "each holder gets a greater token");
+        // The stale holder can neither renew, checkpoint nor release.
+        assert!(!state.renew_job_lease("j", &a, 60_000).await.unwrap());
+        assert!(
+            !state
+                .commit_checkpoint("j", &a, "ckpt-stale")
+                .await
+                .unwrap()
+        );
+        state.release_job_lease("j", &a).await.unwrap();
+        assert!(state.job_lease_held("j").await.unwrap());
+        assert_eq!(
+            state.checkpoint_pointer("j").await.unwrap().as_deref(),
+            Some("ckpt-1")
+        );
+        assert!(state.commit_checkpoint("j", &b, "ckpt-2").await.unwrap());
+        assert_eq!(
+            state.checkpoint_pointer("j").await.unwrap().as_deref(),
+            Some("ckpt-2")
+        );
+        assert_eq!(state.job_lease_count("j").await.unwrap(), 2);
+        // The same owner name with an old token is still stale.
+        let old_b = crate::state::Lease {
+            owner: "worker-b".into(),
+            token: 1,
+        };
+        assert!(!state.renew_job_lease("j", &old_b, 60_000).await.unwrap());
+        // Leases are per job.
+        let other = state
+            .acquire_job_lease("k", "worker-a", 60_000)
+            .await
+            .unwrap();
+        assert_eq!(other.map(|l| l.token), Some(1));
+    }
+
+    #[tokio::test]
+    async fn the_sweepers_turn_goes_to_one_caller_at_a_time() {
+        let state = TestStore::new().await;
+        assert!(state.take_sweeper_turn("sweeper-1", 60).await.unwrap());
+        assert!(!state.take_sweeper_turn("sweeper-2", 60).await.unwrap());
+        // Not even the holder takes it twice within its turn.
+        assert!(!state.take_sweeper_turn("sweeper-1", 60).await.unwrap());
+        let ttl = state.ttl_secs("sweeper");
+        assert!((1..=60).contains(&ttl), "ttl {ttl}");
+        // A zero TTL still expires (never a turn held forever).
+        let other = TestStore::new().await;
+        assert!(other.take_sweeper_turn("sweeper-1", 0).await.unwrap());
+        assert!((0..=1).contains(&other.ttl_secs("sweeper")));
+    }
+}

@@ -2,7 +2,7 @@
 //! counters, idempotency keys and per-task attempt counts, all under one key prefix.
 //!
 //! This file holds the store, its connection and its error; each concern is an
-//! `impl StateStore` block of its own: `jobs` (create, read, list, transitions), `plan`
+//! `impl StateStore` block of its own: `jobs` (create, read, transitions), `listing`, `plan`
 //! (shard tasks, planned inputs), `shards` (commits, live rows), `outbox` (job events),
 //! `idempotency`, `leases` (job leases, checkpoints, the sweeper's turn), `shard_lease`,
 //! `attempts`, `scratch` (bench's throw-away namespace). Every key name lives in `keys`,
@@ -13,6 +13,7 @@ mod idempotency;
 mod jobs;
 mod keys;
 mod leases;
+mod listing;
 mod observed;
 mod outbox;
 mod plan;
@@ -21,10 +22,13 @@ mod scratch;
 mod scripts;
 mod shard_lease;
 mod shards;
+#[cfg(test)]
+mod test_store;
 
 pub use attempts::Attempts;
-pub use jobs::{Created, JobListing, NewJob, Transition, UnreadableJob};
+pub use jobs::{Created, NewJob, Transition};
 pub use leases::Lease;
+pub use listing::{JobListing, UnreadableJob};
 pub use outbox::StoredEvent;
 pub use record::{JobRecord, ShardCommit};
 pub use shards::CommitOutcome;

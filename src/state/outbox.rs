@@ -88,3 +88,78 @@ impl StateStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::job::JobStatus;
+    use crate::state::test_store::{TestStore, new_job, spec_json};
+
+    #[tokio::test]
+    async fn events_wait_in_the_outbox_until_the_lease_holder_marks_them() {
+        let state = TestStore::new().await;
+        let spec = spec_json();
+        state
+            .create_job(new_job("e", "s3://b/o/", &spec, None))
+            .await
+            .unwrap();
+        let waiting = state.unpublished_events(10).await.unwrap();
+        assert_eq!(waiting.len(), 1);
+        let submitted = &waiting[0];
+        assert_eq!(
+            (submitted.event.as_str(), submitted.job_id.as_str()),
+            ("job.submitted", "e")
+        );
+        assert_eq!((submitted.seq, submitted.reply_to.as_str()), (1, ""));
+        let body: serde_json::Value = serde_json::from_str(&submitted.body).unwrap();
+        assert_eq!(body["status"], "queued");
+        assert_eq!(body["job_id"], "e");
+
+        // Only the relay lease's holder moves the cursor.
+        assert!(
+            !state
+                .mark_events_published("relay-a", &submitted.id)
+                .await
+                .unwrap()
+        );
+        assert!(state.hold_event_relay("relay-a", 60_000).await.unwrap());
+        assert!(!state.hold_event_relay("relay-b", 60_000).await.unwrap());
+        assert!(
+            !state
+                .mark_events_published("relay-b", &submitted.id)
+                .await
+                .unwrap()
+        );
+        assert_eq!(state.unpublished_events(10).await.unwrap().len(), 1);
+        assert!(
+            state
+                .mark_events_published("relay-a", &submitted.id)
+                .await
+                .unwrap()
+        );
+        assert!(state.unpublished_events(10).await.unwrap().is_empty());
+
+        // The next change's event comes after the cursor, numbered on.
+        state.move_to("e", JobStatus::Planning, &[]).await.unwrap();
+        state.move_to("e", JobStatus::Running, &[]).await.unwrap();
+        let next = state.unpublished_events(10).await.unwrap();
+        let seen: Vec<(&str, u64)> = next.iter().map(|e| (e.event.as_str(), e.seq)).collect();
+        assert_eq!(seen, [("job.started", 2), ("job.progress", 3)]);
+        assert_eq!(
+            state.unpublished_events(1).await.unwrap(),
+            next[..1].to_vec()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_relay_lease_is_held_by_one_and_released_only_by_it() {
+        let state = TestStore::new().await;
+        assert!(state.hold_event_relay("a", 60_000).await.unwrap());
+        // Renewing one's own lease succeeds.
+        assert!(state.hold_event_relay("a", 60_000).await.unwrap());
+        state.release_event_relay("b").await.unwrap();
+        assert!(!state.hold_event_relay("b", 60_000).await.unwrap());
+        state.release_event_relay("a").await.unwrap();
+        assert!(state.hold_event_relay("b", 60_000).await.unwrap());
+        assert!(!state.hold_event_relay("a", 60_000).await.unwrap());
+    }
+}

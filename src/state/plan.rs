@@ -52,3 +52,43 @@ impl StateStore {
         .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::job::accounting::PlannedObject;
+    use crate::state::test_store::TestStore;
+
+    #[tokio::test]
+    async fn a_saved_plan_reads_back_in_shard_order_and_replaces_the_last() {
+        let state = TestStore::new().await;
+        assert!(state.plan("j").await.unwrap().is_empty());
+        let tasks: Vec<String> = (0..12).map(|i| format!("{{\"shard\":{i}}}")).collect();
+        state.save_plan("j", &tasks).await.unwrap();
+        let plan = state.plan("j").await.unwrap();
+        assert_eq!(plan.len(), 12);
+        assert_eq!(plan[10], (10, "{\"shard\":10}".to_string()));
+        assert!(
+            plan.iter()
+                .enumerate()
+                .all(|(i, (index, _))| *index as usize == i)
+        );
+        state.save_plan("j", &tasks[..2]).await.unwrap();
+        assert_eq!(state.plan("j").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn planned_inputs_are_absent_until_saved() {
+        let state = TestStore::new().await;
+        assert_eq!(state.inputs("j").await.unwrap(), None);
+        let objects = vec![PlannedObject {
+            uri: "s3://b/in/a.jsonl".into(),
+            etag: "\"abc\"".into(),
+            bytes: 1234,
+            records: 10,
+            blank: 1,
+            ..PlannedObject::default()
+        }];
+        state.save_inputs("j", &objects).await.unwrap();
+        assert_eq!(state.inputs("j").await.unwrap(), Some(objects));
+    }
+}

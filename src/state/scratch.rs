@@ -36,3 +36,22 @@ impl StateStore {
         Ok(keys.len() as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::state::test_store::TestStore;
+
+    #[tokio::test]
+    async fn only_a_bench_namespace_is_dropped() {
+        let kept = TestStore::new().await;
+        kept.record_rejection("r").await.unwrap();
+        assert_eq!(kept.drop_bench_namespace().await.unwrap(), 0);
+        assert_eq!(kept.keys().len(), 1, "a non-bench namespace is left alone");
+
+        let bench = TestStore::with_prefix_start("bench-unit-").await;
+        bench.record_rejection("r").await.unwrap();
+        bench.take_sweeper_turn("s", 60).await.unwrap();
+        assert_eq!(bench.drop_bench_namespace().await.unwrap(), 2);
+        assert!(bench.keys().is_empty());
+    }
+}
