@@ -1,25 +1,29 @@
 //! Job leases against the real Redis: one holder at a time, fencing tokens that grow, a
 //! lost lease noticed, and a stale holder's checkpoint refused.
 
+mod common;
+
 use std::time::Duration;
 
 use sluice::settings::Settings;
 use sluice::state::StateStore;
 
-async fn store() -> StateStore {
+/// A store on its own key prefix, and that prefix (to wipe at the end).
+async fn store() -> (StateStore, String) {
     let settings = Settings::default();
     let prefix = format!(
         "test-lease-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
-    StateStore::connect(&settings.redis, &prefix)
+    let state = StateStore::connect(&settings.redis, &prefix)
         .await
-        .expect("Redis (is it running?)")
+        .expect("Redis (is it running?)");
+    (state, prefix)
 }
 
 #[tokio::test]
 async fn a_stale_owner_can_neither_renew_nor_checkpoint() {
-    let state = store().await;
+    let (state, prefix) = store().await;
     let job = sluice::job::new_job_id();
     let first = state
         .acquire_job_lease(&job, "worker-a", 300)
@@ -92,5 +96,8 @@ async fn a_stale_owner_can_neither_renew_nor_checkpoint() {
         .unwrap()
         .expect("released lease is free");
     assert!(third.token > second.token);
-    state.delete_all().await.unwrap();
+    let wiped = common::state::wipe_prefix(&Settings::default().redis, &prefix)
+        .await
+        .unwrap();
+    assert!(wiped >= 2, "the lease's keys were under the test's prefix");
 }

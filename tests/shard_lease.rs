@@ -107,7 +107,13 @@ async fn shard_leases_are_fenced_per_shard_and_remember_their_owner() {
         state.shard_lease_counts(&job).await.unwrap(),
         HashMap::from([(0, 2), (1, 1)])
     );
-    state.delete_all().await.unwrap();
+    let wiped = common::state::wipe_prefix(&settings.redis, &prefix)
+        .await
+        .unwrap();
+    assert!(
+        wiped >= 1,
+        "the shard leases' keys were under the test's prefix"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -442,7 +442,7 @@ async fn whole_job(
         let _ = child.wait().await;
     }
     let _ = services.broker.delete_topology().await;
-    let _ = services.state.delete_all().await;
+    let _ = services.state.drop_bench_namespace().await;
     Ok((seconds, peak_kib as f64 / 1024.0))
 }
 

@@ -25,10 +25,6 @@ impl Attempts {
 }
 
 impl StateStore {
-    fn attempts_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:attempts", self.prefix)
-    }
-
     /// The hash field of a task's failures; its starts live under the task key itself.
     fn failed_field(task_key: &str) -> String {
         format!("{task_key}:failed")
@@ -41,8 +37,8 @@ impl StateStore {
         // Signed: a reset racing a take-back can leave the count below zero for a moment.
         let (started, failed): (i64, Option<i64>) = redis::pipe()
             .atomic()
-            .hincr(self.attempts_key(id), task_key, 1)
-            .hget(self.attempts_key(id), Self::failed_field(task_key))
+            .hincr(self.keys.attempts(id), task_key, 1)
+            .hget(self.keys.attempts(id), Self::failed_field(task_key))
             .query_async(&mut conn)
             .await?;
         Ok(Attempts {
@@ -55,7 +51,7 @@ impl StateStore {
     /// store failed) or was handed back cleanly on shutdown.
     pub async fn uncount_start(&self, id: &str, task_key: &str) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
-        let _: i64 = conn.hincr(self.attempts_key(id), task_key, -1).await?;
+        let _: i64 = conn.hincr(self.keys.attempts(id), task_key, -1).await?;
         Ok(())
     }
 
@@ -63,7 +59,7 @@ impl StateStore {
     pub async fn count_failure(&self, id: &str, task_key: &str) -> Result<u64, StateError> {
         let mut conn = self.conn.clone();
         let failed: i64 = conn
-            .hincr(self.attempts_key(id), Self::failed_field(task_key), 1)
+            .hincr(self.keys.attempts(id), Self::failed_field(task_key), 1)
             .await?;
         Ok(failed.max(1) as u64)
     }
@@ -75,9 +71,9 @@ impl StateStore {
         let mut conn = self.conn.clone();
         let _: () = redis::pipe()
             .atomic()
-            .hset(self.attempts_key(id), task_key, 1)
+            .hset(self.keys.attempts(id), task_key, 1)
             .ignore()
-            .hdel(self.attempts_key(id), Self::failed_field(task_key))
+            .hdel(self.keys.attempts(id), Self::failed_field(task_key))
             .ignore()
             .query_async(&mut conn)
             .await?;

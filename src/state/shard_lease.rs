@@ -9,16 +9,6 @@ use redis::AsyncCommands;
 use super::{Lease, StateError, StateStore, scripts};
 
 impl StateStore {
-    fn shard_lease_key(&self, id: &str, shard: u32) -> String {
-        format!("{}:job:{id}:shard:{shard}:lease", self.prefix)
-    }
-    fn shard_fences_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:shard_fences", self.prefix)
-    }
-    fn shard_owners_key(&self, id: &str) -> String {
-        format!("{}:job:{id}:shard_owners", self.prefix)
-    }
-
     /// Takes the shard's lease for `ttl_ms` if nobody holds it; the lease carries a fencing
     /// token greater than any earlier holder's of this shard, and the shard is recorded as
     /// owned by that token.
@@ -31,9 +21,9 @@ impl StateStore {
     ) -> Result<Option<Lease>, StateError> {
         let mut conn = self.conn.clone();
         let token: u64 = scripts::ACQUIRE_SHARD_LEASE
-            .key(self.shard_lease_key(id, shard))
-            .key(self.shard_fences_key(id))
-            .key(self.shard_owners_key(id))
+            .key(self.keys.shard_lease(id, shard))
+            .key(self.keys.shard_fences(id))
+            .key(self.keys.shard_owners(id))
             .arg(owner)
             .arg(ttl_ms)
             .arg(shard)
@@ -55,7 +45,7 @@ impl StateStore {
     ) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
         let renewed: i64 = scripts::RENEW_JOB_LEASE
-            .key(self.shard_lease_key(id, shard))
+            .key(self.keys.shard_lease(id, shard))
             .arg(lease.holder())
             .arg(ttl_ms)
             .invoke_async(&mut conn)
@@ -75,8 +65,8 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
         let _: i64 = scripts::RELEASE_SHARD_LEASE
-            .key(self.shard_lease_key(id, shard))
-            .key(self.shard_owners_key(id))
+            .key(self.keys.shard_lease(id, shard))
+            .key(self.keys.shard_owners(id))
             .arg(lease.holder())
             .arg(shard)
             .arg(lease.token)
@@ -101,7 +91,7 @@ impl StateStore {
     /// left behind by an owner that died or could not queue the shard again.
     pub async fn owned_shards(&self, id: &str) -> Result<Vec<(u32, u64)>, StateError> {
         let mut conn = self.conn.clone();
-        let raw: HashMap<u32, u64> = conn.hgetall(self.shard_owners_key(id)).await?;
+        let raw: HashMap<u32, u64> = conn.hgetall(self.keys.shard_owners(id)).await?;
         let mut owned: Vec<(u32, u64)> = raw.into_iter().collect();
         owned.sort_unstable();
         Ok(owned)
@@ -110,18 +100,12 @@ impl StateStore {
     /// Whether any worker holds the shard's lease now.
     pub async fn shard_lease_held(&self, id: &str, shard: u32) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn.exists(self.shard_lease_key(id, shard)).await?)
+        Ok(conn.exists(self.keys.shard_lease(id, shard)).await?)
     }
 
     /// How many times each shard was leased (shard → latest fencing token).
     pub async fn shard_lease_counts(&self, id: &str) -> Result<HashMap<u32, u64>, StateError> {
         let mut conn = self.conn.clone();
-        Ok(conn.hgetall(self.shard_fences_key(id)).await?)
-    }
-
-    /// Rows a running shard has reported so far (`None` before its first chunk).
-    pub async fn live_rows(&self, id: &str, shard: u32) -> Result<Option<u64>, StateError> {
-        let mut conn = self.conn.clone();
-        Ok(conn.hget(self.live_key(id), shard).await?)
+        Ok(conn.hgetall(self.keys.shard_fences(id)).await?)
     }
 }

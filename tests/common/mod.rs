@@ -8,6 +8,7 @@ pub mod amqp;
 pub mod broker_node;
 pub mod prometheus_node;
 pub mod redis_node;
+pub mod state;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -461,11 +462,7 @@ impl Cluster {
         if let Ok(broker) = sluice::broker::Broker::connect(&self.settings.amqp, topology).await {
             let _ = broker.delete_topology().await;
         }
-        if let Ok(state) =
-            sluice::state::StateStore::connect(&self.settings.redis, &self.settings.prefix).await
-        {
-            let _ = state.delete_all().await;
-        }
+        let _ = state::wipe_prefix(&self.settings.redis, &self.settings.prefix).await;
     }
 }
 
