@@ -7,9 +7,10 @@
 
 mod data;
 mod observer;
+pub mod plan;
 mod report;
 
-pub use data::{PINNED_INPUTS, pin_inputs};
+pub use plan::requeue_train;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,7 +24,7 @@ use super::disposition::{self, Disposition, Outcome};
 use super::{TaskError, WorkerContext, ack, count_failure, fail_job, panics, worker_id};
 use crate::broker::Delivery;
 use crate::engine::package::ModelTask;
-use crate::job::{DecaySpec, JobSpec, JobStatus, TaskMessage, TrainingProgress, TrainingSpec};
+use crate::job::{DecaySpec, JobStatus, TrainingProgress, TrainingSpec};
 use crate::metrics;
 use crate::state::{Attempts, JobRecord, Lease, Transition, now_ms};
 use crate::storage::StorageError;
@@ -228,21 +229,6 @@ pub async fn handle(
             }
             release().await;
         }
-    }
-}
-
-/// Queues a `train` task for the job (a hand-back, or the sweeper finding it unowned).
-pub async fn requeue_train(ctx: &WorkerContext, spec: &JobSpec, job_id: &str) {
-    let task = serde_json::to_vec(&TaskMessage::Train {
-        job_id: job_id.to_string(),
-    })
-    .expect("task serialises");
-    if let Err(e) = ctx
-        .broker
-        .publish_task(spec.pool, spec.priority, &task)
-        .await
-    {
-        tracing::warn!(job_id, error = %e, "could not queue the train task; the sweeper will");
     }
 }
 
