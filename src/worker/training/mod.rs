@@ -13,6 +13,7 @@ pub mod plan;
 mod report;
 mod run;
 mod setup;
+mod writer;
 
 pub use plan::requeue_train;
 

@@ -12,6 +12,7 @@ use super::data::{self, JobData};
 use super::finish::{self, Trained};
 use super::observer::{self, JobObserver, StopFlags};
 use super::setup::{adamw, check_graph_trains_the_head, head_layout, train_config};
+use super::writer::{Target, Writer};
 use super::{CHECKPOINT_FOLDER, Ended};
 use crate::engine::package::{ModelManifest, ModelTask};
 use crate::job::{TrainingProgress, TrainingSpec};
@@ -46,15 +47,18 @@ pub async fn execute(
     check_resume_fits(resume_from.as_ref(), &config, training, data.train.rows())?;
     let progress = first_progress(job, training, &config, &data, resume_from.as_ref());
     let start_step = resume_from.as_ref().map_or(0, |c| c.state.step);
-    let observer = JobObserver {
-        runtime: tokio::runtime::Handle::current(),
+    let (writer, writes) = Writer::spawn(Target {
         storage: ctx.storage.clone(),
         state: ctx.state.clone(),
         job_id: job.id.clone(),
         lease: lease.clone(),
-        flags: flags.clone(),
         checkpoints: job.spec.output_uri().join(CHECKPOINT_FOLDER),
         keep: training.keep_checkpoints,
+    });
+    let observer = JobObserver {
+        writer,
+        job_id: job.id.clone(),
+        flags: flags.clone(),
         layout: layout.clone(),
         eval: data.eval.clone(),
         engine: ctx.settings.engine.clone(),
@@ -65,7 +69,6 @@ pub async fn execute(
         start_step,
         progressed: false,
     };
-    observer::store_progress(ctx.state.clone(), job.id.clone(), &observer.progress).await?;
     let thread = Thread {
         graph_name,
         graph,
@@ -76,8 +79,13 @@ pub async fn execute(
         data,
         resume_from,
     };
-    let (finish, observer, provider) = thread.spawn(observer).await?;
-    let (done, progress) = match after_training(ctx, job, &flags, finish, observer).await? {
+    let ended = run_observed(ctx, job, &flags, thread, observer).await;
+    // The observer, and with it the writer's last sender, is gone: the writer ends once it
+    // has answered every request; the lease is given up only after that.
+    if let Err(e) = writes.await {
+        tracing::warn!(job_id = %job.id, error = %e, "checkpoint writer task failed");
+    }
+    let completed = match ended? {
         ControlFlow::Continue(completed) => completed,
         ControlFlow::Break(ended) => return Ok(ended),
     };
@@ -85,10 +93,10 @@ pub async fn execute(
         job,
         lease,
         layout: &layout,
-        done: &done,
-        progress: &progress,
+        done: &completed.done,
+        progress: &completed.progress,
         encoder_manifest: &encoder_manifest,
-        provider,
+        provider: completed.provider,
         began,
     };
     finish::run(ctx, trained).await
@@ -268,6 +276,32 @@ impl Thread {
         )?;
         Ok((finish, session.provider()))
     }
+}
+
+/// A run that went to its last step.
+struct Completed {
+    done: Checkpoint,
+    progress: TrainingProgress,
+    /// `cpu` or `cuda`.
+    provider: &'static str,
+}
+
+/// Trains on the thread and settles how it stopped; the observer is used up either way.
+async fn run_observed(
+    ctx: &WorkerContext,
+    job: &JobRecord,
+    flags: &StopFlags,
+    thread: Thread,
+    observer: JobObserver,
+) -> Result<ControlFlow<Ended, Completed>, TaskError> {
+    observer::store_progress(ctx.state.clone(), job.id.clone(), &observer.progress).await?;
+    let (finish, observer, provider) = thread.spawn(observer).await?;
+    let stopped = after_training(ctx, job, flags, finish, observer).await?;
+    Ok(stopped.map_continue(|(done, progress)| Completed {
+        done,
+        progress,
+        provider,
+    }))
 }
 
 /// After the trainer returns: a completed run goes on to its finish; a stopped one saves
