@@ -4,8 +4,8 @@
 use ort::value::Tensor as OrtTensor;
 use prost::Message;
 
+use super::error::TrainError;
 use super::head::{HeadLayout, Tensors};
-use super::runner::TrainError;
 use super::step::{LOGITS, build_inference_graph};
 use super::trainer::Dataset;
 use crate::engine::{ModelSource, open_session};

@@ -4,7 +4,9 @@
 
 pub mod builder;
 pub mod checkpoint;
+pub mod contract;
 pub mod curves;
+pub mod error;
 pub mod eval;
 pub mod features;
 pub mod head;
@@ -16,6 +18,7 @@ pub mod split;
 pub mod step;
 pub mod trainer;
 
+pub use error::TrainError;
 pub use head::{HeadLayout, Tensor, Tensors};
-pub use runner::{StepBatch, StepOutput, StepSession, TrainError, TrainState};
+pub use runner::{StepBatch, StepOutput, StepSession, TrainState};
 pub use step::{AdamW, build_inference_graph, build_step_graph};

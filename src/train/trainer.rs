@@ -11,8 +11,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::checkpoint::Checkpoint;
+use super::error::TrainError;
 use super::head::Tensors;
-use super::runner::{StepBatch, StepSession, TrainError};
+use super::runner::{StepBatch, StepSession};
 
 /// Features and labels of one data set, row-major.
 #[derive(Debug, Clone, PartialEq)]

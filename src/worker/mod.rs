@@ -6,6 +6,7 @@ mod disposition;
 mod error;
 pub mod finish;
 pub(crate) mod ids;
+mod inputs;
 mod models;
 mod panics;
 mod plan;
@@ -183,7 +184,7 @@ async fn handle(ctx: &WorkerContext, delivery: &Delivery, shutdown: &Cancellatio
         if attempts.vanished() > 0 {
             tracing::info!(vanished = attempts.vanished(), "earlier runs of this task vanished with their worker; not counted as failures");
         }
-        let result = panics::guarded(kind, plan::run(ctx, &job_id)).await;
+        let result = panics::guarded(kind, plan_job(ctx, &job_id)).await;
         let failed = count_failure(ctx, &job_id, &task_key, &result, attempts).await;
         let outcome = disposition::Outcome::of(&result, failed);
         let levels = ctx.settings.amqp.retry_delays_ms.len();
@@ -315,4 +316,13 @@ async fn ack(delivery: &Delivery) {
 
 async fn requeue(delivery: &Delivery) {
     delivery.requeue().await;
+}
+
+/// Plans the job with its kind's planner (the two planners never import each other).
+async fn plan_job(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
+    let job = ctx.state.get(job_id).await?;
+    match job.spec.kind {
+        crate::job::JobKind::Training => training::plan::run(ctx, &job).await,
+        _ => plan::run(ctx, &job).await,
+    }
 }

@@ -1,41 +1,27 @@
 //! Planning: list the job's input, cut it into line-aligned shards (small objects grouped),
 //! record the counts, and publish one task per shard.
 
-use super::{TaskError, WorkerContext, finish};
-use crate::engine::package::ModelTask;
+use super::{TaskError, WorkerContext, finish, inputs};
 use crate::job::accounting::PlannedObject;
-use crate::job::{InputFormat, InputPiece, JobKind, JobSpec, JobStatus, ShardTask, TaskMessage};
-use crate::state::{Transition, now_ms};
+use crate::job::{InputFormat, InputPiece, JobSpec, JobStatus, ShardTask, TaskMessage};
+use crate::state::{JobRecord, Transition, now_ms};
+use crate::storage::ObjectInfo;
 use crate::storage::records::{
     Record, RecordLimits, RecordReader, check_csv_header, check_utf8, parse_csv_header,
 };
-use crate::storage::{ObjectInfo, StorageError};
 use crate::uri::S3Uri;
 
-pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
-    let job = ctx.state.get(job_id).await?;
+/// Plans an inference job (training jobs have their own planner, in `training::plan`).
+pub async fn run(ctx: &WorkerContext, job: &JobRecord) -> Result<(), TaskError> {
+    let job_id = job.id.as_str();
     match job.status {
         JobStatus::Queued | JobStatus::Planning => {
-            let moved = ctx
-                .state
-                .transition(
-                    job_id,
-                    &[JobStatus::Queued, JobStatus::Planning],
-                    JobStatus::Planning,
-                    &[],
-                )
-                .await?;
-            if let Transition::Refused(status) = moved {
-                tracing::info!(job_id, %status, "job is no longer queued; not planning it");
+            if !inputs::enter_planning(ctx, job_id).await? {
                 return Ok(());
             }
         }
         // A redelivered plan task whose shards may be partly published: publish the stored
         // plan again (duplicates are harmless), never a new cut of a possibly changed input.
-        JobStatus::Running if job.spec.kind == JobKind::Training => {
-            super::training::requeue_train(ctx, &job.spec, job_id).await;
-            return Ok(());
-        }
         JobStatus::Running => {
             let stored = ctx.state.plan(job_id).await?;
             let tasks: Vec<String> = stored.into_iter().map(|(_, task)| task).collect();
@@ -48,14 +34,11 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         _ => return Ok(()),
     }
     let spec = &job.spec;
-    if spec.kind == JobKind::Training {
-        return plan_training(ctx, job_id, spec).await;
-    }
     // The model is fixed for the whole job: every shard checks it runs this exact package.
     let manifest = ctx.models.manifest(&spec.model_uri()).await?;
     let model_sha256 = manifest.model_sha256().to_string();
     let package_key = manifest.cache_key();
-    let objects = job_inputs(ctx, spec).await?;
+    let objects = inputs::job_inputs(ctx, spec).await?;
     let limits = RecordLimits {
         max_record_bytes: ctx.settings.planner.max_record_bytes,
         max_record_lines: spec.input.max_record_lines,
@@ -108,45 +91,6 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// A training job is one task: check what can be checked before a worker commits to it
-/// (the encoder, the data's presence), then queue the `train` task.
-async fn plan_training(ctx: &WorkerContext, job_id: &str, spec: &JobSpec) -> Result<(), TaskError> {
-    let manifest = ctx.models.manifest(&spec.model_uri()).await?;
-    if manifest.task != ModelTask::Embed {
-        return Err(TaskError::permanent(format!(
-            "model package {} is a classifier; a training job needs an encoder (embedding) package",
-            spec.model
-        )));
-    }
-    let objects = job_inputs(ctx, spec).await?;
-    let moved = ctx
-        .state
-        .transition(
-            job_id,
-            &[JobStatus::Planning],
-            JobStatus::Running,
-            &[
-                ("started_ms", now_ms().to_string()),
-                ("model_sha256", manifest.model_sha256().to_string()),
-                ("package_key", manifest.cache_key()),
-                // Every attempt reads exactly these versions, so a resumed run sees the
-                // same rows.
-                (
-                    super::training::PINNED_INPUTS,
-                    super::training::pin_inputs(&objects),
-                ),
-            ],
-        )
-        .await?;
-    if let Transition::Refused(status) = moved {
-        tracing::info!(job_id, %status, "job left planning meanwhile (cancelled?); not training it");
-        return Ok(());
-    }
-    tracing::info!(job_id, objects = objects.len(), "training job planned");
-    super::training::requeue_train(ctx, spec, job_id).await;
-    Ok(())
-}
-
 /// Publishes shard tasks (as stored in the plan) to the job's pool.
 pub async fn publish_shards(
     ctx: &WorkerContext,
@@ -159,63 +103,6 @@ pub async fn publish_shards(
             .await?;
     }
     Ok(())
-}
-
-/// The objects to read: one object (of version `etag`, when given), or every non-empty
-/// object under a folder.
-/// The objects of the job's input (pinned to the spec's ETag, when it has one).
-pub(super) async fn job_inputs(
-    ctx: &WorkerContext,
-    spec: &JobSpec,
-) -> Result<Vec<ObjectInfo>, TaskError> {
-    list_inputs(
-        ctx,
-        &spec.input_uri(),
-        spec.input.uri.ends_with('/'),
-        spec.input.etag.as_deref(),
-    )
-    .await
-}
-
-pub(super) async fn list_inputs(
-    ctx: &WorkerContext,
-    uri: &S3Uri,
-    is_folder: bool,
-    etag: Option<&str>,
-) -> Result<Vec<ObjectInfo>, TaskError> {
-    if !is_folder {
-        return match ctx.storage.head(uri).await {
-            Ok(info)
-                if etag.is_some_and(|wanted| {
-                    wanted.trim_matches('"') != info.etag.trim_matches('"')
-                }) =>
-            {
-                Err(TaskError::permanent(format!(
-                    "input {uri} changed after the job was submitted (ETag {} expected, {} found); submit the new version as a new job",
-                    etag.unwrap_or_default(),
-                    info.etag
-                )))
-            }
-            Ok(info) => Ok(vec![info]),
-            Err(StorageError::NotFound { .. }) => Err(TaskError::permanent(format!(
-                "input {uri} not found: check input.uri, or upload the object first"
-            ))),
-            Err(e) => Err(e.into()),
-        };
-    }
-    let objects: Vec<ObjectInfo> = ctx
-        .storage
-        .list(uri)
-        .await?
-        .into_iter()
-        .filter(|o| o.size > 0 && !o.uri.key.ends_with('/'))
-        .collect();
-    if objects.is_empty() {
-        return Err(TaskError::permanent(format!(
-            "input {uri} holds no objects: check input.uri"
-        )));
-    }
-    Ok(objects)
 }
 
 /// Streams every object once: refuses objects that are not UTF-8 text or whose CSV header

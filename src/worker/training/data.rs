@@ -8,13 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use serde::{Deserialize, Serialize};
-
-use super::super::{TaskError, WorkerContext, plan};
+use super::super::{TaskError, WorkerContext, inputs};
+use super::plan::{PINNED_INPUTS, unpin_inputs};
 use crate::engine::Embedder;
 use crate::job::{ClassRows, JobSpec, TrainingSpec, normalize_label};
 use crate::metrics;
-use crate::storage::ObjectInfo;
 use crate::train::features::{FeatureError, FeatureSet, Pending, lookup_or_read};
 use crate::train::split::stratified_split;
 use crate::train::trainer::Dataset;
@@ -57,7 +55,7 @@ pub async fn load(
     let objects = match ctx.state.field(job_id, PINNED_INPUTS).await? {
         Some(json) => unpin_inputs(&json)?,
         // Planned before inputs were pinned.
-        None => plan::job_inputs(ctx, spec).await?,
+        None => inputs::job_inputs(ctx, spec).await?,
     };
     let label_field = spec.label_field();
     let lookup = |objects, format| {
@@ -88,7 +86,7 @@ pub async fn load(
                 TaskError::permanent(format!("training.eval.uri of the job's spec: {e}"))
             })?;
             let format = training.eval.format.unwrap_or(spec.input.format);
-            let eval_objects = plan::list_inputs(
+            let eval_objects = inputs::list_inputs(
                 ctx,
                 &uri,
                 uri.key.is_empty() || uri.key.ends_with('/'),
@@ -213,43 +211,6 @@ pub fn check_class_rows(classes: &[ClassRows], min: u64, place: &str) -> Result<
     ))
 }
 
-/// Job field holding the training objects and their versions, as planned.
-pub const PINNED_INPUTS: &str = "training_inputs";
-
-#[derive(Serialize, Deserialize)]
-struct PinnedObject {
-    uri: String,
-    size: u64,
-    etag: String,
-}
-
-pub fn pin_inputs(objects: &[ObjectInfo]) -> String {
-    let pinned: Vec<PinnedObject> = objects
-        .iter()
-        .map(|o| PinnedObject {
-            uri: o.uri.to_string(),
-            size: o.size,
-            etag: o.etag.clone(),
-        })
-        .collect();
-    serde_json::to_string(&pinned).expect("pinned inputs serialise")
-}
-
-fn unpin_inputs(json: &str) -> Result<Vec<ObjectInfo>, TaskError> {
-    let pinned: Vec<PinnedObject> = serde_json::from_str(json)
-        .map_err(|e| TaskError::permanent(format!("stored training inputs unreadable: {e}")))?;
-    pinned
-        .into_iter()
-        .map(|p| {
-            Ok(ObjectInfo {
-                uri: S3Uri::parse(&p.uri).map_err(TaskError::Permanent)?,
-                size: p.size,
-                etag: p.etag,
-            })
-        })
-        .collect()
-}
-
 fn count_cache(hit: bool) {
     metrics::FEATURE_CACHE
         .with_label_values(&[if hit { "hit" } else { "miss" }])
@@ -299,17 +260,6 @@ fn pick(set: &FeatureSet, labels: &[usize], rows: &[usize]) -> Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pinned_inputs_round_trip() {
-        let objects = vec![ObjectInfo {
-            uri: S3Uri::parse("s3://bkt/train/a.csv").unwrap(),
-            size: 12,
-            etag: "\"abc\"".into(),
-        }];
-        assert_eq!(unpin_inputs(&pin_inputs(&objects)).unwrap(), objects);
-        assert!(unpin_inputs("not json").is_err());
-    }
 
     #[test]
     fn labels_that_are_equal_after_nfc_are_one_class() {

@@ -1,24 +1,22 @@
 //! What a running training job does between steps, on its training thread: publish
 //! progress (Redis, metrics), evaluate at epoch ends, write checkpoints to S3 and commit them
-//! under the job's lease (fencing), keep the last K, and stop when told to.
+//! under the job's lease (fencing), keep the last K, and stop when told to. The writes go
+//! through the job's `Writer` task; the thread waits for each.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Handle;
-
 use super::super::TaskError;
+use super::writer::Writer;
 use crate::job::{EvalPoint, TrainingProgress};
 use crate::metrics;
 use crate::settings::EngineSettings;
-use crate::state::{Lease, StateStore, now_ms};
-use crate::storage::Storage;
+use crate::state::{StateStore, now_ms};
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::eval::evaluate;
 use crate::train::trainer::{Dataset, Flow, Observer, StepProgress};
 use crate::train::{HeadLayout, TrainError};
-use crate::uri::S3Uri;
 
 /// Why a run should stop, set from outside the training thread, and the training side's
 /// sign of life for the heartbeat.
@@ -57,15 +55,10 @@ impl StopFlags {
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 pub struct JobObserver {
-    pub runtime: Handle,
-    pub storage: Storage,
-    pub state: StateStore,
+    /// Does this job's S3 and Redis writes; dropped with the observer, which ends it.
+    pub writer: Writer,
     pub job_id: String,
-    pub lease: Lease,
     pub flags: Arc<StopFlags>,
-    /// Folder of `step-<n>.safetensors` checkpoints.
-    pub checkpoints: S3Uri,
-    pub keep: usize,
     pub layout: HeadLayout,
     pub eval: Dataset,
     pub engine: EngineSettings,
@@ -93,21 +86,7 @@ impl JobObserver {
                 return false;
             }
         };
-        // The fencing token in the name: a stale owner never overwrites the object the
-        // current owner's pointer names.
-        let uri = self
-            .checkpoints
-            .join(&format!("step-{step:010}-{}.safetensors", self.lease.token));
-        let (storage, state) = (self.storage.clone(), self.state.clone());
-        let (job_id, lease) = (self.job_id.clone(), self.lease.clone());
-        let pointer = uri.to_string();
-        let committed = self.runtime.block_on(async move {
-            storage
-                .put(&uri, bytes, "application/octet-stream")
-                .await
-                .map_err(TaskError::from)?;
-            Ok::<_, TaskError>(state.commit_checkpoint(&job_id, &lease, &pointer).await?)
-        });
+        let committed = self.writer.checkpoint(step, bytes);
         match committed {
             Ok(true) => {
                 metrics::CHECKPOINTS.with_label_values(&["committed"]).inc();
@@ -116,11 +95,7 @@ impl JobObserver {
                 self.prune(step);
                 if !self.progressed && step > self.start_step {
                     self.progressed = true;
-                    let (state, id) = (self.state.clone(), self.job_id.clone());
-                    let reset = self
-                        .runtime
-                        .block_on(async move { state.start_afresh(&id, "train").await });
-                    if let Err(e) = reset {
+                    if let Err(e) = self.writer.start_afresh() {
                         tracing::warn!(job_id = %self.job_id, error = %e, "could not reset the attempt count");
                     }
                 }
@@ -144,31 +119,7 @@ impl JobObserver {
     /// Deletes checkpoints older than the last `keep`; best effort (a leftover costs space,
     /// not correctness: the pointer names the one to resume from).
     fn prune(&self, current: u64) {
-        let (storage, prefix, keep) = (self.storage.clone(), self.checkpoints.clone(), self.keep);
-        let result = self.runtime.block_on(async move {
-            let mut steps: Vec<_> = storage
-                .list(&prefix)
-                .await?
-                .into_iter()
-                .filter_map(|o| {
-                    let name = o.uri.key.rsplit('/').next()?.to_string();
-                    let step: u64 = name
-                        .strip_prefix("step-")?
-                        .split(['-', '.'])
-                        .next()?
-                        .parse()
-                        .ok()?;
-                    (step <= current).then_some((step, o.uri))
-                })
-                .collect();
-            steps.sort_by_key(|(step, _)| *step);
-            let old = steps.len().saturating_sub(keep);
-            for (_, uri) in steps.into_iter().take(old) {
-                storage.delete(&uri).await?;
-            }
-            Ok::<_, crate::storage::StorageError>(())
-        });
-        if let Err(e) = result {
+        if let Err(e) = self.writer.prune(current) {
             tracing::warn!(job_id = %self.job_id, error = %e, "could not delete old checkpoints");
         }
     }
@@ -177,8 +128,7 @@ impl JobObserver {
     /// training thread.
     pub fn write_progress(&mut self) {
         self.last_written = Instant::now();
-        let write = store_progress(self.state.clone(), self.job_id.clone(), &self.progress);
-        if let Err(e) = self.runtime.block_on(write) {
+        if let Err(e) = self.writer.progress(&self.progress) {
             tracing::warn!(job_id = %self.job_id, error = %e, "could not store training progress");
         }
     }
