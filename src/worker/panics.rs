@@ -48,7 +48,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_becomes_a_retryable_failure_naming_it() {
         let before = metrics::TASK_PANICS.with(metrics::TaskKind::Plan).get();
-        let result: Result<(), TaskError> = guarded("plan", async {
+        let result: Result<(), TaskError> = guarded(TaskKind::Plan, async {
             let key = String::from("k");
             panic!("uri too long: {key}");
         })
@@ -68,7 +68,7 @@ mod tests {
 
     #[tokio::test]
     async fn results_pass_through_untouched() {
-        assert_eq!(guarded("shard", async { Ok(7) }).await.unwrap(), 7);
+        assert_eq!(guarded(TaskKind::Shard, async { Ok(7) }).await.unwrap(), 7);
         let err = guarded::<()>("shard", async { Err(TaskError::permanent("bad row")) }).await;
         assert!(matches!(err, Err(TaskError::Permanent(r)) if r == "bad row"));
     }

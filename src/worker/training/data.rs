@@ -213,7 +213,11 @@ pub fn check_class_rows(classes: &[ClassRows], min: u64, place: &str) -> Result<
 
 fn count_cache(hit: bool) {
     metrics::FEATURE_CACHE
-        .with_label_values(&[if hit { "hit" } else { "miss" }])
+        .with(if hit {
+            metrics::CacheResult::Hit
+        } else {
+            metrics::CacheResult::Miss
+        })
         .inc();
 }
 

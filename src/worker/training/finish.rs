@@ -136,7 +136,12 @@ async fn complete(
         .await?;
     match moved {
         Transition::Moved(_) => {
-            metrics::job_finished("training", "succeeded", job.started_ms, now_ms());
+            metrics::job_finished(
+                metrics::JobKind::Training,
+                metrics::FinalStatus::Succeeded,
+                job.started_ms,
+                now_ms(),
+            );
             tracing::info!(
                 job_id = %job.id,
                 steps = trained.done.state.step,

@@ -29,7 +29,7 @@ impl Held<'_> {
             return;
         }
         match self.state.release_job_lease(self.job_id, &self.lease).await {
-            Ok(()) => metrics::JOB_LEASES.with_label_values(&["released"]).inc(),
+            Ok(()) => metrics::JOB_LEASES.with(metrics::LeaseEvent::Released).inc(),
             Err(e) => {
                 tracing::warn!(job_id = self.job_id, error = %e, "could not release the lease; it expires on its own")
             }
@@ -62,7 +62,7 @@ pub async fn take<'a>(
         Ok(Some(lease)) => lease,
         Ok(None) => {
             // Another worker is training it; if that worker dies, the sweeper re-queues it.
-            metrics::JOB_LEASES.with_label_values(&["busy"]).inc();
+            metrics::JOB_LEASES.with(metrics::LeaseEvent::Busy).inc();
             tracing::info!(
                 job_id,
                 "training job is owned by another worker; dropping the duplicate train task"
@@ -77,7 +77,7 @@ pub async fn take<'a>(
             return None;
         }
     };
-    metrics::JOB_LEASES.with_label_values(&["acquired"]).inc();
+    metrics::JOB_LEASES.with(metrics::LeaseEvent::Acquired).inc();
     // The lease, not the delivery, owns the job from here.
     ack(delivery).await;
     tracing::info!(
@@ -212,7 +212,7 @@ impl Watch {
         {
             Ok(true) => {
                 renewal.last_renewal = Instant::now();
-                metrics::JOB_LEASES.with_label_values(&["renewed"]).inc();
+                metrics::JOB_LEASES.with(metrics::LeaseEvent::Renewed).inc();
             }
             Ok(false) => {
                 tracing::warn!(%job_id, "lease lost; stopping without writing anything more");
@@ -229,7 +229,7 @@ impl Watch {
     }
 
     fn lose(&self) {
-        metrics::JOB_LEASES.with_label_values(&["lost"]).inc();
+        metrics::JOB_LEASES.with(metrics::LeaseEvent::Lost).inc();
         self.flags.raise(&self.flags.lease_lost);
     }
 }

@@ -81,7 +81,7 @@ pub async fn handle(
             tracing::warn!(job_id, error = %e, "could not dead-letter the train task");
         }
         metrics::TASKS
-            .with_label_values(&["train", "dead_lettered"])
+            .with((metrics::TaskKind::Train, metrics::TaskOutcome::DeadLettered))
             .inc();
         held.release().await;
         return;
@@ -103,7 +103,7 @@ pub async fn handle(
     let levels = ctx.settings.amqp.retry_delays_ms.len();
     let disposition = disposition::after_run(&what, Outcome::of(&ran, failed), levels);
     if let Ok(Ended::Succeeded) = result {
-        metrics::TASKS.with_label_values(&["train", "ok"]).inc();
+        metrics::TASKS.with((metrics::TaskKind::Train, metrics::TaskOutcome::Ok)).inc();
     }
     settle(ctx, delivery, &held, &job, disposition, &ran, failed).await;
 }
@@ -119,7 +119,7 @@ async fn run_watched(
     let done = watch.done.clone();
     let watcher = tokio::spawn(watch.run());
     let execute = run::execute(ctx, job, &held.lease, held.flags.clone());
-    let result = panics::guarded("train", execute).await;
+    let result = panics::guarded(metrics::TaskKind::Train, execute).await;
     done.cancel();
     let _ = watcher.await;
     metrics::forget_training_job(&job.id);
@@ -155,7 +155,7 @@ async fn settle(
             tracing::warn!(job_id, failed, level, %reason, "training failed; retrying later from the last checkpoint");
             held.release().await;
             metrics::TASKS
-                .with_label_values(&["train", "retried"])
+                .with((metrics::TaskKind::Train, metrics::TaskOutcome::Retried))
                 .inc();
             // The delivery was acked already; its body goes to the retry queue.
             if let Err(e) = ctx.broker.retry_later(delivery, level).await {
@@ -164,7 +164,7 @@ async fn settle(
         }
         Disposition::GiveUp { reason } => {
             tracing::error!(job_id, failed, %reason, "training failed for good");
-            metrics::TASKS.with_label_values(&["train", "failed"]).inc();
+            metrics::TASKS.with((metrics::TaskKind::Train, metrics::TaskOutcome::Failed)).inc();
             if !fail_job(ctx, job_id, &reason).await {
                 tracing::warn!(
                     job_id,
