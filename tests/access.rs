@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::Cluster;
@@ -282,23 +283,21 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     let dir = tempfile::tempdir().unwrap();
     let template_path = dir.path().join("embed.toml");
     std::fs::write(&template_path, template).unwrap();
-    let settings_for = |name: &str, allow: &str| {
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "[ingest]\ninbox = \"s3://{bucket}/inbox/\"\noutbox = \"s3://{bucket}/outbox/\"\narchive = \"s3://{bucket}/archive/\"\nfailed = \"s3://{bucket}/failed/\"\npoll_interval_secs = 1\npipelines = {{ embed = \"{}\" }}\n\n[ingest.allow]\nembed = [{allow}]\n",
-                template_path.display()
-            ),
-        )
-        .unwrap();
-        path.display().to_string()
-    };
-    let narrow = settings_for(
-        "narrow",
-        &format!("\"s3://{bucket}/inbox/\", \"s3://{bucket}/outbox/\""),
-    );
-    let refused = cluster.spawn_role("ingest", &[("SLUICE_CONFIG", &narrow)]);
+    let ingest = &mut cluster.settings.ingest;
+    ingest.inbox = format!("s3://{bucket}/inbox/");
+    ingest.outbox = format!("s3://{bucket}/outbox/");
+    ingest.archive = format!("s3://{bucket}/archive/");
+    ingest.failed = format!("s3://{bucket}/failed/");
+    ingest.poll_interval_secs = 1;
+    ingest.pipelines = BTreeMap::from([("embed".into(), template_path)]);
+    ingest.allow = BTreeMap::from([(
+        "embed".into(),
+        vec![
+            format!("s3://{bucket}/inbox/"),
+            format!("s3://{bucket}/outbox/"),
+        ],
+    )]);
+    let refused = cluster.spawn_role("ingest", &[]);
     let exit = cluster.wait_worker(refused).await;
     assert!(!exit.success(), "ingest must not start: {exit:?}");
     let log = std::fs::read_to_string(cluster.role_log("ingest", refused)).unwrap();
@@ -311,8 +310,9 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     );
 
     // The whole bucket allowed: a dropped file becomes a job and is archived.
-    let wide = settings_for("wide", &format!("\"s3://{bucket}/\""));
-    cluster.spawn_role("ingest", &[("SLUICE_CONFIG", &wide)]);
+    cluster.settings.ingest.allow =
+        BTreeMap::from([("embed".into(), vec![format!("s3://{bucket}/")])]);
+    cluster.spawn_role("ingest", &[]);
     cluster
         .put(
             "inbox/embed/reviews.jsonl",

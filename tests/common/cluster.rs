@@ -1,7 +1,6 @@
 //! The `Cluster`: one test's namespace on the shared services, sluice's roles started in
 //! this process or as processes of the real binary, and the clean-up that leaves nothing behind.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -25,6 +24,8 @@ pub struct Cluster {
     running: Option<app::Running>,
     pub client: Option<Client>,
     workers: Vec<tokio::process::Child>,
+    /// Holds the settings files of the processes it starts; removed with the cluster.
+    dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -76,6 +77,7 @@ impl Cluster {
             running: None,
             client: None,
             workers: Vec::new(),
+            dir: tempfile::tempdir().expect("create the cluster's folder"),
         }
     }
 
@@ -107,59 +109,36 @@ impl Cluster {
         )
     }
 
-    /// Environment that makes a `sluice` process use this cluster's settings.
-    pub fn env(&self) -> HashMap<String, String> {
-        let s = &self.settings;
-        let mut env = HashMap::from([
-            ("SLUICE__PREFIX".into(), s.prefix.clone()),
-            ("SLUICE__AMQP__URL".into(), s.amqp.url.clone()),
-            ("SLUICE__REDIS__URL".into(), s.redis.url.clone()),
-            // Several processes per host: each takes a free port for its metrics.
-            ("SLUICE__METRICS__LISTEN".into(), "127.0.0.1:0".into()),
-            (
-                "SLUICE__ENGINE__ORT_DYLIB_PATH".into(),
-                s.engine.ort_dylib_path.clone(),
-            ),
-            ("SLUICE__ENGINE__INTRA_OP_THREADS".into(), "1".into()),
-            (
-                "SLUICE__PLANNER__SHARD_BYTES".into(),
-                s.planner.shard_bytes.to_string(),
-            ),
-            (
-                "SLUICE__AMQP__RETRY_DELAYS_MS".into(),
-                "200,500,1000".into(),
-            ),
-            (
-                "SLUICE__WORKER__MODEL_CACHE_DIR".into(),
-                s.worker.model_cache_dir.display().to_string(),
-            ),
-            ("SLUICE__WORKER__SHUTDOWN_GRACE_SECS".into(), "10".into()),
-            (
-                "SLUICE__TRAINING__FEATURE_CACHE".into(),
-                s.training.feature_cache.clone(),
-            ),
-            (
-                "SLUICE__TRAINING__LEASE_TTL_SECS".into(),
-                s.training.lease_ttl_secs.to_string(),
-            ),
-            (
-                "SLUICE__TRAINING__HEARTBEAT_SECS".into(),
-                s.training.heartbeat_secs.to_string(),
-            ),
-            (
-                "SLUICE__WORKER__CHUNK_ROWS".into(),
-                s.worker.chunk_rows.to_string(),
-            ),
-        ]);
-        for (name, value) in [
-            ("SLUICE__AMQP__TLS_CA_FILE", &s.amqp.tls_ca_file),
-            ("SLUICE__REDIS__TLS_CA_FILE", &s.redis.tls_ca_file),
-        ] {
-            if !value.is_empty() {
-                env.insert(name.into(), value.clone());
-            }
-        }
-        env
+    /// The settings a `sluice` process of this cluster runs with: the cluster's own, with a
+    /// free port for its metrics (several processes share this host) and one engine thread.
+    pub fn process_settings(&self) -> Settings {
+        let mut settings = self.settings.clone();
+        settings.metrics.listen = "127.0.0.1:0".into();
+        settings.engine.intra_op_threads = 1;
+        settings
+    }
+
+    /// Writes `process_settings()` to a new TOML file in the cluster's folder and returns its
+    /// path. One file per process: a test may change `settings` between two starts.
+    pub fn write_config(&self) -> PathBuf {
+        let text = toml::to_string(&self.process_settings()).expect("settings as TOML");
+        let file = tempfile::Builder::new()
+            .prefix("settings-")
+            .suffix(".toml")
+            .tempfile_in(self.dir.path())
+            .expect("create a settings file");
+        std::fs::write(file.path(), text).expect("write the settings file");
+        file.into_temp_path()
+            .keep()
+            .expect("keep the settings file")
+    }
+
+    /// The real `sluice` binary, with this cluster's settings (`--config`); `SLUICE__…`
+    /// variables set on it override them.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.arg("--config").arg(self.write_config());
+        command
     }
 
     /// Starts a `sluice worker` process; returns its index for `kill_worker`.
@@ -167,7 +146,7 @@ impl Cluster {
         self.spawn_worker_with(&[])
     }
 
-    /// Starts a `sluice worker` process with extra `SLUICE__…` settings.
+    /// Starts a `sluice worker` process with extra `SLUICE__…` settings (over the cluster's).
     pub fn spawn_worker_with(&mut self, extra: &[(&str, &str)]) -> usize {
         self.spawn_role("worker", extra)
     }
@@ -181,9 +160,9 @@ impl Cluster {
     /// returns its index for `kill_worker`/`terminate_worker`.
     pub fn spawn_role(&mut self, role: &str, extra: &[(&str, &str)]) -> usize {
         let log = self.role_log(role, self.workers.len());
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let child = self
+            .command()
             .arg(role)
-            .envs(self.env())
             .env("SLUICE_LOG", "info")
             .envs(extra.iter().copied())
             .stdout(Stdio::null())
