@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::Cluster;
+use common::amqp::{channel, publish_submission};
 use serde_json::Value;
 use sluice::api::auth::{hash_token, new_token};
-use sluice::broker::Topology;
 use sluice::cli::Client;
 use sluice::job::JobStatus;
 use sluice::settings::ApiToken;
@@ -163,51 +163,6 @@ async fn tokens_scopes_and_bucket_allowances_are_enforced() {
     cluster.stop().await;
 }
 
-/// A connection and a channel with publisher confirms, as an upstream system has.
-async fn amqp_channel(cluster: &Cluster) -> (lapin::Connection, lapin::Channel) {
-    let connection = lapin::Connection::connect(
-        &cluster.settings.amqp.url,
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    (connection, channel)
-}
-
-/// Publishes one job spec on the submissions exchange, as an upstream system does.
-async fn publish_submission(
-    channel: &lapin::Channel,
-    cluster: &Cluster,
-    spec: &Value,
-    message_id: &str,
-) {
-    use lapin::options::BasicPublishOptions;
-    let topology = Topology::new(&cluster.settings.prefix, &[1000]);
-    let confirm = channel
-        .basic_publish(
-            topology.submissions_exchange().as_str().into(),
-            Topology::SUBMISSION_ROUTING_KEY.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            spec.to_string().as_bytes(),
-            lapin::BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_message_id(message_id.into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
-}
-
 /// Upstream AMQP submissions and drop-folder pipelines carry their own allowances from the
 /// settings: an AMQP spec naming another bucket is kept on the rejected queue as
 /// `forbidden_location`, one inside is a job; `sluice ingest` refuses to start with a
@@ -226,9 +181,14 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     let mut outside = inside.clone();
     outside["name"] = "amqp-outside".into();
     outside["output"]["uri"] = "s3://someone-elses-bucket/out/".into();
-    let (connection, channel) = amqp_channel(&cluster).await;
-    publish_submission(&channel, &cluster, &outside, "outside-1").await;
-    publish_submission(&channel, &cluster, &inside, "inside-1").await;
+    let (connection, channel) = channel(&cluster).await;
+    for (spec, message_id) in [(&outside, "outside-1"), (&inside, "inside-1")] {
+        let properties = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(message_id.into());
+        let _ =
+            publish_submission(&channel, &cluster, spec.to_string().as_bytes(), properties).await;
+    }
 
     let broker = cluster.broker().await;
     let rejected_queue = broker.topology().rejected_queue();
