@@ -5,12 +5,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::Cluster;
+use common::amqp::{channel, publish_submission};
 use serde_json::Value;
 use sluice::api::auth::{hash_token, new_token};
-use sluice::broker::Topology;
 use sluice::cli::Client;
 use sluice::job::JobStatus;
 use sluice::settings::ApiToken;
@@ -162,51 +163,6 @@ async fn tokens_scopes_and_bucket_allowances_are_enforced() {
     cluster.stop().await;
 }
 
-/// A connection and a channel with publisher confirms, as an upstream system has.
-async fn amqp_channel(cluster: &Cluster) -> (lapin::Connection, lapin::Channel) {
-    let connection = lapin::Connection::connect(
-        &cluster.settings.amqp.url,
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    (connection, channel)
-}
-
-/// Publishes one job spec on the submissions exchange, as an upstream system does.
-async fn publish_submission(
-    channel: &lapin::Channel,
-    cluster: &Cluster,
-    spec: &Value,
-    message_id: &str,
-) {
-    use lapin::options::BasicPublishOptions;
-    let topology = Topology::new(&cluster.settings.prefix, &[1000]);
-    let confirm = channel
-        .basic_publish(
-            topology.submissions_exchange().as_str().into(),
-            Topology::SUBMISSION_ROUTING_KEY.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            spec.to_string().as_bytes(),
-            lapin::BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_message_id(message_id.into()),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
-}
-
 /// Upstream AMQP submissions and drop-folder pipelines carry their own allowances from the
 /// settings: an AMQP spec naming another bucket is kept on the rejected queue as
 /// `forbidden_location`, one inside is a job; `sluice ingest` refuses to start with a
@@ -225,9 +181,14 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     let mut outside = inside.clone();
     outside["name"] = "amqp-outside".into();
     outside["output"]["uri"] = "s3://someone-elses-bucket/out/".into();
-    let (connection, channel) = amqp_channel(&cluster).await;
-    publish_submission(&channel, &cluster, &outside, "outside-1").await;
-    publish_submission(&channel, &cluster, &inside, "inside-1").await;
+    let (connection, channel) = channel(&cluster).await;
+    for (spec, message_id) in [(&outside, "outside-1"), (&inside, "inside-1")] {
+        let properties = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(message_id.into());
+        let _ =
+            publish_submission(&channel, &cluster, spec.to_string().as_bytes(), properties).await;
+    }
 
     let broker = cluster.broker().await;
     let rejected_queue = broker.topology().rejected_queue();
@@ -282,23 +243,21 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     let dir = tempfile::tempdir().unwrap();
     let template_path = dir.path().join("embed.toml");
     std::fs::write(&template_path, template).unwrap();
-    let settings_for = |name: &str, allow: &str| {
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "[ingest]\ninbox = \"s3://{bucket}/inbox/\"\noutbox = \"s3://{bucket}/outbox/\"\narchive = \"s3://{bucket}/archive/\"\nfailed = \"s3://{bucket}/failed/\"\npoll_interval_secs = 1\npipelines = {{ embed = \"{}\" }}\n\n[ingest.allow]\nembed = [{allow}]\n",
-                template_path.display()
-            ),
-        )
-        .unwrap();
-        path.display().to_string()
-    };
-    let narrow = settings_for(
-        "narrow",
-        &format!("\"s3://{bucket}/inbox/\", \"s3://{bucket}/outbox/\""),
-    );
-    let refused = cluster.spawn_role("ingest", &[("SLUICE_CONFIG", &narrow)]);
+    let ingest = &mut cluster.settings.ingest;
+    ingest.inbox = format!("s3://{bucket}/inbox/");
+    ingest.outbox = format!("s3://{bucket}/outbox/");
+    ingest.archive = format!("s3://{bucket}/archive/");
+    ingest.failed = format!("s3://{bucket}/failed/");
+    ingest.poll_interval_secs = 1;
+    ingest.pipelines = BTreeMap::from([("embed".into(), template_path)]);
+    ingest.allow = BTreeMap::from([(
+        "embed".into(),
+        vec![
+            format!("s3://{bucket}/inbox/"),
+            format!("s3://{bucket}/outbox/"),
+        ],
+    )]);
+    let refused = cluster.spawn_role("ingest", &[]);
     let exit = cluster.wait_worker(refused).await;
     assert!(!exit.success(), "ingest must not start: {exit:?}");
     let log = std::fs::read_to_string(cluster.role_log("ingest", refused)).unwrap();
@@ -311,8 +270,9 @@ async fn amqp_submissions_and_drop_folder_pipelines_keep_to_their_allowances() {
     );
 
     // The whole bucket allowed: a dropped file becomes a job and is archived.
-    let wide = settings_for("wide", &format!("\"s3://{bucket}/\""));
-    cluster.spawn_role("ingest", &[("SLUICE_CONFIG", &wide)]);
+    cluster.settings.ingest.allow =
+        BTreeMap::from([("embed".into(), vec![format!("s3://{bucket}/")])]);
+    cluster.spawn_role("ingest", &[]);
     cluster
         .put(
             "inbox/embed/reviews.jsonl",

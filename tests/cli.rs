@@ -8,9 +8,9 @@ use std::process::Output;
 use common::Cluster;
 
 async fn sluice(cluster: &Cluster, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    cluster
+        .command()
         .args(args)
-        .envs(cluster.env())
         .env("SLUICE__API__URL", cluster.base_url())
         .output()
         .await

@@ -7,17 +7,13 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::amqp::{channel, drain, job_count, topology};
+use common::amqp::{channel, drain, job_count, publish_submission, topology};
 use common::{Cluster, wait_for};
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use serde_json::Value;
-use sluice::broker::Topology;
 use sluice::job::{JobEvent, SubmissionReply};
 use sluice::state::StateStore;
 
@@ -40,22 +36,8 @@ async fn submit(
     if let Some(queue) = reply_to {
         properties = properties.with_reply_to(queue.into());
     }
-    let confirm = channel
-        .basic_publish(
-            topology(cluster).submissions_exchange().as_str().into(),
-            Topology::SUBMISSION_ROUTING_KEY.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            body,
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack() && confirm.take_message().is_none());
+    let returned = publish_submission(channel, cluster, body, properties).await;
+    assert!(returned.is_none(), "the submission was not routed");
 }
 
 /// A server-named queue bound to the events exchange for every job event.

@@ -7,17 +7,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::amqp::{channel, drain, job_count, topology};
+use common::amqp::{channel, drain, job_count, publish_submission, topology};
 use common::{Cluster, wait_for};
 use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use serde_json::Value;
 use sluice::api::auth::{hash_token, new_token};
-use sluice::broker::Topology;
 use sluice::job::{JobEvent, Pool, SubmissionReply};
 use sluice::settings::ApiToken;
 use sluice::state::StateStore;
@@ -37,22 +34,7 @@ async fn publish(
     if let Some(queue) = reply_to {
         properties = properties.with_reply_to(queue.into());
     }
-    let confirm = channel
-        .basic_publish(
-            topology(cluster).submissions_exchange().as_str().into(),
-            Topology::SUBMISSION_ROUTING_KEY.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            body,
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
+    let _ = publish_submission(channel, cluster, body, properties).await;
 }
 
 fn header(properties: &BasicProperties, name: &str) -> String {

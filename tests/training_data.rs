@@ -354,9 +354,9 @@ async fn a_diverging_run_fails_at_that_step_and_odd_records_never_break_the_list
     );
 
     // The command line lists the readable job and names the other.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let output = cluster
+        .command()
         .arg("jobs")
-        .envs(cluster.env())
         .env("SLUICE__API__URL", cluster.base_url())
         .output()
         .await

@@ -1,8 +1,10 @@
 //! AMQP helpers shared by the integration tests that talk to the broker as an upstream
-//! system would: a confirming channel, the deployment's topology, draining a queue.
+//! system would: a confirming channel, the deployment's topology, publishing a submission,
+//! draining a queue.
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::message::BasicReturnMessage;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sluice::broker::Topology;
 use sluice::state::StateStore;
 
@@ -28,6 +30,34 @@ pub fn topology(cluster: &Cluster) -> Topology {
         &cluster.settings.prefix,
         &cluster.settings.amqp.retry_delays_ms,
     )
+}
+
+/// Publishes `body` on the submissions exchange (mandatory, with `properties`) as an upstream
+/// system does, and waits for the broker's confirm, which must be an ack; returns the message
+/// if the broker handed it back unrouted.
+pub async fn publish_submission(
+    channel: &Channel,
+    cluster: &Cluster,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Option<BasicReturnMessage> {
+    let confirm = channel
+        .basic_publish(
+            topology(cluster).submissions_exchange().as_str().into(),
+            Topology::SUBMISSION_ROUTING_KEY.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "the broker refused a submission");
+    confirm.take_message()
 }
 
 /// Takes every message currently in `queue` (acking them).
