@@ -264,7 +264,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
 async fn raw_ort(
     settings: &Settings,
     model_dir: &Path,
-    names: &crate::engine::package::IoNames,
+    names: &crate::job::IoNames,
     encodings: &[tokenizers::Encoding],
     lengths: &[usize],
 ) -> anyhow::Result<(f64, f64)> {

@@ -5,7 +5,6 @@
 mod batcher;
 mod limits;
 mod ort_backend;
-pub mod package;
 mod pooling;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -25,8 +24,10 @@ pub use limits::{
     PositionLimit, check_max_length, position_limit_from_config, position_limit_from_onnx,
 };
 pub use ort_backend::{ModelSource, OrtBackend, OrtHead, init_runtime, open_session};
-pub use package::{ModelManifest, Pooling};
 
+use crate::job::{
+    HEAD_FILE, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask, Pooling, TOKENIZER_FILE,
+};
 use crate::metrics;
 use crate::settings::EngineSettings;
 
@@ -169,18 +170,18 @@ impl Embedder {
         manifest: &ModelManifest,
         settings: &EngineSettings,
     ) -> Result<Self, EngineError> {
-        check_positions(&dir.join(package::MODEL_FILE), manifest.max_length)?;
+        check_positions(&dir.join(MODEL_FILE), manifest.max_length)?;
         let backend = OrtBackend::load(
-            &dir.join(package::MODEL_FILE),
+            &dir.join(MODEL_FILE),
             &manifest.names,
             manifest.dimension,
             settings,
         )?;
-        let tokenizer = load_tokenizer(&dir.join(package::TOKENIZER_FILE), manifest.max_length)?;
+        let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE), manifest.max_length)?;
         let head = match manifest.task {
-            package::ModelTask::Embed => None,
-            package::ModelTask::Classify => Some(OrtHead::load(
-                &dir.join(package::HEAD_FILE),
+            ModelTask::Embed => None,
+            ModelTask::Classify => Some(OrtHead::load(
+                &dir.join(HEAD_FILE),
                 manifest.labels.len(),
                 settings,
             )?),
@@ -378,7 +379,7 @@ impl Embedder {
 pub fn check_positions(model: &Path, max_length: usize) -> Result<(), EngineError> {
     match position_limit_from_onnx(model) {
         Ok(Some(limit)) => check_max_length(max_length, &limit)
-            .map_err(|e| EngineError::Model(format!("{}: {e}", package::MANIFEST_FILE))),
+            .map_err(|e| EngineError::Model(format!("{}: {e}", MANIFEST_FILE))),
         Ok(None) => Ok(()),
         Err(e) => {
             tracing::warn!(model = %model.display(), error = %e,
@@ -1005,7 +1006,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let path = dir.path().join(package::MODEL_FILE);
+        let path = dir.path().join(MODEL_FILE);
         std::fs::write(&path, model.encode_to_vec()).unwrap();
         assert!(check_positions(&path, 512).is_ok());
         let err = check_positions(&path, 1024).unwrap_err();

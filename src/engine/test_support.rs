@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use tokenizers::Tokenizer;
 
-use super::package::{self, FileDigest, IoNames, ModelManifest, ModelTask, Pooling};
 use super::{EngineError, InferenceBackend, TokenBatch};
+use crate::job::{
+    FileDigest, IoNames, MODEL_FILE, ModelManifest, ModelTask, Pooling, TOKENIZER_FILE,
+};
 
 /// Hidden state of every token = [token id, 1]: mean pooling then gives the mean id of
 /// the row's real tokens, which shows rows are batched, padded and re-ordered right.
@@ -85,8 +87,8 @@ pub fn manifest() -> ModelManifest {
         labels: Vec::new(),
         names: IoNames::default(),
         files: BTreeMap::from([
-            (package::MODEL_FILE.to_string(), digest.clone()),
-            (package::TOKENIZER_FILE.to_string(), digest),
+            (MODEL_FILE.to_string(), digest.clone()),
+            (TOKENIZER_FILE.to_string(), digest),
         ]),
     }
 }

@@ -6,6 +6,7 @@ mod allowance;
 mod event;
 pub mod limits;
 mod locations;
+pub mod model_package;
 mod reply_to;
 pub mod schema;
 mod spec;
@@ -17,6 +18,10 @@ mod training;
 pub use allowance::{Allowance, LocationRefused};
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
 pub use locations::Locations;
+pub use model_package::{
+    FileDigest, HEAD_FILE, IoNames, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask, Pooling,
+    TOKENIZER_FILE, digest_file,
+};
 pub use reply_to::{ReplyPolicy, default_reply_queue_patterns, glob};
 pub use spec::{
     API_VERSION, InputFormat, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputFormat, OutputSpec,

@@ -7,7 +7,7 @@ use tokio::sync::Mutex;
 
 use super::TaskError;
 use crate::engine::Embedder;
-use crate::engine::package::{self, ModelManifest, digest_file};
+use crate::job::{MANIFEST_FILE, ModelManifest, digest_file};
 use crate::metrics;
 use crate::settings::EngineSettings;
 use crate::storage::{Storage, StorageError};
@@ -63,13 +63,13 @@ impl ModelCache {
 
     /// Reads a package's manifest; a missing package is a permanent error naming it.
     pub async fn manifest(&self, package: &S3Uri) -> Result<ModelManifest, TaskError> {
-        let uri = package.join(package::MANIFEST_FILE);
+        let uri = package.join(MANIFEST_FILE);
         let text = match self.storage.get_bytes(&uri).await {
             Ok(bytes) => bytes,
             Err(StorageError::NotFound { .. }) => {
                 return Err(TaskError::permanent(format!(
                     "model package {package}: {} not found (push one with `sluice model push`)",
-                    package::MANIFEST_FILE
+                    MANIFEST_FILE
                 )));
             }
             Err(e) => return Err(e.into()),

@@ -2,7 +2,7 @@
 //! record the counts, and publish one task per shard.
 
 use super::{TaskError, WorkerContext, finish};
-use crate::engine::package::ModelTask;
+use crate::job::ModelTask;
 use crate::job::accounting::PlannedObject;
 use crate::job::{InputFormat, InputPiece, JobKind, JobSpec, JobStatus, ShardTask, TaskMessage};
 use crate::state::{Transition, now_ms};

@@ -22,7 +22,7 @@ use self::observer::{JobObserver, StopFlags};
 use super::disposition::{self, Disposition, Outcome};
 use super::{TaskError, WorkerContext, ack, count_failure, fail_job, panics, worker_id};
 use crate::broker::Delivery;
-use crate::engine::package::ModelTask;
+use crate::job::ModelTask;
 use crate::job::{DecaySpec, JobSpec, JobStatus, TaskMessage, TrainingProgress, TrainingSpec};
 use crate::metrics;
 use crate::state::{Attempts, JobRecord, Lease, Transition, now_ms};
@@ -613,7 +613,7 @@ async fn finish_job(
     layout: &HeadLayout,
     done: &Checkpoint,
     progress: &TrainingProgress,
-    encoder_manifest: &crate::engine::package::ModelManifest,
+    encoder_manifest: &crate::job::ModelManifest,
     provider: &str,
     began: Instant,
 ) -> Result<Ended, TaskError> {
