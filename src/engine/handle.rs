@@ -1,8 +1,10 @@
 //! `Embedder`: the cloneable async handle to a model's engine thread, and the requests it
 //! sends there.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
@@ -34,6 +36,9 @@ pub struct Embedder {
     labels: Arc<[String]>,
     /// Cleared when the engine thread ends (a panic): the handle is then useless.
     alive: Arc<AtomicBool>,
+    /// The engine thread, joined by whichever handle's `shutdown` finds it ended. Declared
+    /// after `requests`, so a handle lets go of its sender first.
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 /// Clears the engine's `alive` flag however its thread ends.
@@ -89,7 +94,7 @@ impl Embedder {
         );
         let alive = Arc::new(AtomicBool::new(true));
         let guard = AliveGuard(alive.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || run(receiver, backend, head, tokenizer, config, guard))
             .expect("spawning the engine thread");
@@ -100,7 +105,37 @@ impl Embedder {
             package_key: manifest.cache_key().into(),
             labels: manifest.labels.clone().into(),
             alive,
+            thread: Arc::new(Mutex::new(Some(thread))),
         }
+    }
+
+    /// Lets go of this handle and waits up to `wait` for the engine thread to end, then
+    /// joins it. The thread ends once every clone is gone (after the request it is
+    /// running), so `false` means another clone is still in use or a request outlasted
+    /// `wait`: the thread then ends on its own when the last clone is dropped. A thread
+    /// that ended in a panic is joined the same way.
+    pub async fn shutdown(self, wait: Duration) -> bool {
+        let thread = self.thread.clone();
+        drop(self);
+        let deadline = Instant::now() + wait;
+        let lock = || thread.lock().unwrap_or_else(PoisonError::into_inner);
+        // Polled rather than joined: `join` blocks, and would wait on another clone forever.
+        let mut pause = Duration::from_millis(1);
+        while !lock().as_ref().is_none_or(JoinHandle::is_finished) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        let ended = lock().take();
+        if let Some(ended) = ended
+            && let Err(panic) = ended.join()
+        {
+            tracing::warn!(panic = %super::tokenize::panic_message(&*panic),
+                "the engine thread had panicked");
+        }
+        true
     }
 
     /// True while its engine thread is alive.

@@ -2,6 +2,8 @@
 //! whose output shows what the engine did (or that yield NaN, or panic, on chosen rows).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokenizers::Tokenizer;
 
@@ -57,6 +59,24 @@ impl InferenceBackend for PanicBackend {
             panic!("fake backend: token {} is poison", self.panic_id);
         }
         EchoBackend.hidden_states(batch)
+    }
+}
+
+/// Like `EchoBackend`, and raises `dropped` when dropped: the engine thread owns its
+/// backend, so the flag shows the thread has ended.
+pub struct WatchedBackend {
+    pub dropped: Arc<AtomicBool>,
+}
+
+impl InferenceBackend for WatchedBackend {
+    fn hidden_states(&mut self, batch: &TokenBatch) -> Result<Vec<f32>, EngineError> {
+        EchoBackend.hidden_states(batch)
+    }
+}
+
+impl Drop for WatchedBackend {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Release);
     }
 }
 

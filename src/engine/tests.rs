@@ -216,3 +216,54 @@ async fn a_panic_fails_its_request_and_ends_the_engine() {
     .expect("answered at once");
     assert!(matches!(later, Err(EngineError::Stopped)), "{later:?}");
 }
+
+#[tokio::test]
+async fn shutdown_joins_the_thread_once_the_last_handle_is_gone() {
+    use super::test_support::{PanicBackend, WatchedBackend};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let embedder = Embedder::start(
+        Box::new(WatchedBackend {
+            dropped: dropped.clone(),
+        }),
+        word_level_tokenizer(),
+        &manifest(),
+        &EngineSettings::default(),
+    );
+    let clone = embedder.clone();
+    assert_eq!(
+        clone.embed(texts(&["b"])).await.unwrap(),
+        vec![vec![2.0, 1.0]]
+    );
+    // Another handle still holds the engine: it keeps running and answering.
+    assert!(!clone.shutdown(Duration::from_millis(50)).await);
+    assert!(!dropped.load(Ordering::Acquire));
+    assert_eq!(
+        embedder.embed(texts(&["c"])).await.unwrap(),
+        vec![vec![3.0, 1.0]]
+    );
+    // The last one: the thread ends, has dropped its backend, and is joined.
+    assert!(embedder.shutdown(Duration::from_secs(10)).await);
+    assert!(
+        dropped.load(Ordering::Acquire),
+        "the engine thread has exited"
+    );
+
+    // A thread that ended in a panic is joined too, without waiting out the bound.
+    let poisoned = Embedder::start(
+        Box::new(PanicBackend { panic_id: 4 }),
+        word_level_tokenizer(),
+        &manifest(),
+        &EngineSettings::default(),
+    );
+    let err = poisoned.embed(texts(&["d"])).await.unwrap_err();
+    assert!(matches!(err, EngineError::Panicked(_)), "{err:?}");
+    let joined = tokio::time::timeout(
+        Duration::from_secs(5),
+        poisoned.shutdown(Duration::from_secs(60)),
+    )
+    .await
+    .expect("joined at once");
+    assert!(joined);
+}
