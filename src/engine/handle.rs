@@ -22,6 +22,12 @@ pub(super) struct Request {
     /// Cut over-long texts (and flag them) instead of failing their rows.
     pub(super) truncate: bool,
     pub(super) reply: oneshot::Sender<Result<Vec<RowOutput>, EngineError>>,
+    /// The caller's span, entered on the engine thread while serving, so what the engine
+    /// logs there (an out-of-memory halving, a panic) names the caller's job and shard.
+    pub(super) span: tracing::Span,
+    /// The caller's subscriber: the engine thread logs where the caller would (the global
+    /// one in the service; a test's own in tests).
+    pub(super) dispatch: tracing::Dispatch,
 }
 
 /// A cloneable handle to a model running on its own thread.
@@ -204,6 +210,8 @@ impl Embedder {
                 stop,
                 truncate,
                 reply,
+                span: tracing::Span::current(),
+                dispatch: tracing::dispatcher::get_default(tracing::Dispatch::clone),
             })
             .await
             .map_err(|_| EngineError::Stopped)?;

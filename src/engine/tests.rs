@@ -267,3 +267,84 @@ async fn shutdown_joins_the_thread_once_the_last_handle_is_gone() {
     .expect("joined at once");
     assert!(joined);
 }
+
+/// Runs out of memory for any batch of more than two rows.
+struct TwoRowBackend;
+
+impl InferenceBackend for TwoRowBackend {
+    fn hidden_states(&mut self, batch: &TokenBatch) -> Result<Vec<f32>, EngineError> {
+        if batch.rows > 2 {
+            return Err(EngineError::OutOfMemory(format!("{} rows", batch.rows)));
+        }
+        EchoBackend.hidden_states(batch)
+    }
+}
+
+/// A `MakeWriter` into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn warnings_on_the_engine_thread_name_the_callers_span() {
+    use tracing::Instrument;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let embedder = Embedder::start(
+        Box::new(TwoRowBackend),
+        word_level_tokenizer(),
+        &manifest(),
+        &EngineSettings::default(),
+    );
+    let halving_lines = || -> Vec<String> {
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter(|line| line.contains("halving the batch budget"))
+            .map(str::to_string)
+            .collect()
+    };
+    let four = || texts(&["a", "b", "c", "d"]);
+    // Outside any span: the warning carries no job.
+    let plain = embedder.embed(four()).await.unwrap();
+    let outside = halving_lines();
+    assert!(!outside.is_empty());
+    assert!(
+        outside.iter().all(|line| !line.contains("job_id")),
+        "{outside:?}"
+    );
+    // The halved budget stays with its engine: a fresh one runs out of memory again.
+    let embedder = Embedder::start(
+        Box::new(TwoRowBackend),
+        word_level_tokenizer(),
+        &manifest(),
+        &EngineSettings::default(),
+    );
+    let span = tracing::warn_span!("shard", job_id = %"job-42", shard = 7);
+    let spanned = embedder.embed(four()).instrument(span).await.unwrap();
+    assert_eq!(spanned, plain);
+    let inside = halving_lines().split_off(outside.len());
+    assert_eq!(inside.len(), outside.len(), "{inside:?}");
+    for line in &inside {
+        assert!(
+            line.contains(
+                "shard{job_id=job-42 shard=7}: sluice::engine::embed: batch ran out of memory"
+            ),
+            "{line}"
+        );
+    }
+}

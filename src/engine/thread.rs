@@ -52,7 +52,11 @@ pub(super) fn run(
             stop,
             truncate,
             reply,
+            span,
+            dispatch,
         } = request;
+        let _logging = tracing::dispatcher::set_default(&dispatch);
+        let _entered = span.enter();
         // A panic must not leave a handle to a dead thread that callers keep
         // waiting on: the request gets the panic as its error, the thread ends,
         // and `is_alive` tells the model cache to load the model again.
