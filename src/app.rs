@@ -64,6 +64,8 @@ pub struct Services {
 
 /// How long to wait for RabbitMQ and Redis at start (they may still be booting).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a stopping worker waits for its engine threads once the drain is over.
+const ENGINE_JOIN_WAIT: Duration = Duration::from_secs(10);
 
 impl Services {
     pub async fn connect(settings: Arc<Settings>) -> anyhow::Result<Self> {
@@ -281,7 +283,9 @@ pub async fn start(
         let shutdown = shutdown.clone();
         let done = worker_done.clone();
         tracker.spawn(async move {
-            worker::run(ctx, shutdown).await;
+            worker::run(ctx.clone(), shutdown).await;
+            // The drain is over: every engine thread ends and is joined (bounded).
+            ctx.models.shutdown(ENGINE_JOIN_WAIT).await;
             done.cancel();
         });
     } else {

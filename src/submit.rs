@@ -3,7 +3,7 @@
 //! left half-created when a step fails.
 
 use crate::broker::Broker;
-use crate::engine::package::MANIFEST_FILE;
+use crate::job::MANIFEST_FILE;
 use crate::job::{
     Allowance, JobSpec, JobStatus, LocationRefused, SpecError, TaskMessage, new_job_id,
 };

@@ -312,7 +312,7 @@ async fn fuzzed_http_requests_get_predicted_answers_and_exact_job_counts() {
     assert_all_valid(&jobs);
     assert_eq!(
         sluice::metrics::INTAKE_PANICS
-            .with_label_values(&["http"])
+            .with(sluice::metrics::Door::Http)
             .get(),
         0
     );
@@ -489,7 +489,7 @@ async fn fuzzed_amqp_submissions_end_as_jobs_or_rejections_exactly() {
     assert_eq!(broker.queue_depth(&t.dead_queue()).await.unwrap(), 0);
     assert_eq!(
         sluice::metrics::INTAKE_PANICS
-            .with_label_values(&["amqp"])
+            .with(sluice::metrics::Door::Amqp)
             .get(),
         0
     );

@@ -196,7 +196,7 @@ async fn poison_submissions_are_rejected_while_others_flow() {
     assert_eq!(broker.queue_depth(&t.dead_queue()).await.unwrap(), 0);
     assert_eq!(
         sluice::metrics::INTAKE_PANICS
-            .with_label_values(&["amqp"])
+            .with(sluice::metrics::Door::Amqp)
             .get(),
         0
     );
@@ -480,7 +480,7 @@ async fn hostile_http_requests_get_json_errors_and_create_nothing() {
     assert_eq!(job_count(&state(&cluster).await).await, 0);
     assert_eq!(
         sluice::metrics::INTAKE_PANICS
-            .with_label_values(&["http"])
+            .with(sluice::metrics::Door::Http)
             .get(),
         0
     );

@@ -76,7 +76,7 @@ impl JobView {
         let output = job.spec.output_uri();
         let manifest = match job.spec.kind {
             crate::job::JobKind::Inference => output.join("_manifest.json"),
-            crate::job::JobKind::Training => output.join(crate::engine::package::MANIFEST_FILE),
+            crate::job::JobKind::Training => output.join(crate::job::MANIFEST_FILE),
         };
         Self {
             id: job.id,

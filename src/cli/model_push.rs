@@ -7,11 +7,11 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::engine::package::{
-    self, FileDigest, HEAD_FILE, IoNames, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask,
-    Pooling, TOKENIZER_FILE, digest_file,
-};
 use crate::engine::{check_max_length, position_limit_from_config, position_limit_from_onnx};
+use crate::job::{
+    FileDigest, HEAD_FILE, IoNames, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask, Pooling,
+    TOKENIZER_FILE, digest_file,
+};
 use crate::storage::Storage;
 use crate::uri::S3Uri;
 
@@ -115,7 +115,7 @@ pub fn manifest_for_dir(dir: &Path, options: &PushOptions) -> anyhow::Result<Mod
 }
 
 fn package_check_tokenizer(dir: &Path, max_length: usize) -> anyhow::Result<()> {
-    crate::engine::load_tokenizer(&dir.join(package::TOKENIZER_FILE), max_length)?;
+    crate::engine::load_tokenizer(&dir.join(TOKENIZER_FILE), max_length)?;
     Ok(())
 }
 

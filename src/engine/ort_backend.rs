@@ -11,8 +11,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, ValueType};
 
-use super::package::IoNames;
 use super::{EngineError, InferenceBackend, TokenBatch};
+use crate::job::IoNames;
 use crate::settings::{EngineSettings, ExecutionProvider};
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();

@@ -1,7 +1,7 @@
 //! Turning token vectors into one sentence vector: mean under the attention mask or the
 //! first token, then optional L2 normalisation.
 
-use super::package::Pooling;
+use crate::job::Pooling;
 
 /// `hidden` is `[rows, seq, dim]` row-major; `mask` is `[rows, seq]`.
 pub fn pool(

@@ -2,11 +2,15 @@
 //! whose output shows what the engine did (or that yield NaN, or panic, on chosen rows).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokenizers::Tokenizer;
 
-use super::package::{self, FileDigest, IoNames, ModelManifest, ModelTask, Pooling};
 use super::{EngineError, InferenceBackend, TokenBatch};
+use crate::job::{
+    FileDigest, IoNames, MODEL_FILE, ModelManifest, ModelTask, Pooling, TOKENIZER_FILE,
+};
 
 /// Hidden state of every token = [token id, 1]: mean pooling then gives the mean id of
 /// the row's real tokens, which shows rows are batched, padded and re-ordered right.
@@ -58,6 +62,24 @@ impl InferenceBackend for PanicBackend {
     }
 }
 
+/// Like `EchoBackend`, and raises `dropped` when dropped: the engine thread owns its
+/// backend, so the flag shows the thread has ended.
+pub struct WatchedBackend {
+    pub dropped: Arc<AtomicBool>,
+}
+
+impl InferenceBackend for WatchedBackend {
+    fn hidden_states(&mut self, batch: &TokenBatch) -> Result<Vec<f32>, EngineError> {
+        EchoBackend.hidden_states(batch)
+    }
+}
+
+impl Drop for WatchedBackend {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Release);
+    }
+}
+
 /// Words `a`…`d` are ids 1…4; anything else is `[UNK]` (0). No special tokens.
 pub fn word_level_tokenizer() -> Tokenizer {
     let json = serde_json::json!({
@@ -85,8 +107,8 @@ pub fn manifest() -> ModelManifest {
         labels: Vec::new(),
         names: IoNames::default(),
         files: BTreeMap::from([
-            (package::MODEL_FILE.to_string(), digest.clone()),
-            (package::TOKENIZER_FILE.to_string(), digest),
+            (MODEL_FILE.to_string(), digest.clone()),
+            (TOKENIZER_FILE.to_string(), digest),
         ]),
     }
 }

@@ -8,6 +8,7 @@ mod event;
 mod format;
 pub mod limits;
 mod locations;
+pub mod model_package;
 mod reply_to;
 pub mod schema;
 mod spec;
@@ -22,6 +23,10 @@ pub use error::SpecError;
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
 pub use format::{InputFormat, OutputFormat};
 pub use locations::Locations;
+pub use model_package::{
+    FileDigest, HEAD_FILE, IoNames, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask, Pooling,
+    TOKENIZER_FILE, digest_file,
+};
 pub use reply_to::{ReplyPolicy, default_reply_queue_patterns, glob};
 pub use spec::{API_VERSION, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputSpec, Pool, Task};
 pub use status::JobStatus;

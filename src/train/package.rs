@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::package::{
+use crate::job::{
     FileDigest, HEAD_FILE, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask, TOKENIZER_FILE,
 };
 use crate::storage::{Storage, StorageError};

@@ -2,12 +2,13 @@
 //! on local disk by that hash, and kept loaded (a few at a time).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 
 use super::TaskError;
 use crate::engine::Embedder;
-use crate::engine::package::{self, ModelManifest, digest_file};
+use crate::job::{MANIFEST_FILE, ModelManifest, digest_file};
 use crate::metrics;
 use crate::settings::EngineSettings;
 use crate::storage::{Storage, StorageError};
@@ -15,6 +16,8 @@ use crate::uri::S3Uri;
 
 /// Loaded models kept at once; the least recently used is dropped beyond this.
 const LOADED_MODELS: usize = 2;
+/// How long an evicted engine's thread is waited for: shards still using it keep it running.
+const RETIRE_WAIT: Duration = Duration::from_secs(600);
 
 pub struct ModelCache {
     storage: Storage,
@@ -35,6 +38,7 @@ impl Loaded {
         let entry = self.0.remove(position);
         if !entry.1.is_alive() {
             tracing::warn!(package_key = %key, "dropping a model whose engine thread has ended; loading it again");
+            retire(entry.1);
             return None;
         }
         let embedder = entry.1.clone();
@@ -45,9 +49,22 @@ impl Loaded {
     fn insert(&mut self, key: String, embedder: Embedder) {
         self.0.retain(|(k, _)| *k != key);
         if self.0.len() >= LOADED_MODELS {
-            self.0.remove(0);
+            retire(self.0.remove(0).1);
         }
         self.0.push((key, embedder));
+    }
+}
+
+/// Joins an engine the cache let go of once its last user is done (in the background, so
+/// the caller does not wait; outside a runtime the thread just ends on its own).
+fn retire(embedder: Embedder) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let key = embedder.package_key().to_string();
+            if !embedder.shutdown(RETIRE_WAIT).await {
+                tracing::info!(package_key = %key, "an evicted model is still in use; its engine thread ends when the last user is done");
+            }
+        });
     }
 }
 
@@ -63,13 +80,13 @@ impl ModelCache {
 
     /// Reads a package's manifest; a missing package is a permanent error naming it.
     pub async fn manifest(&self, package: &S3Uri) -> Result<ModelManifest, TaskError> {
-        let uri = package.join(package::MANIFEST_FILE);
+        let uri = package.join(MANIFEST_FILE);
         let text = match self.storage.get_bytes(&uri).await {
             Ok(bytes) => bytes,
             Err(StorageError::NotFound { .. }) => {
                 return Err(TaskError::permanent(format!(
                     "model package {package}: {} not found (push one with `sluice model push`)",
-                    package::MANIFEST_FILE
+                    MANIFEST_FILE
                 )));
             }
             Err(e) => return Err(e.into()),
@@ -112,6 +129,23 @@ impl ModelCache {
         tracing::info!(%package, sha256 = %sha, "model loaded");
         loaded.insert(sha, embedder.clone());
         Ok(embedder)
+    }
+
+    /// Lets go of every loaded model and joins their engine threads, waiting at most `wait`
+    /// (shards still running after the drain keep theirs). Returns how many did not end.
+    pub async fn shutdown(&self, wait: Duration) -> usize {
+        let loaded = std::mem::take(&mut self.loaded.lock().await.0);
+        let ended =
+            futures::future::join_all(loaded.into_iter().map(|(_, e)| e.shutdown(wait))).await;
+        let running = ended.iter().filter(|&&ended| !ended).count();
+        if running > 0 {
+            tracing::warn!(
+                running,
+                ?wait,
+                "engine threads still in use at shutdown; they end with the process"
+            );
+        }
+        running
     }
 
     /// Downloads the package's files into `<cache>/<cache key>/` unless already there,

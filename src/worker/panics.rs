@@ -69,7 +69,10 @@ mod tests {
     #[tokio::test]
     async fn results_pass_through_untouched() {
         assert_eq!(guarded(TaskKind::Shard, async { Ok(7) }).await.unwrap(), 7);
-        let err = guarded::<()>("shard", async { Err(TaskError::permanent("bad row")) }).await;
+        let err = guarded::<()>(TaskKind::Shard, async {
+            Err(TaskError::permanent("bad row"))
+        })
+        .await;
         assert!(matches!(err, Err(TaskError::Permanent(r)) if r == "bad row"));
     }
 }

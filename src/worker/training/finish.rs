@@ -6,7 +6,7 @@ use prost::Message;
 
 use super::super::{TaskError, WorkerContext};
 use super::{Ended, report};
-use crate::engine::package::ModelManifest;
+use crate::job::ModelManifest;
 use crate::job::{JobStatus, TrainingProgress};
 use crate::metrics;
 use crate::state::{JobRecord, Lease, Transition, now_ms};

@@ -29,7 +29,9 @@ impl Held<'_> {
             return;
         }
         match self.state.release_job_lease(self.job_id, &self.lease).await {
-            Ok(()) => metrics::JOB_LEASES.with(metrics::LeaseEvent::Released).inc(),
+            Ok(()) => metrics::JOB_LEASES
+                .with(metrics::LeaseEvent::Released)
+                .inc(),
             Err(e) => {
                 tracing::warn!(job_id = self.job_id, error = %e, "could not release the lease; it expires on its own")
             }
@@ -77,7 +79,9 @@ pub async fn take<'a>(
             return None;
         }
     };
-    metrics::JOB_LEASES.with(metrics::LeaseEvent::Acquired).inc();
+    metrics::JOB_LEASES
+        .with(metrics::LeaseEvent::Acquired)
+        .inc();
     // The lease, not the delivery, owns the job from here.
     ack(delivery).await;
     tracing::info!(

@@ -103,7 +103,9 @@ pub async fn handle(
     let levels = ctx.settings.amqp.retry_delays_ms.len();
     let disposition = disposition::after_run(&what, Outcome::of(&ran, failed), levels);
     if let Ok(Ended::Succeeded) = result {
-        metrics::TASKS.with((metrics::TaskKind::Train, metrics::TaskOutcome::Ok)).inc();
+        metrics::TASKS
+            .with((metrics::TaskKind::Train, metrics::TaskOutcome::Ok))
+            .inc();
     }
     settle(ctx, delivery, &held, &job, disposition, &ran, failed).await;
 }
@@ -164,7 +166,9 @@ async fn settle(
         }
         Disposition::GiveUp { reason } => {
             tracing::error!(job_id, failed, %reason, "training failed for good");
-            metrics::TASKS.with((metrics::TaskKind::Train, metrics::TaskOutcome::Failed)).inc();
+            metrics::TASKS
+                .with((metrics::TaskKind::Train, metrics::TaskOutcome::Failed))
+                .inc();
             if !fail_job(ctx, job_id, &reason).await {
                 tracing::warn!(
                     job_id,

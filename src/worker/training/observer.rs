@@ -89,7 +89,9 @@ impl JobObserver {
         let committed = self.writer.checkpoint(step, bytes);
         match committed {
             Ok(true) => {
-                metrics::CHECKPOINTS.with(metrics::CheckpointOutcome::Committed).inc();
+                metrics::CHECKPOINTS
+                    .with(metrics::CheckpointOutcome::Committed)
+                    .inc();
                 metrics::CHECKPOINT_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
                 self.progress.checkpoint_step = Some(step);
                 self.prune(step);
@@ -103,7 +105,9 @@ impl JobObserver {
                 true
             }
             Ok(false) => {
-                metrics::CHECKPOINTS.with(metrics::CheckpointOutcome::Refused).inc();
+                metrics::CHECKPOINTS
+                    .with(metrics::CheckpointOutcome::Refused)
+                    .inc();
                 tracing::warn!(job_id = %self.job_id, step, "checkpoint refused: the job's lease was lost; stopping");
                 self.flags.raise(&self.flags.lease_lost);
                 false

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::{TaskError, WorkerContext, inputs};
-use crate::engine::package::ModelTask;
+use crate::job::ModelTask;
 use crate::job::{JobSpec, JobStatus, TaskMessage};
 use crate::state::{JobRecord, Transition, now_ms};
 use crate::storage::ObjectInfo;

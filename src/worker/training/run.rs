@@ -14,7 +14,7 @@ use super::observer::{self, JobObserver, StopFlags};
 use super::setup::{adamw, check_graph_trains_the_head, head_layout, train_config};
 use super::writer::{Target, Writer};
 use super::{CHECKPOINT_FOLDER, Ended};
-use crate::engine::package::{ModelManifest, ModelTask};
+use crate::job::{ModelManifest, ModelTask};
 use crate::job::{TrainingProgress, TrainingSpec};
 use crate::state::{JobRecord, Lease};
 use crate::storage::StorageError;
