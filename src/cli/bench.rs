@@ -170,7 +170,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
     // 3, 4. Whole jobs through RabbitMQ, Redis and S3.
     if !options.engine_only {
         for workers in [1usize, 2] {
-            let (seconds, rss) = whole_job(&settings, &options, &texts, workers).await?;
+            let (seconds, rss) = whole_job(&settings, &options.model_dir, &texts, workers).await?;
             figures.push((
                 format!(
                     "whole job, {workers} worker{}",

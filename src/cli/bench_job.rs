@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::bench::BenchOptions;
 use super::model_push::{PushOptions, push};
 use crate::app::Services;
 use crate::job::{JobSpec, JobStatus, parse_json_spec};
@@ -19,7 +18,7 @@ use crate::uri::S3Uri;
 /// seconds and the workers' highest peak RSS (MiB).
 pub(super) async fn whole_job(
     settings: &Settings,
-    options: &BenchOptions,
+    model_dir: &std::path::Path,
     texts: &[String],
     workers: usize,
 ) -> anyhow::Result<(f64, f64)> {
@@ -32,7 +31,7 @@ pub(super) async fn whole_job(
     let model = S3Uri::new(&bucket, "model/");
     push(
         &services.storage,
-        &options.model_dir,
+        model_dir,
         &model,
         &PushOptions {
             name: Some("bench".into()),

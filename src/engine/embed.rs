@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokenizers::Tokenizer;
 
 use super::batcher::{BatchPlan, Budget, length_order, next_batch};
-use super::thread::EngineConfig;
+use super::request::EngineConfig;
 use super::{EmbedStats, EngineError, InferenceBackend, OrtHead, RowOutput, TokenBatch};
 use super::{pooling, tokenize};
 use crate::metrics;

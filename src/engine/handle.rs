@@ -10,25 +10,11 @@ use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
 use super::load::truncate_at;
-use super::thread::{EngineConfig, run};
+use super::request::{AliveGuard, EngineConfig, Request};
+use super::thread::run;
 use super::{EngineError, InferenceBackend, OrtHead, RowOutput};
 use crate::job::ModelManifest;
 use crate::settings::EngineSettings;
-
-pub(super) struct Request {
-    pub(super) texts: Vec<String>,
-    /// Checked before every batch, so a cancel or shutdown takes effect within one batch.
-    pub(super) stop: Arc<AtomicBool>,
-    /// Cut over-long texts (and flag them) instead of failing their rows.
-    pub(super) truncate: bool,
-    pub(super) reply: oneshot::Sender<Result<Vec<RowOutput>, EngineError>>,
-    /// The caller's span, entered on the engine thread while serving, so what the engine
-    /// logs there (an out-of-memory halving, a panic) names the caller's job and shard.
-    pub(super) span: tracing::Span,
-    /// The caller's subscriber: the engine thread logs where the caller would (the global
-    /// one in the service; a test's own in tests).
-    pub(super) dispatch: tracing::Dispatch,
-}
 
 /// A cloneable handle to a model running on its own thread.
 #[derive(Clone)]
@@ -45,15 +31,6 @@ pub struct Embedder {
     /// The engine thread, joined by whichever handle's `shutdown` finds it ended. Declared
     /// after `requests`, so a handle lets go of its sender first.
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
-}
-
-/// Clears the engine's `alive` flag however its thread ends.
-pub(super) struct AliveGuard(pub(super) Arc<AtomicBool>);
-
-impl Drop for AliveGuard {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
 }
 
 impl Embedder {

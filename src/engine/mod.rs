@@ -9,6 +9,7 @@ mod limits;
 mod load;
 mod ort_backend;
 mod pooling;
+mod request;
 #[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]

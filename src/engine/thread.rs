@@ -10,22 +10,9 @@ use tokio::sync::mpsc;
 
 use super::batcher::Budget;
 use super::embed::{classify, embed_blocking, mostly_non_finite};
-use super::handle::{AliveGuard, Request};
+use super::request::{AliveGuard, EngineConfig, Request};
 use super::{EngineError, InferenceBackend, OrtHead, RowOutput, tokenize};
-use crate::job::Pooling;
 use crate::metrics;
-
-/// Engine-wide knobs the thread needs.
-#[derive(Debug, Clone)]
-pub(super) struct EngineConfig {
-    pub(super) max_batch_rows: usize,
-    pub(super) max_batch_tokens: usize,
-    pub(super) pooling: Pooling,
-    pub(super) normalize: bool,
-    pub(super) dimension: usize,
-    /// The package's `max_length`, named when a row is refused for it.
-    pub(super) max_length: usize,
-}
 
 /// The thread's whole life: warm up, then serve requests until every handle is gone.
 pub(super) fn run(

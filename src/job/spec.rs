@@ -70,6 +70,15 @@ pub enum JobKind {
     Training,
 }
 
+impl From<JobKind> for crate::metrics::JobKind {
+    fn from(kind: JobKind) -> Self {
+        match kind {
+            JobKind::Inference => Self::Inference,
+            JobKind::Training => Self::Training,
+        }
+    }
+}
+
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -14,6 +14,11 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The metrics label of a terminal status; `None` for one that is not final.
+    pub fn final_label(self) -> Option<crate::metrics::FinalStatus> {
+        crate::metrics::FinalStatus::named(self.as_str())
+    }
+
     pub const ALL: [JobStatus; 6] = [
         JobStatus::Queued,
         JobStatus::Planning,

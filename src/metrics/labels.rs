@@ -75,22 +75,6 @@ label!(
     /// What kind of job.
     JobKind { Inference = "inference", Training = "training" }
 );
-impl From<crate::job::JobKind> for JobKind {
-    fn from(kind: crate::job::JobKind) -> Self {
-        match kind {
-            crate::job::JobKind::Inference => Self::Inference,
-            crate::job::JobKind::Training => Self::Training,
-        }
-    }
-}
-
-impl FinalStatus {
-    /// The label of a terminal job status; `None` for a status that is not final.
-    pub fn of(status: crate::job::JobStatus) -> Option<Self> {
-        Self::named(status.as_str())
-    }
-}
-
 label!(
     /// Which front door a job came through.
     Source { Http = "http", Amqp = "amqp", Ingest = "ingest", Bench = "bench" }

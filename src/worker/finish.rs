@@ -201,7 +201,7 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
         .await?;
     match moved {
         Transition::Moved(_) => {
-            if let Some(label) = metrics::FinalStatus::of(status) {
+            if let Some(label) = status.final_label() {
                 metrics::job_finished(job.spec.kind.into(), label, job.started_ms, finished_ms);
             }
             tracing::info!(job_id, %status, rows = succeeded, failed, run_seconds, "job finished");

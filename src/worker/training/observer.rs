@@ -12,7 +12,7 @@ use super::writer::Writer;
 use crate::job::{EvalPoint, TrainingProgress};
 use crate::metrics;
 use crate::settings::EngineSettings;
-use crate::state::{StateStore, now_ms};
+use crate::state::now_ms;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::eval::evaluate;
 use crate::train::trainer::{Dataset, Flow, Observer, StepProgress};
@@ -246,22 +246,5 @@ impl Observer for JobObserver {
         }
         self.write_progress();
         Ok(Flow::Continue)
-    }
-}
-
-/// Stores a training job's progress (and its sign of life for the sweeper).
-pub fn store_progress(
-    state: StateStore,
-    job_id: String,
-    progress: &TrainingProgress,
-) -> impl std::future::Future<Output = Result<(), crate::state::StateError>> + use<> {
-    let json = serde_json::to_string(progress).expect("progress serialises");
-    async move {
-        state
-            .set_fields(
-                &job_id,
-                &[("training", json), ("progress_ms", now_ms().to_string())],
-            )
-            .await
     }
 }

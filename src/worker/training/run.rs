@@ -10,9 +10,9 @@ use prost::Message;
 use super::super::{TaskError, WorkerContext};
 use super::data::{self, JobData};
 use super::finish::{self, Trained};
-use super::observer::{self, JobObserver, StopFlags};
+use super::observer::{JobObserver, StopFlags};
 use super::setup::{adamw, check_graph_trains_the_head, head_layout, train_config};
-use super::writer::{Target, Writer};
+use super::writer::{self, Target, Writer};
 use super::{CHECKPOINT_FOLDER, Ended};
 use crate::job::{ModelManifest, ModelTask};
 use crate::job::{TrainingProgress, TrainingSpec};
@@ -294,7 +294,7 @@ async fn run_observed(
     thread: Thread,
     observer: JobObserver,
 ) -> Result<ControlFlow<Ended, Completed>, TaskError> {
-    observer::store_progress(ctx.state.clone(), job.id.clone(), &observer.progress).await?;
+    writer::store_progress(ctx.state.clone(), job.id.clone(), &observer.progress).await?;
     let (finish, observer, provider) = thread.spawn(observer).await?;
     let stopped = after_training(ctx, job, flags, finish, observer).await?;
     Ok(stopped.map_continue(|(done, progress)| Completed {
@@ -315,7 +315,7 @@ async fn after_training(
 ) -> Result<ControlFlow<Ended, (Checkpoint, TrainingProgress)>, TaskError> {
     flags.stepping.store(false, Ordering::Relaxed);
     let store = |progress: &TrainingProgress| {
-        observer::store_progress(ctx.state.clone(), job.id.clone(), progress)
+        writer::store_progress(ctx.state.clone(), job.id.clone(), progress)
     };
     if !matches!(finish, Finish::Completed(_)) || flags.any() || observer.failure.is_some() {
         // Not running here any more: no rate or ETA to show until someone resumes it.

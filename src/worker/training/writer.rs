@@ -4,9 +4,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::super::TaskError;
-use super::observer::store_progress;
 use crate::job::TrainingProgress;
-use crate::state::{Lease, StateStore};
+use crate::state::{Lease, StateStore, now_ms};
 use crate::storage::Storage;
 use crate::uri::S3Uri;
 
@@ -157,6 +156,23 @@ impl Target {
             self.storage.delete(&uri).await?;
         }
         Ok(())
+    }
+}
+
+/// Stores a training job's progress (and its sign of life for the sweeper).
+pub fn store_progress(
+    state: StateStore,
+    job_id: String,
+    progress: &TrainingProgress,
+) -> impl std::future::Future<Output = Result<(), crate::state::StateError>> + use<> {
+    let json = serde_json::to_string(progress).expect("progress serialises");
+    async move {
+        state
+            .set_fields(
+                &job_id,
+                &[("training", json), ("progress_ms", now_ms().to_string())],
+            )
+            .await
     }
 }
 
