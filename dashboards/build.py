@@ -5,7 +5,7 @@
     python3 dashboards/build.py --check  # fail if a committed file differs (CI runs this)
 
 The panels are data, kept here once: every query is a PromQL expression over sluice's own
-metrics (src/metrics.rs), the recording rules (dashboards/prometheus/rules.yml), RabbitMQ's
+metrics (src/metrics/), the recording rules (dashboards/prometheus/rules.yml), RabbitMQ's
 rabbitmq_prometheus metrics and prometheus-redis-exporter's. Grafana variables: $pool,
 $job_id, and the usual $__rate_interval.
 """

@@ -18,7 +18,7 @@
 #   dockerfiles     COPY of a file that is missing or excluded by .dockerignore (the build
 #                   would fail), a COPY --from of no stage, a context that lets target/ or .git
 #                   in, an ENV SLUICE__… that is no setting; the helper scripts compile
-#   settings        sluice.toml keys that are not fields of src/settings.rs (sluice refuses to
+#   settings        sluice.toml keys that are not fields of src/settings/ (sluice refuses to
 #                   start on an unknown field)
 #   compose         docker-compose 1.29 schema and interpolation (`config -q`); then policy on
 #                   the rendered file: health checks, depends_on conditions, scalable workers
@@ -35,7 +35,7 @@
 #   k8s policy      cross-references: Service/PDB/ServiceMonitor selectors match pods, ports and
 #                   volumes exist, probes on /readyz and /healthz, non-root and read-only root,
 #                   termination grace > shutdown grace, ScaledObject queue and query match the
-#                   worker's pool, metrics exist in src/metrics.rs, Secret keys exist, settings
+#                   worker's pool, metrics exist in src/metrics/, Secret keys exist, settings
 #                   keys, the PrometheusRule equals dashboards/prometheus/rules.yml
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,7 +4,7 @@
 Run by scripts/validate_deploy.sh with the validators' Python (PyYAML; tomllib needs 3.11+):
 
     validate-policy.py settings TOML_OR_ENV_SOURCE...   sluice.toml files: every key a field of
-                                                       src/settings.rs (sluice refuses unknown ones)
+                                                       src/settings/ (sluice refuses unknown ones)
     validate-policy.py compose RENDERED_COMPOSE.yaml    docker-compose config output + docker/ files
     validate-policy.py k8s RENDERED.yaml                one rendered kustomize overlay
     validate-policy.py dockerfiles                     COPY sources exist and pass .dockerignore
@@ -23,8 +23,16 @@ import tomllib
 import yaml
 
 ROOT = os.getcwd()
-SETTINGS_RS = "src/settings.rs"
-METRICS_RS = "src/metrics.rs"
+SETTINGS_RS = "src/settings/"
+METRICS_RS = "src/metrics/"
+
+
+def read_rust(path):
+    """The text of a Rust file, or of every .rs file of a module folder, concatenated."""
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.endswith(".rs"))
+        return "\n".join(open(os.path.join(path, n)).read() for n in names)
+    return open(path).read()
 RULES = "dashboards/prometheus/rules.yml"
 PROM_RULE = "deploy/k8s/base/prometheus-rule.yaml"
 # worker.shutdown_grace_secs + this must fit in the stop/termination grace period: a training
@@ -51,7 +59,7 @@ def finish(what, problems):
 
 def settings_schema():
     """struct name -> {field: type text}, and the default of worker.shutdown_grace_secs."""
-    text = open(SETTINGS_RS).read()
+    text = read_rust(SETTINGS_RS)
     structs = {}
     for m in re.finditer(r"pub struct (\w+) \{\n(.*?)\n\}", text, re.S):
         fields = {}
@@ -410,7 +418,7 @@ def cmd_k8s(rendered):
     for name, auth in auths.items():
         for ref in auth["spec"].get("secretTargetRef", []):
             problems.check(secret_has(ref["name"], ref["key"]), f"TriggerAuthentication {name}: Secret {ref['name']} has no key {ref['key']}")
-    metrics_src = open(METRICS_RS).read()
+    metrics_src = read_rust(METRICS_RS)
     scaled = by_kind.get("ScaledObject", {})
     for name, so in scaled.items():
         w = f"ScaledObject {name}"
