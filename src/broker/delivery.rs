@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::types::{AMQPValue, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 
 use super::{Broker, BrokerError, unix_secs};
 
@@ -81,6 +81,17 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// The publisher's headers with `extra` set on top (why sluice moved the message).
+    fn headers_with<const N: usize>(&self, extra: [(&str, AMQPValue); N]) -> FieldTable {
+        let mut headers = self.inner.properties.headers().clone().unwrap_or_default();
+        for (name, value) in extra {
+            headers.insert(name.into(), value);
+        }
+        headers
+    }
+}
+
 fn short(value: &Option<ShortString>) -> Option<&str> {
     value.as_ref().map(|s| s.as_str())
 }
@@ -116,15 +127,13 @@ impl Broker {
     /// Sends a delivery to the dead-letter queue with the reason in a header.
     pub async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
         let inner = &delivery.inner;
-        let mut headers = inner.properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            "x-sluice-reason".into(),
-            AMQPValue::LongString(reason.into()),
-        );
-        headers.insert(
-            "x-sluice-routing-key".into(),
-            AMQPValue::LongString(inner.routing_key.as_str().into()),
-        );
+        let headers = delivery.headers_with([
+            ("x-sluice-reason", AMQPValue::LongString(reason.into())),
+            (
+                "x-sluice-routing-key",
+                AMQPValue::LongString(inner.routing_key.as_str().into()),
+            ),
+        ]);
         let properties = inner.properties.clone().with_headers(headers);
         self.publish(&self.topology.dead_exchange(), "", &inner.data, properties)
             .await
@@ -140,19 +149,11 @@ impl Broker {
         class: &str,
     ) -> Result<(), BrokerError> {
         let inner = &delivery.inner;
-        let mut headers = inner.properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            "x-sluice-reason".into(),
-            AMQPValue::LongString(reason.into()),
-        );
-        headers.insert(
-            "x-sluice-reason-class".into(),
-            AMQPValue::LongString(class.into()),
-        );
-        headers.insert(
-            "x-sluice-rejected-at".into(),
-            AMQPValue::Timestamp(unix_secs()),
-        );
+        let headers = delivery.headers_with([
+            ("x-sluice-reason", AMQPValue::LongString(reason.into())),
+            ("x-sluice-reason-class", AMQPValue::LongString(class.into())),
+            ("x-sluice-rejected-at", AMQPValue::Timestamp(unix_secs())),
+        ]);
         // The submitter's properties, except an expiration: a kept rejection must not
         // expire off the rejected queue.
         let original = &inner.properties;
