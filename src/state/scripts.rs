@@ -113,7 +113,8 @@ pub static COMMIT_SHARD: LazyLock<Script> = LazyLock::new(|| {
     with_events(
         r#"
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return redis.error_reply('no such job') end
+-- The first word of an error reply is its code: redis clients read NOTFOUND as such.
+if not status then return redis.error_reply('NOTFOUND no such job') end
 local newly = 0
 if status == 'running' and redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 then
   newly = 1

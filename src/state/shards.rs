@@ -52,7 +52,7 @@ impl StateStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| {
-                if e.to_string().contains("no such job") {
+                if e.code() == Some("NOTFOUND") {
                     StateError::NotFound(id.to_string())
                 } else {
                     StateError::Unavailable(e)
@@ -120,8 +120,8 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use crate::job::JobStatus;
-    use crate::state::ShardCommit;
     use crate::state::test_store::TestStore;
+    use crate::state::{ShardCommit, StateError};
 
     fn commit(shard: u32, rows: u64, failed_rows: u64) -> ShardCommit {
         ShardCommit {
@@ -176,11 +176,13 @@ mod tests {
         assert!(!late.newly_committed);
         assert_eq!((late.shards_done, late.status), (0, JobStatus::Cancelled));
         assert!(state.committed_shards(&id).await.unwrap().is_empty());
-        // A commit for a job that does not exist is an error (today reported as
-        // `Unavailable`, not `NotFound`: redis-rs reads the script's "no such job" as error
-        // code "no"; left as is in this behaviour-unchanged refactor, see issue 14).
+        // A commit for a job that does not exist is `NotFound` (permanent), not an outage
+        // to retry: the script's error code says which.
         let missing = state.commit_shard("no-such-job", &commit(0, 1, 0)).await;
-        assert!(missing.unwrap_err().to_string().contains("such job"));
+        assert!(
+            matches!(missing, Err(StateError::NotFound(ref id)) if id == "no-such-job"),
+            "{missing:?}"
+        );
     }
 
     #[tokio::test]
