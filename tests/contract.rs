@@ -368,6 +368,7 @@ async fn retryable_failures_back_off_through_the_retry_queues_then_dead_letter()
         pieces: vec![],
         max_record_bytes: 1 << 20,
         max_record_lines: 100,
+        columns: None,
     });
     let topology = sluice::broker::Topology::new(&cluster.settings.prefix, &[]);
     let broker = sluice::broker::Broker::connect(&cluster.settings.amqp, topology)

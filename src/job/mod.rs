@@ -3,6 +3,7 @@
 
 pub mod accounting;
 mod allowance;
+mod columns;
 mod error;
 mod event;
 mod format;
@@ -19,6 +20,7 @@ mod training;
 mod validate;
 
 pub use allowance::{Allowance, LocationRefused};
+pub use columns::{ColumnType, OutputColumns};
 pub use error::SpecError;
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
 pub use format::{InputFormat, OutputFormat};

@@ -179,6 +179,10 @@ pub struct OutputSpec {
     /// manifest (count and the first few); `fail` also fails the job.
     #[serde(default)]
     pub on_duplicate_id: OnDuplicateId,
+    /// Input fields (JSONL keys, CSV/TSV columns, Parquet columns) copied into every output
+    /// row beside the id; a row lacking one of them fails with a row error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_fields: Vec<String>,
 }
 
 #[derive(

@@ -43,6 +43,10 @@ pub struct ShardTask {
     pub max_record_bytes: usize,
     #[serde(default = "default_max_record_lines")]
     pub max_record_lines: u64,
+    /// Output column types fixed at planning (Parquet output needs one schema per job);
+    /// absent in tasks planned by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<super::OutputColumns>,
 }
 
 fn default_max_record_bytes() -> usize {
@@ -94,6 +98,7 @@ mod tests {
                 header: None,
             }],
             max_record_bytes: 1 << 20,
+            columns: None,
             max_record_lines: 10,
         });
         let json = serde_json::to_string(&task).unwrap();

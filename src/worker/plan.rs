@@ -55,6 +55,7 @@ pub async fn run(ctx: &WorkerContext, job: &JobRecord) -> Result<(), TaskError> 
                 pieces,
                 max_record_bytes: limits.max_record_bytes,
                 max_record_lines: limits.max_record_lines,
+                columns: None,
             }))
             .expect("task serialises")
         })

@@ -214,6 +214,8 @@ struct Pending {
     line: u64,
     id: Box<RawValue>,
     text: String,
+    /// `output.include_fields` values, in that order.
+    carried: Vec<Box<RawValue>>,
 }
 
 /// What one shard's processing needs, borrowed for its duration.
@@ -296,6 +298,7 @@ impl ShardRun<'_> {
                             line: record.line,
                             id,
                             text: row.text,
+                            carried: row.carried,
                         });
                     }
                     Err(reason) => {

@@ -24,6 +24,9 @@ pub struct Row {
     /// without an id field.
     pub id: Option<Box<RawValue>>,
     pub text: String,
+    /// The values of `output.include_fields`, in that order, as JSON (a CSV cell is a JSON
+    /// string; a JSONL value is kept exactly as written).
+    pub carried: Vec<Box<RawValue>>,
 }
 
 impl Row {
@@ -113,7 +116,11 @@ pub fn parse_row(
                     &column(field).ok_or_else(|| format!("column \"{field}\" missing"))?,
                 )),
             };
-            Ok(Row { id, text })
+            Ok(Row {
+                id,
+                text,
+                carried: Vec::new(),
+            })
         }
     }
 }
@@ -151,7 +158,11 @@ fn parse_json_row(record: &[u8], text_field: &str, id_field: Option<&str>) -> Re
                 .ok_or_else(|| format!("field \"{field}\" missing"))?,
         ),
     };
-    Ok(Row { id, text })
+    Ok(Row {
+        id,
+        text,
+        carried: Vec::new(),
+    })
 }
 
 #[derive(Default)]
