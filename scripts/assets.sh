@@ -79,10 +79,10 @@ if [ ! -f "$data_dir/news_articles.csv" ]; then
 fi
 
 venv=$cache/venv-ref
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, tokenizers, numpy, onnx, sklearn, matplotlib' 2>/dev/null; then
-  log "python venv with onnxruntime + tokenizers (reference pipeline), onnx (custom step graphs), scikit-learn (training reference) and matplotlib (dashboard previews) in $venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, tokenizers, numpy, onnx, sklearn, matplotlib, pyarrow, zstandard' 2>/dev/null; then
+  log "python venv with onnxruntime + tokenizers (reference pipeline), onnx (custom step graphs), scikit-learn (training reference) matplotlib (dashboard previews), pyarrow and zstandard (tests read outputs as users do) in $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q onnxruntime==1.31.1 tokenizers numpy 'onnx>=1.17,<2' 'scikit-learn>=1.5,<2' 'matplotlib>=3.8,<4' >&2
+  "$venv/bin/pip" install -q onnxruntime==1.31.1 tokenizers numpy 'onnx>=1.17,<2' 'scikit-learn>=1.5,<2' 'matplotlib>=3.8,<4' 'pyarrow>=15' zstandard >&2
 fi
 
 echo "ORT_DYLIB_PATH=$ort_dir/libonnxruntime.so.1.31.1"

@@ -30,8 +30,17 @@ pub struct JobView {
 pub struct Progress {
     pub shards_total: u64,
     pub shards_done: u64,
-    /// Rows in the input (known once planned).
+    /// Rows in the input (known once planned, unless `rows_total_known` is false).
     pub rows_total: u64,
+    /// False for an input planned without reading it (JSONL with an id field): its rows are
+    /// known only as shards finish, and `fraction` counts bytes.
+    #[serde(default = "yes")]
+    pub rows_total_known: bool,
+    /// Input bytes as listed at planning, and those of committed shards.
+    #[serde(default)]
+    pub bytes_total: u64,
+    #[serde(default)]
+    pub bytes_done: u64,
     /// Rows written to committed parts.
     pub rows_done: u64,
     /// Rows listed in committed errors parts.
@@ -43,6 +52,10 @@ pub struct Progress {
     pub rows_in_flight: u64,
     /// 0 to 1.
     pub fraction: f64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,6 +75,8 @@ impl JobView {
             1.0
         } else if let Some(training) = &job.training {
             training.fraction()
+        } else if !job.rows_known && job.input_bytes > 0 {
+            (job.bytes_done as f64 / job.input_bytes as f64).min(1.0)
         } else if job.rows_total > 0 {
             (processed as f64 / job.rows_total as f64).min(1.0)
         } else {
@@ -89,6 +104,9 @@ impl JobView {
                 shards_total: job.shards_total,
                 shards_done: job.shards_done,
                 rows_total: job.rows_total,
+                rows_total_known: job.rows_known,
+                bytes_total: job.input_bytes,
+                bytes_done: job.bytes_done,
                 rows_done: job.rows_done,
                 rows_failed: job.rows_failed,
                 rows_truncated: job.rows_truncated,

@@ -18,7 +18,9 @@ use serde_json::value::RawValue;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use crate::job::accounting::{PieceCounts, PlannedObject, reconcile};
-use crate::storage::records::{RecordReader, RowFormat, check_utf8, parse_record, raw_string};
+use crate::storage::records::{
+    RecordReader, RowFields, RowFormat, check_utf8, parse_record, raw_string,
+};
 use crate::worker::ids::IdLog;
 
 /// The accounting goal of issue 20: at most this share of the job's time.
@@ -220,7 +222,11 @@ async fn accounted(body: &[u8]) -> anyhow::Result<(Pass, Pass, f64)> {
             continue;
         }
         counts.read += 1;
-        match parse_record(&RowFormat::Jsonl, &record, "text", Some("id")) {
+        match parse_record(
+            &RowFormat::Jsonl,
+            &record,
+            &RowFields::new("text", Some("id")),
+        ) {
             Ok(row) => {
                 let id = match row.id {
                     Some(id) => {

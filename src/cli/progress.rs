@@ -41,15 +41,26 @@ pub async fn follow(client: &Client, id: &str) -> Result<JobView, ClientError> {
             bar.set_position(t.step);
             training_line(&job.status.to_string(), t)
         } else {
-            bar.set_length(p.rows_total.max(1));
-            bar.set_position(p.rows_done + p.rows_failed + p.rows_in_flight);
+            if p.rows_total_known {
+                bar.set_length(p.rows_total.max(1));
+                bar.set_position(p.rows_done + p.rows_failed + p.rows_in_flight);
+            } else {
+                // Planned without reading: the bar counts input bytes (per thousand).
+                bar.set_length(1000);
+                bar.set_position((p.fraction * 1000.0) as u64);
+            }
             let rate = job
                 .timings
                 .rows_per_second
                 .map(|r| format!(" {r:.0} rows/s"))
                 .unwrap_or_default();
+            let rows_so_far = if p.rows_total_known {
+                String::new()
+            } else {
+                format!(" rows so far {}", p.rows_done + p.rows_failed)
+            };
             format!(
-                "{} shards {}/{} failed rows {}{rate}",
+                "{} shards {}/{}{rows_so_far} failed rows {}{rate}",
                 job.status, p.shards_done, p.shards_total, p.rows_failed
             )
         };
@@ -172,7 +183,8 @@ pub fn print_table(jobs: &[JobView]) {
             p.fraction * 100.0,
             match &job.training {
                 Some(t) => format!("{}/{} steps", t.step, t.total_steps),
-                None => format!("{}/{}", p.rows_done, p.rows_total),
+                None if p.rows_total_known => format!("{}/{}", p.rows_done, p.rows_total),
+                None => format!("{}/?", p.rows_done),
             },
             job.name
         );

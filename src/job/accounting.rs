@@ -22,6 +22,10 @@ pub struct PlannedObject {
     /// lines they join: counted so a quote that swallows rows is visible.
     pub multiline_records: u64,
     pub joined_lines: u64,
+    /// Planning cut the object without reading it, so `records` and `blank` are 0 and the
+    /// shards' counts are the object's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rows_unknown: bool,
 }
 
 /// What one shard did with the records of one of its pieces.
@@ -92,21 +96,35 @@ pub fn reconcile(
                     "shard {shard} reported no counts for {uri} from byte {start}"
                 ));
             };
-            if c.read != *records || c.skipped != *blank || c.written + c.failed != c.read {
+            let unknown = objects[object].rows_unknown;
+            let as_planned = unknown || (c.read == *records && c.skipped == *blank);
+            if !as_planned || c.written + c.failed != c.read {
                 return Err(format!(
                     "input {uri} from byte {start} (shard {shard}): planned {records} records and {blank} blank lines; the shard read {} (written {}, failed {}) and skipped {}",
                     c.read, c.written, c.failed, c.skipped
                 ));
             }
-            planned_records[object] += records;
+            planned_records[object] += if unknown { c.read } else { *records };
             let r = &mut rows[object];
+            if unknown {
+                r.read += c.read + c.skipped;
+                r.skipped += c.skipped;
+            }
             r.written += c.written;
             r.failed += c.failed;
             r.truncated += c.truncated;
         }
     }
-    for ((object, r), planned) in objects.iter().zip(&rows).zip(&planned_records) {
-        if *planned != object.records || r.written + r.failed + r.skipped != r.read {
+    for ((object, r), planned) in objects.iter().zip(&mut rows).zip(&planned_records) {
+        if object.rows_unknown {
+            r.empty = *planned == 0;
+        }
+        let records = if object.rows_unknown {
+            *planned
+        } else {
+            object.records
+        };
+        if *planned != records || r.written + r.failed + r.skipped != r.read {
             return Err(format!(
                 "input {}: read {} records and {} blank lines, but shards account for {} written + {} failed",
                 object.uri, object.records, object.blank, r.written, r.failed
@@ -163,6 +181,39 @@ mod tests {
             (6, 4, 1, 1)
         );
         assert!(rows[1].empty && rows[1].read == 3 && rows[1].skipped == 3);
+    }
+
+    #[test]
+    fn objects_cut_without_reading_take_their_counts_from_the_shards() {
+        let mut split = object("s3://b/big", 0, 0);
+        split.rows_unknown = true;
+        let planned = vec![
+            (0, vec![("s3://b/big".to_string(), 0, 0, 0)]),
+            (1, vec![("s3://b/big".to_string(), 100, 0, 0)]),
+        ];
+        let committed = vec![
+            (0, vec![counts("s3://b/big", 0, 3, 1, 2)]),
+            (1, vec![counts("s3://b/big", 100, 5, 0, 0)]),
+        ];
+        let rows = reconcile(std::slice::from_ref(&split), &planned, &committed).unwrap();
+        let r = &rows[0];
+        assert_eq!((r.read, r.written, r.failed, r.skipped), (11, 8, 1, 2));
+        assert!(!r.empty);
+        // A piece whose counts do not add up still fails, and a missing piece too.
+        let mut bad = counts("s3://b/big", 100, 5, 0, 0);
+        bad.read = 6;
+        let err = reconcile(
+            std::slice::from_ref(&split),
+            &planned,
+            &[committed[0].clone(), (1, vec![bad])],
+        )
+        .unwrap_err();
+        assert!(err.contains("from byte 100"), "{err}");
+        assert!(
+            reconcile(std::slice::from_ref(&split), &planned, &committed[..1])
+                .unwrap_err()
+                .contains("no commit")
+        );
     }
 
     #[test]

@@ -30,9 +30,11 @@ pub use model_package::{
     TOKENIZER_FILE, digest_file,
 };
 pub use reply_to::{ReplyPolicy, default_reply_queue_patterns, glob};
-pub use spec::{API_VERSION, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputSpec, Pool, Task};
+pub use spec::{
+    API_VERSION, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputSpec, Pool, Suffixes, Task,
+};
 pub use status::JobStatus;
-pub use task::{InputPiece, ShardTask, TaskMessage};
+pub use task::{InputPiece, PieceLayout, ShardTask, TaskMessage};
 pub use train_progress::{ClassRows, EvalPoint, TrainingProgress};
 pub use training::{
     DecaySpec, EvalSpec, HeadSpec, OptimizerSpec, ScheduleSpec, TrainingSpec, normalize_label,

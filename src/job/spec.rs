@@ -158,6 +158,58 @@ pub struct InputSpec {
     #[serde(default = "default_max_record_lines")]
     #[schemars(range(min = 1, max = 100000))]
     pub max_record_lines: u64,
+    /// CSV only: the field delimiter, one ASCII character (`;`, `|`, …); `,` by default.
+    /// TSV is always tab-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1))]
+    pub delimiter: Option<String>,
+    /// A folder input reads only objects whose key ends with this suffix (or one of these),
+    /// such as `.jsonl` or `.parquet`. Objects whose name starts with `_` or `.` (`_SUCCESS`,
+    /// `.crc` files, `_manifest.json`) are never read, suffix or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<Suffixes>,
+}
+
+/// One suffix or a list of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Suffixes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Suffixes {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Suffixes::One(one) => std::slice::from_ref(one),
+            Suffixes::Many(many) => many,
+        }
+    }
+}
+
+impl InputSpec {
+    /// The field delimiter of a CSV or TSV input.
+    pub fn delimiter_byte(&self) -> u8 {
+        match (self.format, &self.delimiter) {
+            (InputFormat::Tsv, _) => b'\t',
+            (_, Some(d)) if d.len() == 1 => d.as_bytes()[0],
+            _ => b',',
+        }
+    }
+
+    /// Whether a folder input reads the object at `key`: not hidden by the `_`/`.` naming
+    /// convention of Hadoop, Spark and sluice's own markers, and with a wanted suffix.
+    pub fn reads_key(&self, key: &str) -> bool {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if name.starts_with('_') || name.starts_with('.') {
+            return false;
+        }
+        self.suffix.as_ref().is_none_or(|s| {
+            s.as_slice()
+                .iter()
+                .any(|suffix| key.ends_with(suffix.as_str()))
+        })
+    }
 }
 
 fn default_max_record_lines() -> u64 {

@@ -57,25 +57,70 @@ fn default_max_record_lines() -> u64 {
     crate::storage::records::MAX_RECORD_LINES
 }
 
-/// Rows of one input object that start in `[start, end)`.
+/// Rows of one input object: a byte range of a text object, a whole (possibly compressed)
+/// object, or a range of rows of a Parquet file, as `layout` says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputPiece {
     /// `s3://bucket/key` of the object.
     pub uri: String,
+    /// First byte (first row for Parquet, 0-based).
     pub start: u64,
+    /// Byte (row) just past the piece.
     pub end: u64,
-    /// 1-based line number of the first line in the range (for error reports).
+    /// 1-based line number of the first line in the range (for error reports); 0 when
+    /// planning did not read up to the piece (a `split` piece past the object's start).
     pub first_line: u64,
-    /// Data rows in the range (blank lines excluded).
+    /// Data rows in the range (blank lines excluded); 0 when not `counted`.
     pub rows: u64,
     /// Blank lines in the range (skipped, and counted as such).
     #[serde(default)]
     pub blank: u64,
     /// ETag seen when planning; a different one at read time means the object changed.
     pub etag: String,
-    /// CSV only: the column names from the object's header line.
+    /// CSV and TSV: the column names from the object's header line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "PieceLayout::is_exact")]
+    pub layout: PieceLayout,
+    /// Planning counted `rows` and `blank`; without a count the shard's own count is the
+    /// object's (each record still belongs to exactly one piece).
+    #[serde(default = "counted", skip_serializing_if = "is_counted")]
+    pub counted: bool,
+}
+
+fn counted() -> bool {
+    true
+}
+
+fn is_counted(counted: &bool) -> bool {
+    *counted
+}
+
+/// How a piece's records are found in its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PieceLayout {
+    /// Records start exactly at `start` and the last one ends at `end` (planning read the
+    /// object and cut it at record boundaries).
+    #[default]
+    Exact,
+    /// A byte range cut without reading, for line formats: the piece holds the records whose
+    /// first byte lies in `(start, end]` (`[0, end]` for the first piece): its reader skips
+    /// to just past the first line ending at or after `start` (unless `start` is 0) and
+    /// stops after the first line ending at or after `end` — the standard split for line
+    /// formats (as Hadoop's `LineRecordReader`), so every line is read by exactly one piece.
+    Split,
+    /// The whole object as one stream, decoded when compressed (gzip, zstd): a compressed
+    /// object cannot be split by byte range. `start`..`end` spans its stored bytes.
+    Whole,
+    /// Rows `[start, end)` of a Parquet file.
+    ParquetRows,
+}
+
+impl PieceLayout {
+    pub fn is_exact(&self) -> bool {
+        *self == PieceLayout::Exact
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +141,8 @@ mod tests {
                 blank: 0,
                 etag: "\"e\"".into(),
                 header: None,
+                layout: PieceLayout::Split,
+                counted: false,
             }],
             max_record_bytes: 1 << 20,
             columns: None,

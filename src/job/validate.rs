@@ -2,6 +2,7 @@
 //! nothing invalid reaches a queue.
 
 use super::error::SpecError;
+use super::format::InputFormat;
 use super::limits::{DEFAULT_MAX_SPEC_BYTES, check_bounds, check_spec_size};
 use super::locations::lenient;
 use super::spec::{API_VERSION, JobKind, JobSpec, Task};
@@ -101,6 +102,7 @@ impl JobSpec {
                 "must not be empty (leave it out to use line numbers)",
             ));
         }
+        self.validate_input_format()?;
         match (self.kind, &self.training) {
             (JobKind::Inference, Some(_)) => {
                 return Err(SpecError::new(
@@ -168,6 +170,53 @@ impl JobSpec {
 
     /// The model package's folder. Like the other accessors it never panics: see
     /// `locations::lenient`.
+    fn validate_input_format(&self) -> Result<(), SpecError> {
+        if let Some(d) = &self.input.delimiter {
+            if self.input.format != InputFormat::Csv {
+                return Err(SpecError::new(
+                    "input.delimiter",
+                    "only applies to format = \"csv\" (TSV is always tab-separated)",
+                ));
+            }
+            let ok = d.len() == 1 && d.is_ascii() && !matches!(d.as_str(), "\"" | "\n" | "\r");
+            if !ok {
+                return Err(SpecError::new(
+                    "input.delimiter",
+                    format!(
+                        "{d:?} is not a delimiter: use one ASCII character other than a quote or a line ending (\";\", \"|\", \"\\t\")"
+                    ),
+                ));
+            }
+        }
+        if let Some(suffixes) = &self.input.suffix {
+            if suffixes.as_slice().is_empty() || suffixes.as_slice().iter().any(|s| s.is_empty()) {
+                return Err(SpecError::new(
+                    "input.suffix",
+                    "must name at least one non-empty suffix, such as \".jsonl\"",
+                ));
+            }
+            if !self.input.uri.ends_with('/') {
+                return Err(SpecError::new(
+                    "input.suffix",
+                    "only applies to a folder input (an input.uri ending in '/')",
+                ));
+            }
+        }
+        if self.kind == JobKind::Training && self.input.delimiter.is_some() {
+            return Err(SpecError::new(
+                "input.delimiter",
+                "training jobs read comma-separated CSV or TSV; convert the data or use format = \"tsv\"",
+            ));
+        }
+        if self.kind == JobKind::Training && self.input.format == InputFormat::Parquet {
+            return Err(SpecError::new(
+                "input.format",
+                "training jobs read JSONL, CSV or TSV (gzip or zstd compressed or not); Parquet training data is not supported yet: export it as JSONL",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn model_uri(&self) -> S3Uri {
         lenient(&self.model).as_prefix()
     }

@@ -35,6 +35,9 @@ pub struct ShardCommit {
     /// duplicate check; absent without an id field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ids_part: Option<String>,
+    /// Input bytes the shard's pieces span (progress for inputs planned without reading).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// A job as stored: its spec, status, counters and timings.
@@ -52,6 +55,12 @@ pub struct JobRecord {
     pub shards_total: u64,
     pub shards_done: u64,
     pub rows_total: u64,
+    /// Whether `rows_total` was counted at planning; inputs cut without reading (JSONL with
+    /// an id field) learn their rows as shards finish, and progress counts bytes.
+    pub rows_known: bool,
+    /// Bytes of input as listed at planning, and those of committed shards.
+    pub input_bytes: u64,
+    pub bytes_done: u64,
     pub rows_done: u64,
     pub rows_failed: u64,
     /// Written rows whose text was cut to the model's max length.
@@ -108,6 +117,9 @@ impl JobRecord {
             shards_total: number(&fields, "shards_total").unwrap_or(0),
             shards_done: number(&fields, "shards_done").unwrap_or(0),
             rows_total: number(&fields, "rows_total").unwrap_or(0),
+            rows_known: number(&fields, "rows_known").is_none_or(|known| known == 1),
+            input_bytes: number(&fields, "input_bytes").unwrap_or(0),
+            bytes_done: number(&fields, "bytes_done").unwrap_or(0),
             rows_done: number(&fields, "rows_done").unwrap_or(0),
             rows_failed: number(&fields, "rows_failed").unwrap_or(0),
             rows_truncated: number(&fields, "rows_truncated").unwrap_or(0),

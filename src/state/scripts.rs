@@ -105,7 +105,7 @@ return {0, current}
 
 /// KEYS: job hash, shards hash, live-progress hash, events stream.
 /// ARGV: shard, record json, rows, failed rows, now (ms), progress event interval (ms),
-/// truncated rows.
+/// truncated rows, input bytes.
 /// Counts the shard once (only while the job runs), emits `job.progress` at most once per
 /// interval (and always for the last shard), and returns
 /// {newly committed 0/1, shards_done, shards_total, status}.
@@ -122,6 +122,7 @@ if status == 'running' and redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 1 
   redis.call('HINCRBY', KEYS[1], 'rows_done', tonumber(ARGV[3]))
   redis.call('HINCRBY', KEYS[1], 'rows_failed', tonumber(ARGV[4]))
   redis.call('HINCRBY', KEYS[1], 'rows_truncated', tonumber(ARGV[7] or '0'))
+  redis.call('HINCRBY', KEYS[1], 'bytes_done', tonumber(ARGV[8] or '0'))
   redis.call('HSET', KEYS[1], 'progress_ms', ARGV[5])
 end
 redis.call('HDEL', KEYS[3], ARGV[1])

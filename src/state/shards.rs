@@ -49,6 +49,7 @@ impl StateStore {
             .arg(now_ms())
             .arg(PROGRESS_EVENT_INTERVAL_MS)
             .arg(commit.truncated_rows)
+            .arg(commit.bytes)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| {
@@ -135,6 +136,7 @@ mod tests {
             pieces: Vec::new(),
             truncated_rows: 1,
             ids_part: None,
+            bytes: 10,
         }
     }
 

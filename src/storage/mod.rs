@@ -2,8 +2,10 @@
 //! writes, with errors that say which object and whether a retry can help.
 
 mod deadlines;
+pub mod decode;
 mod multipart;
 mod observe;
+pub mod parquet;
 pub mod records;
 
 use aws_sdk_s3::Client;
@@ -249,6 +251,63 @@ impl Storage {
         }
         let out = request.send().await.map_err(|e| classify(e, "read", uri))?;
         Ok(out.body.into_async_read())
+    }
+
+    /// Streams bytes `[start, end)` (the whole object when `end <= start`, the rest of it from
+    /// `start` when `end` is `u64::MAX`) with the object's
+    /// `Content-Encoding`, for readers that decode compressed objects.
+    pub async fn open_range(
+        &self,
+        uri: &S3Uri,
+        start: u64,
+        end: u64,
+        etag: Option<&str>,
+    ) -> Result<(impl AsyncBufRead + Unpin + Send + use<>, Option<String>), StorageError> {
+        let mut request = self.client.get_object().bucket(&uri.bucket).key(&uri.key);
+        if end == u64::MAX {
+            request = request.range(format!("bytes={start}-"));
+        } else if end > start {
+            request = request.range(format!("bytes={}-{}", start, end - 1));
+        }
+        if let Some(etag) = etag.filter(|e| !e.is_empty()) {
+            request = request.if_match(etag);
+        }
+        let out = request.send().await.map_err(|e| classify(e, "read", uri))?;
+        let encoding = out.content_encoding().map(str::to_string);
+        Ok((out.body.into_async_read(), encoding))
+    }
+
+    /// Bytes `[start, end)` of an object, in memory (Parquet footers and column chunks).
+    pub async fn get_range(
+        &self,
+        uri: &S3Uri,
+        start: u64,
+        end: u64,
+        etag: Option<&str>,
+    ) -> Result<bytes::Bytes, StorageError> {
+        if end <= start {
+            return Ok(bytes::Bytes::new());
+        }
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .range(format!("bytes={}-{}", start, end - 1));
+        if let Some(etag) = etag.filter(|e| !e.is_empty()) {
+            request = request.if_match(etag);
+        }
+        let out = request.send().await.map_err(|e| classify(e, "read", uri))?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::Transient {
+                uri: uri.to_string(),
+                op: "read",
+                message: e.to_string(),
+            })?;
+        Ok(data.into_bytes())
     }
 
     /// Streams a whole object.

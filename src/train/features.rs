@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::{Embedder, EngineError};
 use crate::job::InputFormat;
-use crate::storage::records::{RecordReader, RowFormat, parse_csv_header, parse_record};
+use crate::storage::decode::decoded;
+use crate::storage::records::{RecordReader, RowFields, RowFormat, parse_csv_header, parse_record};
 use crate::storage::{ObjectInfo, Storage, StorageError};
 use crate::uri::S3Uri;
 
@@ -67,9 +68,17 @@ pub async fn read_labeled(
     let mut out = LabeledTexts::default();
     for object in objects {
         let uri = &object.uri;
-        let reader = storage.read_range(uri, 0, 0, Some(&object.etag)).await?;
-        let csv = format == InputFormat::Csv;
-        let mut records = RecordReader::new(reader, csv, 0, 1);
+        let (raw, encoding) = storage.open_range(uri, 0, 0, Some(&object.etag)).await?;
+        let (reader, _) = decoded(raw, encoding.as_deref())
+            .await
+            .map_err(|e| FeatureError::Data(format!("{uri}: reading failed: {e}")))?;
+        let csv = format.has_header();
+        let delimiter = if format == InputFormat::Tsv {
+            b'\t'
+        } else {
+            b','
+        };
+        let mut records = RecordReader::new(reader, csv, 0, 1).with_delimiter(delimiter);
         let mut row_format = if csv { None } else { Some(RowFormat::Jsonl) };
         while let Some(record) = records
             .next_record()
@@ -80,7 +89,7 @@ pub async fn read_labeled(
                 continue;
             }
             let Some(row_format) = &row_format else {
-                let header = parse_csv_header(&record.bytes).map_err(|e| {
+                let header = parse_csv_header(&record.bytes, delimiter).map_err(|e| {
                     FeatureError::Data(format!("{uri} line {}: header: {e}", record.line))
                 })?;
                 for field in [text_field, label_field] {
@@ -91,11 +100,15 @@ pub async fn read_labeled(
                         )));
                     }
                 }
-                row_format = Some(RowFormat::Csv { header });
+                row_format = Some(RowFormat::Csv { header, delimiter });
                 continue;
             };
-            let row = parse_record(row_format, &record, text_field, Some(label_field))
-                .map_err(|e| FeatureError::Data(format!("{uri} line {}: {e}", record.line)))?;
+            let row = parse_record(
+                row_format,
+                &record,
+                &RowFields::new(text_field, Some(label_field)),
+            )
+            .map_err(|e| FeatureError::Data(format!("{uri} line {}: {e}", record.line)))?;
             let label = row.id_text().unwrap_or_default();
             out.texts.push(row.text);
             out.labels.push(label);

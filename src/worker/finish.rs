@@ -98,6 +98,7 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
             )));
         }
     };
+    super::error_lines::fill(ctx, job_id, &commits).await?;
     let skipped: u64 = inputs.iter().flatten().map(|o| o.skipped).sum();
     let empty_input = inputs
         .as_ref()

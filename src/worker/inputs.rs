@@ -30,13 +30,37 @@ pub(super) async fn job_inputs(
     ctx: &WorkerContext,
     spec: &JobSpec,
 ) -> Result<Vec<ObjectInfo>, TaskError> {
-    list_inputs(
+    let is_folder = spec.input.uri.ends_with('/');
+    let listed = list_inputs(
         ctx,
         &spec.input_uri(),
-        spec.input.uri.ends_with('/'),
+        is_folder,
         spec.input.etag.as_deref(),
     )
-    .await
+    .await?;
+    if !is_folder {
+        return Ok(listed);
+    }
+    let (objects, left_out): (Vec<ObjectInfo>, Vec<ObjectInfo>) = listed
+        .into_iter()
+        .partition(|o| spec.input.reads_key(&o.uri.key));
+    if !left_out.is_empty() {
+        let examples: Vec<String> = left_out.iter().take(5).map(|o| o.uri.to_string()).collect();
+        tracing::info!(uri = %spec.input.uri, left_out = left_out.len(), examples = %examples.join(", "),
+            "input folder: objects not read (names starting with '_' or '.', or without input.suffix)");
+    }
+    if objects.is_empty() {
+        let wanted = spec.input.suffix.as_ref().map_or_else(
+            || "names not starting with '_' or '.'".to_string(),
+            |s| format!("keys ending in {}", s.as_slice().join(" or ")),
+        );
+        return Err(TaskError::permanent(format!(
+            "input {} holds {} object(s) but none to read ({wanted}); check input.uri and input.suffix",
+            spec.input.uri,
+            left_out.len()
+        )));
+    }
+    Ok(objects)
 }
 
 /// The objects to read: one object (of version `etag`, when given), or every non-empty

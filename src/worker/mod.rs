@@ -4,6 +4,7 @@
 
 mod disposition;
 mod error;
+mod error_lines;
 pub mod finish;
 pub(crate) mod ids;
 mod inputs;
@@ -11,6 +12,7 @@ mod models;
 mod panics;
 mod plan;
 pub mod shard;
+mod shard_input;
 mod shard_lease;
 mod shard_output;
 pub mod sweep;

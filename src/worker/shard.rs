@@ -9,15 +9,15 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use super::ids::{IdLog, ids_part_uri};
+use super::shard_input::{Item, PieceReader, Place};
 use super::shard_output::{ClassifiedRow, OutputRow, Writer, errors_part_uri, part_uri};
 use super::{TaskError, WorkerContext, finish};
 use crate::engine::{Embedder, EngineError};
 use crate::job::accounting::PieceCounts;
-use crate::job::{InputFormat, JobStatus, ShardTask, Task};
+use crate::job::{JobStatus, PieceLayout, ShardTask, Task};
 use crate::metrics::{self, Stage};
 use crate::state::{JobRecord, ShardCommit, StateStore};
-use crate::storage::records::{RecordLimits, RecordReader, RowFormat, parse_record, raw_string};
-use crate::uri::S3Uri;
+use crate::storage::records::{RecordLimits, RowFields, raw_string};
 
 /// How a shard task ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +141,13 @@ pub async fn run(
         pieces: counts,
         truncated_rows,
         ids_part: ids_part.clone(),
+        // Progress in bytes matters only for inputs planned without reading (text ones).
+        bytes: task
+            .pieces
+            .iter()
+            .filter(|p| p.layout != PieceLayout::ParquetRows)
+            .map(|p| p.end.saturating_sub(p.start))
+            .sum(),
     };
     let outcome = ctx.state.commit_shard(&job.id, &commit).await?;
     if !outcome.newly_committed
@@ -211,10 +218,11 @@ fn check_package(job: &JobRecord, embedder: &Embedder) -> Result<(), TaskError> 
 /// A row waiting for the model, with where it came from.
 struct Pending {
     piece: usize,
-    line: u64,
+    place: Place,
     id: Box<RawValue>,
     text: String,
     /// `output.include_fields` values, in that order.
+    #[allow(dead_code)] // until the output writers copy them
     carried: Vec<Box<RawValue>>,
 }
 
@@ -240,72 +248,53 @@ impl ShardRun<'_> {
             max_record_bytes: task.max_record_bytes,
             max_record_lines: task.max_record_lines,
         };
+        let fields = RowFields {
+            text: &spec.input.text_field,
+            id: spec.input.id_field.as_deref(),
+            carried: &spec.output.include_fields,
+        };
         let mut chunk: Vec<Pending> = Vec::with_capacity(chunk_rows);
         let mut read_started = Instant::now();
         for (index, piece) in task.pieces.iter().enumerate() {
-            let uri = S3Uri::parse(&piece.uri).map_err(TaskError::permanent)?;
-            let format = match (spec.input.format, &piece.header) {
-                (InputFormat::Jsonl, _) => RowFormat::Jsonl,
-                (InputFormat::Csv, Some(header)) => RowFormat::Csv {
-                    header: header.clone(),
-                },
-                (InputFormat::Csv, None) => {
-                    return Err(TaskError::permanent(format!(
-                        "shard task for {uri} carries no CSV header"
-                    )));
-                }
-            };
-            let reader = ctx
-                .storage
-                .read_range(&uri, piece.start, piece.end, Some(&piece.etag))
-                .await?;
-            let mut records = RecordReader::new(
-                reader,
-                spec.input.format == InputFormat::Csv,
-                piece.start,
-                piece.first_line,
-            )
-            .with_limits(limits);
-            while let Some(record) = records
-                .next_record()
-                .await
-                .map_err(|e| TaskError::reading(&uri, e))?
-            {
-                if record.offset >= piece.end {
-                    break;
-                }
-                if record.is_blank() {
-                    writer.counts[index].skipped += 1;
-                    continue;
-                }
-                writer.counts[index].read += 1;
-                match parse_record(
-                    &format,
-                    &record,
-                    &spec.input.text_field,
-                    spec.input.id_field.as_deref(),
-                ) {
-                    Ok(row) => {
-                        let id = match row.id {
-                            Some(id) => {
-                                writer.ids.push(&id);
-                                id
-                            }
-                            None => raw_string(&format!("{}:{}", uri.key, record.line)),
-                        };
-                        chunk.push(Pending {
-                            piece: index,
-                            line: record.line,
-                            id,
-                            text: row.text,
-                            carried: row.carried,
-                        });
+            let mut reader = PieceReader::open(ctx, spec, piece, limits, &fields).await?;
+            let key = piece
+                .uri
+                .strip_prefix("s3://")
+                .and_then(|r| r.split_once('/'));
+            let key = key.map_or(piece.uri.as_str(), |(_, key)| key);
+            while let Some(item) = reader.next(&fields).await? {
+                let (place, row) = match item {
+                    Item::Blank => {
+                        writer.counts[index].skipped += 1;
+                        continue;
                     }
-                    Err(reason) => {
+                    Item::Failed {
+                        place,
+                        reason,
+                        excerpt,
+                    } => {
+                        writer.counts[index].read += 1;
                         writer.counts[index].failed += 1;
-                        writer.row_error(&piece.uri, record.line, reason, record.excerpt());
+                        writer.row_error(&piece.uri, place, reason, excerpt);
+                        continue;
                     }
-                }
+                    Item::Row(place, row) => (place, row),
+                };
+                writer.counts[index].read += 1;
+                let id = match row.id {
+                    Some(id) => {
+                        writer.ids.push(&id);
+                        id
+                    }
+                    None => raw_string(&default_id(key, place)),
+                };
+                chunk.push(Pending {
+                    piece: index,
+                    place,
+                    id,
+                    text: row.text,
+                    carried: row.carried,
+                });
                 if chunk.len() >= chunk_rows {
                     observe_stage(Stage::Read, &mut read_started);
                     if !self.embed_chunk(writer, &mut chunk).await? {
@@ -381,7 +370,7 @@ impl ShardRun<'_> {
                 Err(reason) => {
                     writer.counts[row.piece].failed += 1;
                     let uri = &task.pieces[row.piece].uri;
-                    writer.row_error(uri, row.line, reason, row.id.get().to_string());
+                    writer.row_error(uri, row.place, reason, row.id.get().to_string());
                     continue;
                 }
             };
@@ -433,6 +422,16 @@ async fn watch_for_stop(
         }
     }
     stop.store(true, Ordering::Relaxed);
+}
+
+/// A row's id without an id field: `<object key>:<line>` (the row number for Parquet), or
+/// `<object key>@<byte offset>` where the line is not known.
+fn default_id(key: &str, place: Place) -> String {
+    match (place.line, place.offset) {
+        (Some(line), _) => format!("{key}:{line}"),
+        (None, Some(offset)) => format!("{key}@{offset}"),
+        (None, None) => key.to_string(),
+    }
 }
 
 /// Records the time since `started` under `stage`.

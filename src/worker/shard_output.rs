@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::ids::IdLog;
+use super::shard_input::Place;
 use crate::job::accounting::PieceCounts;
 use crate::storage::PartWriter;
 use crate::uri::S3Uri;
@@ -55,7 +56,15 @@ impl<'a> ClassifiedRow<'a> {
 #[derive(Serialize)]
 pub(super) struct RowError<'a> {
     uri: &'a str,
-    line: u64,
+    /// 1-based line (row, for Parquet); null in a byte range planned without reading, where
+    /// `offset` finds the record.
+    line: Option<u64>,
+    /// Byte offset of the record in the object (absent for compressed and Parquet inputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    /// Replaced by `line` when the job finishes (see `error_lines`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    piece_line: Option<u64>,
     error: String,
     /// The start of the offending record, to find it quickly.
     record: String,
@@ -71,10 +80,12 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn row_error(&mut self, uri: &str, line: u64, reason: String, excerpt: String) {
+    pub(super) fn row_error(&mut self, uri: &str, place: Place, reason: String, excerpt: String) {
         let mut out = serde_json::to_vec(&RowError {
             uri,
-            line,
+            line: place.line,
+            offset: place.offset,
+            piece_line: place.piece_line,
             error: reason,
             record: excerpt,
         })

@@ -2,9 +2,10 @@
 //! nearest match when one is missing).
 
 /// Parses a CSV header record into column names.
-pub fn parse_csv_header(record: &[u8]) -> Result<Vec<String>, String> {
+pub fn parse_csv_header(record: &[u8], delimiter: u8) -> Result<Vec<String>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
+        .delimiter(delimiter)
         .from_reader(record);
     let mut fields = csv::StringRecord::new();
     match reader.read_record(&mut fields) {

@@ -8,6 +8,7 @@
 
 mod encoding;
 mod header;
+pub mod parquet;
 mod reader;
 mod rows;
 #[cfg(test)]
@@ -16,7 +17,7 @@ mod tests;
 pub use encoding::{check_utf8, foreign_encoding};
 pub use header::{check_csv_header, parse_csv_header};
 pub use reader::RecordReader;
-pub use rows::{Row, RowFormat, parse_record, parse_row, raw_string, raw_text};
+pub use rows::{Row, RowFields, RowFormat, parse_record, parse_row, raw_string, raw_text};
 
 /// Default longest record (`planner.max_record_bytes`): a longer one is nearly always a stray
 /// quote or a file without newlines; reading no further keeps a worker's memory bounded.

@@ -62,6 +62,8 @@ impl QuoteState {
 pub struct RecordReader<R> {
     reader: R,
     quote_aware: bool,
+    /// The field delimiter a quote must follow to open a quoted field (`,` for CSV).
+    delimiter: u8,
     limits: RecordLimits,
     offset: u64,
     line: u64,
@@ -78,6 +80,7 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
         Self {
             reader,
             quote_aware,
+            delimiter: b',',
             limits: RecordLimits::default(),
             offset: origin,
             line: first_line,
@@ -88,6 +91,12 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
 
     pub fn with_limits(mut self, limits: RecordLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// The delimiter of a quote-aware (CSV, TSV) stream.
+    pub fn with_delimiter(mut self, delimiter: u8) -> Self {
+        self.delimiter = delimiter;
         self
     }
 
@@ -105,7 +114,7 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
         if !self.quote_aware {
             return Ok(Some(single(first, None)));
         }
-        let mut state = QuoteState::FieldStart.scan(&first.bytes, b',');
+        let mut state = QuoteState::FieldStart.scan(&first.bytes, self.delimiter);
         if !state.open() {
             return Ok(Some(single(first, None)));
         }
@@ -129,7 +138,7 @@ impl<R: AsyncBufRead + Unpin> RecordReader<R> {
                 return Ok(Some(self.unclosed(lines)));
             }
             bytes += 1 + next.len;
-            state = state.scan(&next.bytes, b',');
+            state = state.scan(&next.bytes, self.delimiter);
             let terminated = next.terminated;
             lines.push(next);
             if !state.open() || !terminated {

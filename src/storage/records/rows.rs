@@ -10,10 +10,30 @@ use super::Record;
 #[derive(Debug, Clone)]
 pub enum RowFormat {
     Jsonl,
-    /// CSV with the object's header columns.
+    /// CSV (or TSV, or another delimiter) with the object's header columns.
     Csv {
         header: Vec<String>,
+        delimiter: u8,
     },
+}
+
+/// Which fields of a record a job reads.
+#[derive(Debug, Clone, Copy)]
+pub struct RowFields<'a> {
+    pub text: &'a str,
+    pub id: Option<&'a str>,
+    /// `output.include_fields`: copied to the output row; each must be present.
+    pub carried: &'a [String],
+}
+
+impl<'a> RowFields<'a> {
+    pub fn new(text: &'a str, id: Option<&'a str>) -> Self {
+        Self {
+            text,
+            id,
+            carried: &[],
+        }
+    }
 }
 
 /// A row ready for the model.
@@ -58,32 +78,28 @@ pub fn raw_string(text: &str) -> Box<RawValue> {
 pub fn parse_record(
     format: &RowFormat,
     record: &Record,
-    text_field: &str,
-    id_field: Option<&str>,
+    fields: &RowFields,
 ) -> Result<Row, String> {
     if let Some(fault) = &record.fault {
         return Err(fault.describe());
     }
-    parse_row(format, &record.bytes, text_field, id_field)
+    parse_row(format, &record.bytes, fields)
 }
 
 /// Extracts id and text from a record's bytes; the error says what is wrong with this row.
-pub fn parse_row(
-    format: &RowFormat,
-    record: &[u8],
-    text_field: &str,
-    id_field: Option<&str>,
-) -> Result<Row, String> {
+pub fn parse_row(format: &RowFormat, record: &[u8], fields: &RowFields) -> Result<Row, String> {
+    let (text_field, id_field) = (fields.text, fields.id);
     match format {
-        RowFormat::Jsonl => parse_json_row(record, text_field, id_field),
-        RowFormat::Csv { header } => {
+        RowFormat::Jsonl => parse_json_row(record, fields),
+        RowFormat::Csv { header, delimiter } => {
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(false)
+                .delimiter(*delimiter)
                 .flexible(true)
                 .from_reader(record);
-            let mut fields = csv::StringRecord::new();
+            let mut cells = csv::StringRecord::new();
             let read = reader
-                .read_record(&mut fields)
+                .read_record(&mut cells)
                 .map_err(|e| format!("not valid CSV: {e}"))?;
             if !read {
                 return Err("empty record".into());
@@ -95,10 +111,10 @@ pub fn parse_row(
                     "unbalanced quote: this record runs over {lines} lines, swallowing the rows after it; quote the field and double inner quotes (\"\")"
                 ));
             }
-            if fields.len() != header.len() {
+            if cells.len() != header.len() {
                 return Err(format!(
                     "has {} columns, the header has {}",
-                    fields.len(),
+                    cells.len(),
                     header.len()
                 ));
             }
@@ -106,7 +122,7 @@ pub fn parse_row(
                 header
                     .iter()
                     .position(|h| h == name)
-                    .map(|i| fields[i].to_string())
+                    .map(|i| cells[i].to_string())
             };
             let text =
                 column(text_field).ok_or_else(|| format!("column \"{text_field}\" missing"))?;
@@ -116,17 +132,23 @@ pub fn parse_row(
                     &column(field).ok_or_else(|| format!("column \"{field}\" missing"))?,
                 )),
             };
-            Ok(Row {
-                id,
-                text,
-                carried: Vec::new(),
-            })
+            let carried = fields
+                .carried
+                .iter()
+                .map(|name| {
+                    column(name).map(|cell| raw_string(&cell)).ok_or_else(|| {
+                        format!("column \"{name}\" missing (named in output.include_fields)")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Row { id, text, carried })
         }
     }
 }
 
 /// Reads only the two fields of a JSON object, keeping the id's raw text.
-fn parse_json_row(record: &[u8], text_field: &str, id_field: Option<&str>) -> Result<Row, String> {
+fn parse_json_row(record: &[u8], fields: &RowFields) -> Result<Row, String> {
+    let (text_field, id_field) = (fields.text, fields.id);
     let first = record.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         // Say what it is, rather than serde's "invalid type".
@@ -134,10 +156,14 @@ fn parse_json_row(record: &[u8], text_field: &str, id_field: Option<&str>) -> Re
             serde_json::from_slice(record).map_err(|e| format!("not valid JSON: {e}"))?;
         return Err(format!("not a JSON object (it is {})", json_type(&value)));
     }
-    let mut picked = Picked::default();
+    let mut picked = Picked {
+        carried: vec![None; fields.carried.len()],
+        ..Default::default()
+    };
     let seed = PickFields {
         text_field,
         id_field,
+        carried: fields.carried,
         out: &mut picked,
     };
     let mut de = serde_json::Deserializer::from_slice(record);
@@ -158,17 +184,23 @@ fn parse_json_row(record: &[u8], text_field: &str, id_field: Option<&str>) -> Re
                 .ok_or_else(|| format!("field \"{field}\" missing"))?,
         ),
     };
-    Ok(Row {
-        id,
-        text,
-        carried: Vec::new(),
-    })
+    let carried = picked
+        .carried
+        .into_iter()
+        .zip(fields.carried)
+        .map(|(value, name)| {
+            value
+                .ok_or_else(|| format!("field \"{name}\" missing (named in output.include_fields)"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Row { id, text, carried })
 }
 
 #[derive(Default)]
 struct Picked {
     text: Option<String>,
     id: Option<Box<RawValue>>,
+    carried: Vec<Option<Box<RawValue>>>,
     /// A reason better than serde's, set before failing.
     error: Option<String>,
 }
@@ -176,6 +208,7 @@ struct Picked {
 struct PickFields<'a> {
     text_field: &'a str,
     id_field: Option<&'a str>,
+    carried: &'a [String],
     out: &'a mut Picked,
 }
 
@@ -197,11 +230,23 @@ impl<'de> Visitor<'de> for PickFields<'_> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let is_text = key == self.text_field;
             let is_id = self.id_field == Some(key.as_ref());
-            if !is_text && !is_id {
+            let carried = self.carried.iter().position(|c| c == key.as_ref());
+            if !is_text && !is_id && carried.is_none() {
                 map.next_value::<de::IgnoredAny>()?;
                 continue;
             }
             let raw: Box<RawValue> = map.next_value()?;
+            if let Some(slot) = carried {
+                if self.out.carried[slot].is_some() {
+                    return Err(self.fail(format!(
+                        "field \"{key}\" appears more than once in the object; which one is meant is ambiguous"
+                    )));
+                }
+                self.out.carried[slot] = Some(raw.clone());
+                if !is_text && !is_id {
+                    continue;
+                }
+            }
             let twice = (is_text && self.out.text.is_some()) || (is_id && self.out.id.is_some());
             if twice {
                 return Err(self.fail(format!(

@@ -151,11 +151,14 @@ async fn quoted_newlines_stay_in_one_csv_record() {
     assert_eq!(recs.len(), 3);
     assert_eq!((recs[1].line, recs[1].lines), (2, 2));
     assert_eq!(recs[2].line, 4);
-    let header = parse_csv_header(&recs[0].bytes).unwrap();
-    let format = RowFormat::Csv { header };
-    let row = parse_record(&format, &recs[1], "text", Some("id")).unwrap();
+    let header = parse_csv_header(&recs[0].bytes, b',').unwrap();
+    let format = RowFormat::Csv {
+        header,
+        delimiter: b',',
+    };
+    let row = parse_record(&format, &recs[1], &RowFields::new("text", Some("id"))).unwrap();
     assert_eq!(row.text, "two\nlines");
-    let row = parse_record(&format, &recs[2], "text", Some("id")).unwrap();
+    let row = parse_record(&format, &recs[2], &RowFields::new("text", Some("id"))).unwrap();
     assert_eq!(row.text, "say \"hi\"");
 }
 
@@ -166,9 +169,10 @@ async fn a_quote_inside_an_unquoted_field_is_a_literal() {
     let recs = records("id,text\n1,5\" screen\n2,hello\n3,world\n", true).await;
     assert_eq!(recs.len(), 4);
     let format = RowFormat::Csv {
-        header: parse_csv_header(&recs[0].bytes).unwrap(),
+        header: parse_csv_header(&recs[0].bytes, b',').unwrap(),
+        delimiter: b',',
     };
-    let row = parse_record(&format, &recs[1], "text", Some("id")).unwrap();
+    let row = parse_record(&format, &recs[1], &RowFields::new("text", Some("id"))).unwrap();
     assert_eq!(row.text, "5\" screen");
 }
 
@@ -180,12 +184,13 @@ async fn an_unclosed_quote_fails_its_line_and_the_rest_read_on() {
     assert_eq!(lines, vec![1, 2, 3, 4]);
     assert_eq!(recs[1].fault, Some(RecordFault::UnclosedQuote { lines: 2 }));
     let format = RowFormat::Csv {
-        header: parse_csv_header(&recs[0].bytes).unwrap(),
+        header: parse_csv_header(&recs[0].bytes, b',').unwrap(),
+        delimiter: b',',
     };
-    let err = parse_record(&format, &recs[1], "text", Some("id")).unwrap_err();
+    let err = parse_record(&format, &recs[1], &RowFields::new("text", Some("id"))).unwrap_err();
     assert!(err.contains("unclosed quote"), "{err}");
     assert_eq!(
-        parse_record(&format, &recs[2], "text", Some("id"))
+        parse_record(&format, &recs[2], &RowFields::new("text", Some("id")))
             .unwrap()
             .text,
         "hello"
@@ -232,7 +237,7 @@ async fn an_oversized_record_is_one_faulty_record_not_an_error() {
     );
     assert!(recs[1].bytes.len() <= EXCERPT_BYTES);
     assert_eq!(recs[2].line, 3);
-    let err = parse_record(&RowFormat::Jsonl, &recs[1], "text", None).unwrap_err();
+    let err = parse_record(&RowFormat::Jsonl, &recs[1], &RowFields::new("text", None)).unwrap_err();
     assert!(err.contains("1011 bytes"), "{err}");
     // A file with no newline at all is one oversized record, read in bounded memory.
     let recs = records_with(long.as_bytes(), false, limits).await;
@@ -253,14 +258,18 @@ fn jsonl_ids_are_kept_exactly_as_written() {
         (r#"{"id": "x\u00e9", "text": "a"}"#, r#""x\u00e9""#),
     ];
     for (record, expected) in cases {
-        let row = parse_row(&RowFormat::Jsonl, record.as_bytes(), "text", Some("id")).unwrap();
+        let row = parse_row(
+            &RowFormat::Jsonl,
+            record.as_bytes(),
+            &RowFields::new("text", Some("id")),
+        )
+        .unwrap();
         assert_eq!(row.id.as_deref().map(RawValue::get), Some(expected));
     }
     let row = parse_row(
         &RowFormat::Jsonl,
         br#"{"id": "x\u00e9", "text": "a"}"#,
-        "text",
-        Some("id"),
+        &RowFields::new("text", Some("id")),
     )
     .unwrap();
     assert_eq!(row.id_text().as_deref(), Some("x\u{e9}"));
@@ -271,13 +280,12 @@ fn jsonl_rows_and_their_errors() {
     let ok = parse_row(
         &RowFormat::Jsonl,
         br#"{"id": 7, "nested": {"text": 1}, "text": "hi"}"#,
-        "text",
-        Some("id"),
+        &RowFields::new("text", Some("id")),
     )
     .unwrap();
     assert_eq!(ok.text, "hi");
     let err = |record: &[u8], id: Option<&str>| {
-        parse_row(&RowFormat::Jsonl, record, "text", id).unwrap_err()
+        parse_row(&RowFormat::Jsonl, record, &RowFields::new("text", id)).unwrap_err()
     };
     assert!(err(br#"{"id": 7"#, Some("id")).starts_with("not valid JSON"));
     assert_eq!(err(br#"{"id": 7}"#, Some("id")), "field \"text\" missing");
@@ -301,16 +309,17 @@ fn jsonl_rows_and_their_errors() {
 fn csv_ids_are_strings_and_column_counts_are_checked() {
     let format = RowFormat::Csv {
         header: vec!["id".into(), "text".into()],
+        delimiter: b',',
     };
-    let row = parse_row(&format, b"007,a", "text", Some("id")).unwrap();
+    let row = parse_row(&format, b"007,a", &RowFields::new("text", Some("id"))).unwrap();
     assert_eq!(row.id.as_deref().map(RawValue::get), Some("\"007\""));
-    let err = parse_row(&format, b"1,a,extra", "text", Some("id")).unwrap_err();
+    let err = parse_row(&format, b"1,a,extra", &RowFields::new("text", Some("id"))).unwrap_err();
     assert!(err.contains("3 columns"), "{err}");
 }
 
 #[test]
 fn csv_header_misses_name_the_header_and_the_nearest_column() {
-    let header = |s: &str| parse_csv_header(s.as_bytes()).unwrap();
+    let header = |s: &str| parse_csv_header(s.as_bytes(), b',').unwrap();
     let check = |h: &str| check_csv_header(&header(h), &[("input.text_field", "text")]);
     assert!(check("id,text").is_ok());
     let err = check("id, text").unwrap_err();
@@ -383,9 +392,10 @@ mod generated {
             at = r.end;
             let format = RowFormat::Csv {
                 header: vec!["id".into(), "text".into()],
+                delimiter: b',',
             };
-            let _ = parse_record(&format, r, "text", Some("id"));
-            let _ = parse_record(&RowFormat::Jsonl, r, "text", Some("id"));
+            let _ = parse_record(&format, r, &RowFields::new("text", Some("id")));
+            let _ = parse_record(&RowFormat::Jsonl, r, &RowFields::new("text", Some("id")));
         }
         prop_assert_eq!(at, data.len() as u64);
         Ok(())
