@@ -8,11 +8,11 @@ pub mod finish;
 pub(crate) mod ids;
 mod inputs;
 mod models;
+pub mod output;
 mod panics;
 mod plan;
 pub mod shard;
 mod shard_lease;
-mod shard_output;
 pub mod sweep;
 pub mod training;
 
