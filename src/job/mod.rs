@@ -10,6 +10,7 @@ mod format;
 pub mod limits;
 mod locations;
 pub mod model_package;
+mod output_checks;
 mod reply_to;
 pub mod schema;
 mod spec;
@@ -23,12 +24,13 @@ pub use allowance::{Allowance, LocationRefused};
 pub use columns::{ColumnType, OutputColumns};
 pub use error::SpecError;
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
-pub use format::{InputFormat, OutputFormat};
+pub use format::{InputFormat, OutputCompression, OutputFormat};
 pub use locations::Locations;
 pub use model_package::{
     FileDigest, HEAD_FILE, IoNames, MANIFEST_FILE, MODEL_FILE, ModelManifest, ModelTask, Pooling,
     TOKENIZER_FILE, digest_file,
 };
+pub use output_checks::RESERVED_COLUMNS;
 pub use reply_to::{ReplyPolicy, default_reply_queue_patterns, glob};
 pub use spec::{
     API_VERSION, InputSpec, JobKind, JobSpec, OnDuplicateId, OutputSpec, Pool, Suffixes, Task,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::format::{InputFormat, OutputFormat};
+use super::format::{InputFormat, OutputCompression, OutputFormat};
 use super::training::TrainingSpec;
 
 pub const API_VERSION: &str = "sluice/v1";
@@ -227,6 +227,10 @@ pub struct OutputSpec {
     pub uri: String,
     #[serde(default)]
     pub format: OutputFormat,
+    /// Compresses JSONL parts as they stream out (`.jsonl.gz`, `.jsonl.zst`); refused with
+    /// Parquet output, which compresses internally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<OutputCompression>,
     /// What a job does when two input rows carry the same id: `report` lists them in the
     /// manifest (count and the first few); `fail` also fails the job.
     #[serde(default)]

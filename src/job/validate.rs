@@ -153,6 +153,7 @@ impl JobSpec {
             }
             (JobKind::Inference, None) => {}
         }
+        super::output_checks::check_output(self)?;
         if self.priority > 9 {
             return Err(SpecError::new(
                 "priority",

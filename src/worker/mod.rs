@@ -9,12 +9,12 @@ pub mod finish;
 pub(crate) mod ids;
 mod inputs;
 mod models;
+pub mod output;
 mod panics;
 mod plan;
 pub mod shard;
 mod shard_input;
 mod shard_lease;
-mod shard_output;
 pub mod sweep;
 pub mod training;
 

@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use super::ids::{IdLog, ids_part_uri};
+use super::output::{FinishedRow, OutputPart, Values, Writer, errors_part_uri};
 use super::shard_input::{Item, PieceReader, Place};
-use super::shard_output::{ClassifiedRow, OutputRow, Writer, errors_part_uri, part_uri};
 use super::{TaskError, WorkerContext, finish};
 use crate::engine::{Embedder, EngineError};
 use crate::job::accounting::PieceCounts;
@@ -54,6 +54,21 @@ pub async fn run(
     let embedder = ctx.models.get(&job.spec.model_uri()).await?;
     check_package(&job, &embedder)?;
     let output = job.spec.output_uri();
+    let values = match embedder.labels() {
+        [] => Values::Embedding {
+            dimension: embedder.dimension(),
+        },
+        labels => Values::Classes {
+            labels: labels.to_vec(),
+        },
+    };
+    let part = OutputPart::open(
+        &ctx.storage,
+        &job.spec,
+        task.shard,
+        task.columns.as_ref(),
+        values,
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn(watch_for_stop(
         ctx.state.clone(),
@@ -62,9 +77,7 @@ pub async fn run(
         stop.clone(),
     ));
     let mut writer = Writer {
-        part: ctx
-            .storage
-            .part_writer(part_uri(&output, task.shard), "application/x-ndjson"),
+        part,
         errors: Vec::new(),
         counts: task
             .pieces
@@ -222,7 +235,6 @@ struct Pending {
     id: Box<RawValue>,
     text: String,
     /// `output.include_fields` values, in that order.
-    #[allow(dead_code)] // until the output writers copy them
     carried: Vec<Box<RawValue>>,
 }
 
@@ -362,36 +374,25 @@ impl ShardRun<'_> {
             Err(e) => return Err(e.into()),
         };
         let mut write_started = Instant::now();
-        let mut lines = Vec::with_capacity(pending.len() * (embedder.dimension() * 12 + 32));
-        let labels = embedder.labels();
-        for (row, output) in pending.iter().zip(outputs) {
-            let vector = match output.result {
-                Ok(vector) => vector,
+        let mut answered = Vec::with_capacity(pending.len());
+        for (row, output) in pending.into_iter().zip(outputs) {
+            match output.result {
+                Ok(values) => answered.push(FinishedRow {
+                    piece: row.piece,
+                    place: row.place,
+                    id: row.id,
+                    carried: row.carried,
+                    values,
+                    truncated: output.truncated,
+                }),
                 Err(reason) => {
                     writer.counts[row.piece].failed += 1;
                     let uri = &task.pieces[row.piece].uri;
                     writer.row_error(uri, row.place, reason, row.id.get().to_string());
-                    continue;
                 }
-            };
-            if labels.is_empty() {
-                serde_json::to_writer(
-                    &mut lines,
-                    &OutputRow {
-                        id: &row.id,
-                        embedding: &vector,
-                    },
-                )
-            } else {
-                serde_json::to_writer(&mut lines, &ClassifiedRow::new(&row.id, labels, &vector))
             }
-            .expect("output row serialises");
-            lines.push(b'\n');
-            let counts = &mut writer.counts[row.piece];
-            counts.written += 1;
-            counts.truncated += u64::from(output.truncated);
         }
-        writer.part.write(&lines).await?;
+        writer.write_rows(answered).await?;
         observe_stage(Stage::Write, &mut write_started);
         ctx.state
             .set_live_rows(&job.id, task.shard, writer.processed())
