@@ -67,8 +67,8 @@ fn files(dir: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn results_downloads_the_manifest_parts_and_resumes() {
-    // Small shards: the 60 rows become several parts.
-    let mut cluster = Cluster::new(900).await;
+    // Small shards: the 60 rows (about 3.3 KB) become several parts.
+    let mut cluster = Cluster::new(1024).await;
     cluster.start(true).await;
     let rows: String = (0..60)
         .map(|i| {

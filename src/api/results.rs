@@ -290,33 +290,34 @@ mod tests {
 
     #[test]
     fn part_names_stay_inside_the_output_folder() {
-        let output = S3Uri::parse("s3://b/out/run1").unwrap();
-        let name = |uri: &str| part_name(&output, &S3Uri::parse(uri).unwrap());
+        let output = S3Uri::new("bkt", "out/run1");
+        let name = |key: &str| part_name(&output, &S3Uri::new("bkt", key));
         assert_eq!(
-            name("s3://b/out/run1/part-00000.jsonl").as_deref(),
+            name("out/run1/part-00000.jsonl").as_deref(),
             Some("part-00000.jsonl")
         );
         assert_eq!(
-            name("s3://b/out/run1/errors/part-00003.jsonl").as_deref(),
+            name("out/run1/errors/part-00003.jsonl").as_deref(),
             Some("errors/part-00003.jsonl")
         );
-        assert_eq!(name("s3://b/out/run10/part-00000.jsonl"), None);
-        assert_eq!(name("s3://other/out/run1/part-00000.jsonl"), None);
-        assert_eq!(name("s3://b/out/run1/../x"), None);
-        assert_eq!(name("s3://b/out/run1//x"), None);
-        assert_eq!(name("s3://b/out/run1/"), None);
+        assert_eq!(name("out/run10/part-00000.jsonl"), None);
+        assert_eq!(name("out/run1/../x"), None);
+        assert_eq!(name("out/run1//x"), None);
+        assert_eq!(name("out/run1/"), None);
+        let elsewhere = S3Uri::new("other", "out/run1/part-00000.jsonl");
+        assert_eq!(part_name(&output, &elsewhere), None);
     }
 
     #[test]
     fn the_manifest_lists_parts_and_error_parts_by_name() {
-        let output = S3Uri::parse("s3://b/out/").unwrap();
-        let manifest = br#"{"job_id": "j", "parts": [{"shard": 0, "uri": "s3://b/out/part-00000.jsonl", "rows": 7}],
-            "error_parts": ["s3://b/out/errors/part-00000.jsonl"]}"#;
+        let output = S3Uri::new("bkt", "out/");
+        let manifest = br#"{"job_id": "j", "parts": [{"shard": 0, "uri": "s3://bkt/out/part-00000.jsonl", "rows": 7}],
+            "error_parts": ["s3://bkt/out/errors/part-00000.jsonl"]}"#;
         let listed = listed_parts("j", &output, manifest).unwrap();
         assert_eq!(listed.parts[0].0, "part-00000.jsonl");
         assert_eq!(listed.parts[0].2, Some(7));
         assert_eq!(listed.errors[0].0, "errors/part-00000.jsonl");
-        let outside = br#"{"parts": [{"uri": "s3://b/elsewhere/p.jsonl", "rows": 1}]}"#;
+        let outside = br#"{"parts": [{"uri": "s3://bkt/elsewhere/p.jsonl", "rows": 1}]}"#;
         assert!(listed_parts("j", &output, outside).is_err());
     }
 }
