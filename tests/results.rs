@@ -1,7 +1,8 @@
 //! `sluice results` against a running API: a small embed job's parts downloaded through
 //! the API equal the stored parts its manifest lists, a stray object in the output folder
-//! stays behind, a second run skips what is there, and a job that has not succeeded is
-//! refused with what to do. Also `jobs --json` and `status --json` parsed.
+//! stays behind, a second run skips what is there, a job that has not succeeded is refused
+//! with what to do, and a failed job's parts come only with `--partial`. Also `jobs --json`
+//! and `status --json` parsed, and `/openapi.json` served as committed.
 
 mod common;
 
@@ -211,6 +212,70 @@ async fn results_downloads_the_manifest_parts_and_resumes() {
         Ok(_) => panic!("the stray object was served"),
     }
 
+    // A failed job (a row without text, no errors allowed): refused, then with --partial
+    // its parts and, with --errors, its error part.
+    cluster
+        .put(
+            "bad.jsonl",
+            "{\"id\": \"ok\", \"text\": \"fine\"}\n{\"id\": \"bad\"}\n",
+        )
+        .await;
+    let failing = spec(&cluster, "bad.jsonl", "failed/", "cpu")
+        .replace("task = \"embed\"", "task = \"embed\"\nmax_error_rate = 0.0");
+    std::fs::write(&spec_path, failing).unwrap();
+    let submitted = sluice(&cluster, &["submit", spec_path.to_str().unwrap(), "--wait"]).await;
+    assert_eq!(
+        submitted.status.code(),
+        Some(1),
+        "{}",
+        text(&submitted.stderr)
+    );
+    let failed_id = text(&submitted.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let failed_dir = dir.path().join("failed");
+    let failed_arg = failed_dir.to_str().unwrap();
+    let refused = sluice(&cluster, &["results", &failed_id, "--out", failed_arg]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("--partial"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!failed_dir.exists());
+    let partial = sluice(
+        &cluster,
+        &[
+            "results",
+            &failed_id,
+            "--out",
+            failed_arg,
+            "--partial",
+            "--errors",
+        ],
+    )
+    .await;
+    assert!(partial.status.success(), "{}", text(&partial.stderr));
+    let got = files(&failed_dir);
+    assert!(got.contains(&"_manifest.json".to_string()), "{got:?}");
+    assert!(got.iter().any(|f| f.starts_with("errors/")), "{got:?}");
+    let written: Vec<String> = got
+        .iter()
+        .filter(|f| f.starts_with("part-"))
+        .flat_map(|f| {
+            std::fs::read_to_string(failed_dir.join(f))
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(written[0].contains("\"ok\""), "{written:?}");
+
     // --json: one document each, with the API's field names.
     let status = sluice(&cluster, &["status", &id, "--json"]).await;
     assert!(status.status.success(), "{}", text(&status.stderr));
@@ -228,6 +293,15 @@ async fn results_downloads_the_manifest_parts_and_resumes() {
     let list: serde_json::Value = serde_json::from_slice(&jobs.stdout).unwrap();
     let listed_jobs = list["jobs"].as_array().unwrap();
     assert_eq!(listed_jobs.len(), 1, "{list}");
+    let failed = sluice(&cluster, &["jobs", "--json", "--status", "failed"]).await;
+    let failed: serde_json::Value = serde_json::from_slice(&failed.stdout).unwrap();
+    assert_eq!(failed["jobs"][0]["id"], failed_id.as_str());
+    assert!(
+        failed["jobs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_error_rate")
+    );
     assert_eq!(listed_jobs[0]["id"], id.as_str());
     assert_eq!(list["unreadable"], serde_json::json!([]));
     cluster.stop().await;
@@ -270,5 +344,18 @@ async fn results_of_a_job_not_yet_succeeded_are_refused() {
         "{}",
         text(&unknown.stderr)
     );
+    // The API serves the description that is committed.
+    let served: serde_json::Value = reqwest::get(format!("{}/openapi.json", cluster.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, committed);
     cluster.stop().await;
 }
