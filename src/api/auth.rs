@@ -168,6 +168,13 @@ impl Tokens {
         Ok(Self { by_hash })
     }
 
+    /// No tokens: every caller is let in (the API's state without `api.tokens`).
+    pub fn open() -> Self {
+        Self {
+            by_hash: HashMap::new(),
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.by_hash.is_empty()
     }

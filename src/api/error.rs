@@ -37,15 +37,20 @@ pub enum ApiError {
 }
 
 /// Body of every error response: `{"error": {"code", "message", "field"?}}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorDetail {
+    /// What kind of refusal: `invalid_spec`, `bad_request`, `not_found`, `conflict`,
+    /// `unavailable`, `unreadable_record`, `unauthorized`, `forbidden`, `too_large`,
+    /// `method_not_allowed`, `unsupported_media_type`, `invalid_request` or `internal`.
     pub code: String,
+    /// What was wrong and what to do, for a person.
     pub message: String,
+    /// The spec field or S3 location at fault (`invalid_spec`, `forbidden`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }

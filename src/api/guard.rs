@@ -75,7 +75,7 @@ pub async fn json_errors(
         StatusCode::NOT_FOUND => (
             "not_found",
             format!(
-                "no such route: {method} {path} (the API serves /v1/jobs, /v1/jobs/{{id}}, /v1/jobs/{{id}}/cancel)"
+                "no such route: {method} {path} (the API serves /v1/jobs, /v1/jobs/{{id}}, /v1/jobs/{{id}}/cancel, /v1/jobs/{{id}}/results; GET /openapi.json describes them all)"
             ),
         ),
         StatusCode::METHOD_NOT_ALLOWED => (

@@ -1,11 +1,12 @@
 //! What the API shows of a job (and what the CLI reads back).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobSpec, JobStatus, TrainingProgress};
 use crate::state::{JobRecord, UnreadableJob};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct JobView {
     pub id: String,
     pub name: String,
@@ -26,7 +27,7 @@ pub struct JobView {
     pub spec: JobSpec,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Progress {
     pub shards_total: u64,
     pub shards_done: u64,
@@ -58,7 +59,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Timings {
     pub created_ms: u64,
     pub started_ms: Option<u64>,
@@ -130,7 +131,7 @@ impl JobView {
 }
 
 /// `GET /v1/jobs` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
     /// Job records that could not be read (`{"id", "reason"}`), newest first: left out of
@@ -140,7 +141,7 @@ pub struct JobList {
 }
 
 /// `POST /v1/jobs` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Created {
     pub id: String,
     /// False when the `Idempotency-Key` matched an earlier submission.

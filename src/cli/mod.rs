@@ -1,6 +1,6 @@
 //! The command line: role commands (`api`, `worker`, `ingest`, `serve`), `schema`, and the
-//! client commands (`submit`, `status`, `jobs`, `cancel`, `model push`) that talk to the
-//! HTTP API.
+//! client commands (`submit`, `status`, `jobs`, `cancel`, `results`, `model push`) that talk
+//! to the HTTP API.
 
 mod bench;
 mod bench_accounting;
@@ -8,6 +8,7 @@ mod bench_job;
 pub mod client;
 mod model_push;
 mod progress;
+pub mod results;
 
 use std::path::{Path, PathBuf};
 
@@ -51,7 +52,8 @@ pub enum Command {
     /// Watch the S3 drop folder: files dropped under `<inbox><pipeline>/` become jobs.
     Ingest,
     /// Print a JSON Schema: `job-spec` (what to submit), `job-event` (the events exchange)
-    /// or `submission-reply` (replies to AMQP submitters).
+    /// or `submission-reply` (replies to AMQP submitters); or `openapi`, the OpenAPI 3.1
+    /// description of the HTTP API (as served at `/openapi.json`).
     Schema {
         #[arg(default_value = "job-spec")]
         name: String,
@@ -77,7 +79,8 @@ pub enum Command {
         /// Keep showing progress until the job ends.
         #[arg(long)]
         follow: bool,
-        /// Print the job as JSON.
+        /// Print the job as one JSON document (the API's `JobView`; with --follow, once it
+        /// ends), and nothing else on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -87,6 +90,30 @@ pub enum Command {
         status: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print one JSON document, the API's `JobList`: `{"jobs": [JobView…],
+        /// "unreadable": [{"id", "reason"}…]}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a succeeded job's output parts (the ones its `_manifest.json` lists) through
+    /// the API, with `_manifest.json` last; parts already there with the right size are
+    /// skipped, so running it again resumes. Prints the folder.
+    Results {
+        id: String,
+        /// Folder to download into (default: ./<ID>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only proceed if the parts are in this format (jsonl covers .jsonl.gz and
+        /// .jsonl.zst); parts are never converted.
+        #[arg(long, value_enum)]
+        format: Option<results::ResultFormat>,
+        /// Also download a failed job's parts: incomplete, or with more failed rows than
+        /// the job allowed.
+        #[arg(long)]
+        partial: bool,
+        /// Also download the error parts (failed rows and why) into `errors/`.
+        #[arg(long)]
+        errors: bool,
     },
     /// Cancel a job: running shards stop within one batch.
     Cancel { id: String },
@@ -148,6 +175,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Api => run_roles(settings, Roles::API).await,
         Command::Ingest => run_roles(settings, Roles::INGEST).await,
+        Command::Schema { name } if name == "openapi" => {
+            print!("{}", crate::api::openapi::render());
+            Ok(0)
+        }
         Command::Schema { name } => match crate::job::schema::render(&name) {
             Some(text) => {
                 print!("{text}");
@@ -157,6 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let known: Vec<&str> = crate::job::schema::SCHEMAS
                     .iter()
                     .map(|(n, _, _)| *n)
+                    .chain(["openapi"])
                     .collect();
                 bail!("no schema `{name}`; choose one of {}", known.join(", "))
             }
@@ -179,7 +211,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             idempotency_key,
         } => {
             let spec = read_spec(&file)?;
-            let client = Client::new(&settings.api.url).with_token(&settings.api.client_token);
+            let client = Client::from_settings(&settings.api)?;
             let created = match client.submit(&spec, idempotency_key.as_deref()).await {
                 Ok(created) => created,
                 Err(ClientError::Api { message, .. }) => {
@@ -199,12 +231,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", created.id);
             if wait {
                 let job = progress::follow(&client, &created.id).await?;
+                progress::print_job(&job);
                 return Ok(progress::exit_code(&job));
             }
             Ok(0)
         }
         Command::Status { id, follow, json } => {
-            let client = Client::new(&settings.api.url).with_token(&settings.api.client_token);
+            let client = Client::from_settings(&settings.api)?;
             let job = if follow {
                 progress::follow(&client, &id).await?
             } else {
@@ -212,19 +245,61 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
-            } else if !follow {
+            } else {
                 progress::print_job(&job);
             }
             Ok(if follow { progress::exit_code(&job) } else { 0 })
         }
-        Command::Jobs { status, limit } => {
-            let client = Client::new(&settings.api.url).with_token(&settings.api.client_token);
+        Command::Jobs {
+            status,
+            limit,
+            json,
+        } => {
+            let client = Client::from_settings(&settings.api)?;
             let list = client.jobs(status.as_deref(), limit).await?;
-            progress::print_list(&list);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                progress::print_list(&list);
+            }
             Ok(0)
         }
+        Command::Results {
+            id,
+            out,
+            format,
+            partial,
+            errors,
+        } => {
+            let client = Client::from_settings(&settings.api)?;
+            let options = results::ResultsOptions {
+                out: out.unwrap_or_else(|| PathBuf::from(&id)),
+                format,
+                partial,
+                errors,
+            };
+            match results::download(&client, &id, &options).await {
+                Ok(done) => {
+                    eprintln!(
+                        "job {id}: {} parts downloaded ({} bytes), {} already there; {} rows",
+                        done.parts, done.bytes, done.skipped, done.rows
+                    );
+                    println!("{}", options.out.display());
+                    Ok(0)
+                }
+                Err(results::ResultsError::Api(ClientError::Api { message, .. })) => {
+                    eprintln!("job {id}: {message}");
+                    Ok(1)
+                }
+                Err(e @ results::ResultsError::Format(_)) => {
+                    eprintln!("{e}");
+                    Ok(2)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Cancel { id } => {
-            let client = Client::new(&settings.api.url).with_token(&settings.api.client_token);
+            let client = Client::from_settings(&settings.api)?;
             let job = client.cancel(&id).await?;
             eprintln!("job {} is {}", job.id, job.status);
             Ok(0)

@@ -9,7 +9,7 @@ use crate::api::{JobList, JobView};
 use crate::job::{JobStatus, TrainingProgress};
 
 /// Polls the job until it ends, with a progress bar (or a line every few seconds when
-/// stderr is not a terminal).
+/// stderr is not a terminal); the caller shows the final state.
 pub async fn follow(client: &Client, id: &str) -> Result<JobView, ClientError> {
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -78,7 +78,6 @@ pub async fn follow(client: &Client, id: &str) -> Result<JobView, ClientError> {
         }
         if job.status.is_terminal() {
             bar.finish_and_clear();
-            print_job(&job);
             return Ok(job);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

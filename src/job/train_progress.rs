@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Every field has a default, so records written by an older or newer version still read.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct TrainingProgress {
     /// Optimisation steps taken, out of `total_steps`.
@@ -40,14 +40,14 @@ pub struct TrainingProgress {
 }
 
 /// One declared label's rows in each part.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClassRows {
     pub label: String,
     pub train_rows: u64,
     pub eval_rows: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EvalPoint {
     pub epoch: u64,
     pub step: u64,

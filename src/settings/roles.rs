@@ -73,6 +73,9 @@ pub struct ApiSettings {
     pub tokens_file: String,
     /// The token the CLI sends (`SLUICE__API__CLIENT_TOKEN`).
     pub client_token: String,
+    /// PEM file of CA certificates the CLI trusts besides the system's, for an `https://`
+    /// api.url signed by a private CA (`SLUICE__API__CA_CERT`); empty for none.
+    pub ca_cert: String,
     /// Serve `/healthz`, `/readyz` and `/metrics` (always without a token) on the API's
     /// port. With `false` they move to `metrics.listen`, e.g. a port only the cluster sees.
     pub serve_metrics: bool,
@@ -203,6 +206,7 @@ impl Default for ApiSettings {
             tokens: Vec::new(),
             tokens_file: String::new(),
             client_token: String::new(),
+            ca_cert: String::new(),
             serve_metrics: true,
             reply_queue_patterns: crate::job::default_reply_queue_patterns(),
         }

@@ -14,7 +14,9 @@ pub struct JobListing {
 }
 
 /// A job record that could not be read, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct UnreadableJob {
     pub id: String,
     pub reason: String,
