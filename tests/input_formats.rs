@@ -255,7 +255,41 @@ async fn compressed_inputs_give_the_rows_of_the_plain_file() {
     spec["output"]["include_fields"] = json!(["text"]);
     let ran = run_spec(&cluster, spec, "out/semi/").await;
     assert_eq!(ran.status, JobStatus::Succeeded, "{:?}", ran.error);
-    assert_eq!(ran.rows.len(), 2);
+    let texts: HashMap<String, String> = ran
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(texts["a"], "one; two\nthree");
+    assert_eq!(texts["b"], "plain");
+
+    // A carried field missing from a row fails that row, not silently null.
+    let body = "{\"id\": 1, \"text\": \"a\", \"title\": \"t\"}\n{\"id\": 2, \"text\": \"b\"}\n";
+    cluster
+        .put("in/carry.jsonl", body.as_bytes().to_vec())
+        .await;
+    let mut spec = cluster.spec("carry", "in/carry.jsonl", "jsonl", "out/carry/");
+    spec["output"]["include_fields"] = json!(["title"]);
+    spec["max_error_rate"] = json!(1.0);
+    let ran = run_spec(&cluster, spec, "out/carry/").await;
+    assert_eq!(ran.status, JobStatus::Succeeded, "{:?}", ran.error);
+    assert_eq!(ran.rows.len(), 1);
+    assert_eq!(ran.rows[0]["title"], "t");
+    assert_eq!(ran.errors.len(), 1);
+    assert_eq!(ran.errors[0]["line"], 2);
+    assert!(
+        ran.errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"title\" missing"),
+        "{}",
+        ran.errors[0]
+    );
     cluster.stop().await;
 }
 
@@ -409,32 +443,36 @@ pq.write_table(table, sys.argv[1], row_group_size=2500, compression="zstd")
     let mut spec = cluster.spec("pq", "in/table.parquet", "parquet", "out/pq/");
     spec["input"]["text_field"] = json!("body");
     spec["input"]["id_field"] = json!("doc_id");
+    spec["output"]["format"] = json!("parquet");
+    spec["output"]["include_fields"] = json!(["score"]);
     spec["max_error_rate"] = json!(0.01);
-    let ran = run_spec(&cluster, spec, "out/pq/").await;
-    assert_eq!(ran.status, JobStatus::Succeeded, "{:?}", ran.error);
-    assert!(ran.manifest["parts"].as_array().unwrap().len() >= 5);
-    assert_eq!(ran.manifest["rows"]["succeeded"], 11999);
-    assert_eq!(ran.manifest["rows"]["failed"], 1);
-    assert_eq!(ran.errors.len(), 1);
-    assert_eq!(ran.errors[0]["line"], 4322, "row numbers are 1-based");
+    let id = cluster.submit(&spec).await;
+    let job = cluster.wait(&id, LIMIT).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+    let manifest: Value =
+        serde_json::from_str(&cluster.get_text("out/pq/_manifest.json").await.unwrap()).unwrap();
+    check_invariant(&manifest);
+    assert!(manifest["parts"].as_array().unwrap().len() >= 5);
+    assert_eq!(manifest["rows"]["succeeded"], 11999);
+    assert_eq!(manifest["rows"]["failed"], 1);
+    let errors_key = sluice::uri::S3Uri::parse(manifest["error_parts"][0].as_str().unwrap())
+        .unwrap()
+        .key;
+    let error: Value =
+        serde_json::from_str(cluster.get_text(&errors_key).await.unwrap().trim()).unwrap();
+    assert_eq!(error["line"], 4322, "row numbers are 1-based: {error}");
     assert!(
-        ran.errors[0]["error"]
+        error["error"]
             .as_str()
             .unwrap()
             .contains("\"body\" is null")
     );
-    // Ids keep every digit (above 2^53, where a float would round them).
-    let mut ids: Vec<String> = ran.rows.iter().map(|r| r["id"].to_string()).collect();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 11999);
-    assert!(ids.contains(&"9007199254740993".to_string()));
-    assert!(ids.contains(&(9007199254740993u64 + 11999).to_string()));
 
-    // The same texts as JSONL give the same embeddings.
+    // The same texts as JSONL (ids above 2^53, where a float would round them).
+    let base_id = 9007199254740993u64;
     let subset: String = (0..300)
         .map(|i| {
-            json!({"id": 9007199254740993u64 + i, "text": format!("review number {} about film {}", i % 500, i % 37)})
+            json!({"id": base_id + i, "text": format!("review number {} about film {}", i % 500, i % 37)})
                 .to_string()
                 + "\n"
         })
@@ -448,13 +486,64 @@ pq.write_table(table, sys.argv[1], row_group_size=2500, compression="zstd")
     )
     .await;
     let want = by_id(&base.rows);
-    let got = by_id(&ran.rows);
+
+    // pyarrow reads the Parquet parts as a user would.
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for part in manifest["parts"].as_array().unwrap() {
+        let uri = sluice::uri::S3Uri::parse(part["uri"].as_str().unwrap()).unwrap();
+        let path = dir.path().join(uri.key.rsplit('/').next().unwrap());
+        std::fs::write(&path, cluster.storage.get_bytes(&uri).await.unwrap()).unwrap();
+        paths.push(path.to_string_lossy().into_owned());
+    }
+    let read_back = r#"
+import json, sys, pyarrow as pa, pyarrow.parquet as pq
+base, want = int(sys.argv[1]), set(json.loads(sys.argv[2]))
+table = pa.concat_tables([pq.read_table(p) for p in sys.argv[3:]])
+ids = table.column("id").to_pylist()
+scores = table.column("score").to_pylist()
+print(json.dumps({
+    "rows": table.num_rows,
+    "distinct": len(set(ids)),
+    "min": min(ids), "max": max(ids),
+    "schema": {f.name: str(f.type) for f in table.schema},
+    "scores_match": all(s == (i - base) / 4 for i, s in zip(ids, scores)),
+    "subset": {str(i): e for i, e in zip(ids, table.column("embedding").to_pylist()) if str(i) in want},
+}))
+"#;
+    let out = std::process::Command::new(common::assets().reference_python)
+        .arg("-c")
+        .arg(read_back)
+        .arg(base_id.to_string())
+        .arg(serde_json::to_string(&want.keys().collect::<Vec<_>>()).unwrap())
+        .args(&paths)
+        .output()
+        .expect("run the reference python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rows"], 11999);
+    assert_eq!(summary["distinct"], 11999);
+    assert_eq!(summary["min"], base_id);
+    assert_eq!(summary["max"], base_id + 11999);
+    assert_eq!(summary["schema"]["id"], "int64", "{}", summary["schema"]);
+    assert_eq!(summary["schema"]["score"], "double");
+    assert_eq!(
+        summary["schema"]["embedding"],
+        "fixed_size_list<item: float not null>[384]"
+    );
+    assert_eq!(summary["scores_match"], true);
+    let subset = summary["subset"].as_object().unwrap();
+    assert_eq!(subset.len(), want.len());
     for (id, embedding) in &want {
-        let other = &got[id];
+        let other = subset[id].as_array().unwrap();
         let diff = embedding
             .iter()
             .zip(other)
-            .map(|(a, b)| (a - b).abs())
+            .map(|(a, b)| (a - b.as_f64().unwrap()).abs())
             .fold(0.0, f64::max);
         assert!(diff < 1e-5, "id {id} differs by {diff}");
     }
