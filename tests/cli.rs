@@ -86,7 +86,7 @@ uri = "{output}"
         &spec_path,
         std::fs::read_to_string(&spec_path)
             .unwrap()
-            .replace("format = \"jsonl\"", "format = \"parquet\""),
+            .replace("format = \"jsonl\"", "format = \"xlsx\""),
     )
     .unwrap();
     let refused = sluice(&cluster, &["submit", spec]).await;

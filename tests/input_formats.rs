@@ -56,6 +56,7 @@ struct Ran {
     manifest: Value,
     rows: Vec<Value>,
     errors: Vec<Value>,
+    progress: sluice::api::Progress,
 }
 
 async fn run_spec(cluster: &Cluster, spec: Value, output: &str) -> Ran {
@@ -88,6 +89,7 @@ async fn run_spec(cluster: &Cluster, spec: Value, output: &str) -> Ran {
         manifest,
         rows,
         errors,
+        progress: job.progress,
     }
 }
 
@@ -355,6 +357,10 @@ async fn split_ranges_read_every_line_exactly_once() {
     assert_eq!(bad["offset"], bad_offset, "{bad}");
     let inputs = ran.manifest["inputs"].as_array().unwrap();
     assert_eq!(inputs[0]["read"], 61 + 2 + 12);
+    // Known once the job is done, though planning never counted.
+    assert!(ran.progress.rows_total_known);
+    assert_eq!(ran.progress.rows_total, 61 + 2);
+    assert_eq!(ran.progress.bytes_done, ran.progress.bytes_total);
     cluster.stop().await;
 }
 

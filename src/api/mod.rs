@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use results::{ResultPart, ResultsIndex};
-pub use view::{Created, JobList, JobView};
+pub use view::{Created, JobList, JobView, Progress};
 
 use crate::broker::Broker;
 use crate::metrics;

@@ -130,12 +130,23 @@ pub fn print_job(job: &JobView) {
             );
             println!("          {}", training_line(job.status.as_str(), t));
         }
-        None => println!(
+        None if p.rows_total_known => println!(
             "progress  {} of {} rows done, {} failed, {} in flight; shards {}/{}",
             p.rows_done,
             p.rows_total,
             p.rows_failed,
             p.rows_in_flight,
+            p.shards_done,
+            p.shards_total
+        ),
+        // Planned without reading the input: rows are counted as shards finish.
+        None => println!(
+            "progress  {} rows done so far, {} failed, {} in flight; {} of {} input bytes; shards {}/{}",
+            p.rows_done,
+            p.rows_failed,
+            p.rows_in_flight,
+            p.bytes_done,
+            p.bytes_total,
             p.shards_done,
             p.shards_total
         ),

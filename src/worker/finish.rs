@@ -165,7 +165,7 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     let too_many_errors = rows > 0 && failed as f64 > job.spec.max_error_rate * rows as f64;
     let duplicates_refused =
         duplicates.ids > 0 && job.spec.output.on_duplicate_id == OnDuplicateId::Fail;
-    let (status, fields) = if too_many_errors || duplicates_refused {
+    let (status, mut fields) = if too_many_errors || duplicates_refused {
         let error = if too_many_errors {
             format!(
                 "{failed} of {rows} rows failed ({:.2}%), above max_error_rate {}; the bad rows and why are in {}",
@@ -196,6 +196,11 @@ pub async fn run(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
             vec![("finished_ms", finished_ms.to_string())],
         )
     };
+    if !job.rows_known {
+        // Planned without reading: now every row has been counted.
+        fields.push(("rows_total", rows.to_string()));
+        fields.push(("rows_known", "1".to_string()));
+    }
     let moved = ctx
         .state
         .transition(job_id, &[JobStatus::Running], status, &fields)
