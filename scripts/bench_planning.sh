@@ -8,7 +8,7 @@
 # Sizes are GiB. It runs its own S3 server (moto, on a free port, spooling to a work folder)
 # so the shared one on 9000 never holds the large objects; RabbitMQ and Redis are the shared
 # ones (its own key prefix). moto joins a multipart upload in memory (about 2.5x the object)
-# and reads a whole object for any GET, even a ranged one: a size whose upload would not
+# and reads a whole object for any GET, even a ranged one (~4.5x the object at its peak): a size whose upload would not
 # fit the memory or disk free now is replaced by the largest whole GiB that fits, and the
 # "s3 4B GET" column shows what one 4-byte ranged GET costs on this server, a cost real S3
 # does not have (planning with ranges makes two such reads: the compression sniff and the
@@ -86,17 +86,18 @@ pids+=($moto)
 for _ in $(seq 150); do curl -fsS "$S3_ENDPOINT" >/dev/null 2>&1 && break; sleep 0.2; done
 "$S3_PY" scripts/s3.py mb "$bucket"
 
-# The largest whole GiB whose upload fits now: moto needs ~2.5x the object in memory when
-# it joins the parts, and 2x on disk (the parts, then the joined object); 6 GiB of memory
+# The largest whole GiB whose upload fits now: moto peaked at 4.2 GiB of memory for a 1 GiB
+# object (it joins the parts in a bytearray, then copies it; a GET reads the whole object),
+# so ~4.5x the object, and 2x on disk (the parts, then the joined object); 3 GiB of memory
 # stay free for everything else on the machine.
 mem_avail_gib=$(awk '/MemAvailable/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
 disk_avail_gib=$(df -Pk "$work/spool" | awk 'NR == 2 {printf "%.1f", $4 / 1048576}')
-max_gib=$(awk -v m="$mem_avail_gib" -v d="$disk_avail_gib" 'BEGIN {a = (m - 6) / 2.5; b = (d - 4) / 2.2; x = a < b ? a : b; printf "%d", x < 0 ? 0 : x}')
+max_gib=$(awk -v m="$mem_avail_gib" -v d="$disk_avail_gib" 'BEGIN {a = (m - 3) / 4.5; b = (d - 4) / 2.2; x = a < b ? a : b; printf "%d", x < 0 ? 0 : x}')
 echo "free now: ${mem_avail_gib} GiB memory, ${disk_avail_gib} GiB disk; moto fits objects up to ${max_gib} GiB" >&2
 runs=()
 for size in $sizes; do
   if awk -v s="$size" -v m="$max_gib" 'BEGIN {exit !(s > m)}'; then
-    echo "size ${size} GiB does not fit (moto would need ~$(awk -v s="$size" 'BEGIN {print s * 2.5}') GiB memory and $(awk -v s="$size" 'BEGIN {print s * 2.2}') GiB disk; free: ${mem_avail_gib} GiB, ${disk_avail_gib} GiB); using ${max_gib} GiB" >&2
+    echo "size ${size} GiB does not fit (moto would need ~$(awk -v s="$size" 'BEGIN {print s * 4.5 + 3}') GiB memory and $(awk -v s="$size" 'BEGIN {print s * 2.2}') GiB disk; free: ${mem_avail_gib} GiB, ${disk_avail_gib} GiB); using ${max_gib} GiB" >&2
     size=$max_gib
   fi
   awk -v s="$size" 'BEGIN {exit !(s > 0)}' || { echo "no size fits; nothing to measure" >&2; exit 1; }
@@ -119,8 +120,12 @@ upload() {
 import json, os, random, sys, time
 import boto3
 bucket, key, gib = sys.argv[1], sys.argv[2], float(sys.argv[3])
+from botocore.config import Config
+# moto joins the parts before it answers CompleteMultipartUpload: minutes for GiBs, and a
+# retry would join them all again.
 s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1",
-                  aws_access_key_id="sluice", aws_secret_access_key="sluice-secret")
+                  aws_access_key_id="sluice", aws_secret_access_key="sluice-secret",
+                  config=Config(read_timeout=900, retries={"max_attempts": 1}))
 rng = random.Random(19)
 words = "the a film review plot actor scene story great dull long short funny sad music light".split()
 texts = [" ".join(rng.choice(words) for _ in range(rng.randint(10, 60))) for _ in range(4096)]
@@ -198,15 +203,22 @@ results=$work/results.jsonl
 for size in "${runs[@]}"; do
   key=input-${size}gib.jsonl
   step "generate and upload ${size} GiB of JSONL to s3://$bucket/$key"
-  up=$(upload "$key" "$size")
-  echo "$up; moto peak memory so far: $(awk '/VmHWM/ {printf "%.1f GiB", $2 / 1048576}' /proc/$moto/status)" >&2
+  if ! up=$(upload "$key" "$size" 2> "$work/upload.err"); then
+    echo "upload of ${size} GiB failed; skipping that size. Client: $(tail -1 "$work/upload.err")" >&2
+    echo "S3 server log (moto) tail:" >&2
+    grep -v '" 200 -$' "$work/moto.log" | tail -15 >&2
+    "$S3_PY" -c 'import boto3,os,sys; c=boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1", aws_access_key_id="sluice", aws_secret_access_key="sluice-secret"); [c.abort_multipart_upload(Bucket=sys.argv[1], Key=u["Key"], UploadId=u["UploadId"]) for u in c.list_multipart_uploads(Bucket=sys.argv[1]).get("Uploads", [])]' "$bucket" || true
+    continue
+  fi
+  moto_peak=$(awk '/VmHWM/ {printf "%.1f", $2 / 1048576}' /proc/$moto/status)
+  echo "$up; moto peak memory so far: $moto_peak GiB" >&2
   step "plan ${size} GiB with an id field (byte ranges)"
   ranges=$(plan_once "$key" ranges)
   echo "$ranges" >&2
   step "plan ${size} GiB without an id field (scan)"
   scan=$(plan_once "$key" scan)
   echo "$scan" >&2
-  echo "{\"size_gib\": $size, \"upload\": $up, \"ranges\": $ranges, \"scan\": $scan}" >> "$results"
+  echo "{\"size_gib\": $size, \"moto_peak_gib\": $moto_peak, \"upload\": $up, \"ranges\": $ranges, \"scan\": $scan}" >> "$results"
   # Free moto's memory and disk for the next size.
   "$S3_PY" -c 'import boto3,os,sys; boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1", aws_access_key_id="sluice", aws_secret_access_key="sluice-secret").delete_object(Bucket=sys.argv[1], Key=sys.argv[2])' "$bucket" "$key"
 done
@@ -223,7 +235,7 @@ for r in rows:
                 "ranges_planning_s": a["planning_s"], "scan_planning_s": b["planning_s"],
                 "ratio_scan_over_ranges": ratio, "ranges_shards": a["shards"], "scan_shards": b["shards"],
                 "scan_rows_counted": b["rows_total"], "s3_get_4_bytes_s": r["upload"]["get4_s"],
-                "upload_s": r["upload"]["upload_s"], "ranges_status": a["status"], "scan_status": b["status"],
+                "upload_s": r["upload"]["upload_s"], "moto_peak_gib": r["moto_peak_gib"], "ranges_status": a["status"], "scan_status": b["status"],
                 "errors": [e for e in (a["error"], b["error"]) if e]})
 fmt = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
 head = f"{'size':>8} {'rows':>11} {'ranges s':>9} {'scan s':>9} {'scan/ranges':>11} {'shards':>7} {'s3 4B GET s':>11}"
