@@ -9,7 +9,8 @@
 # so the shared one on 9000 never holds the large objects; RabbitMQ and Redis are the shared
 # ones (its own key prefix). moto joins a multipart upload in memory (about 2.5x the object)
 # and reads a whole object for any GET, even a ranged one (~4.5x the object at its peak): a size whose upload would not
-# fit the memory or disk free now is replaced by the largest whole GiB that fits, and the
+# fit the memory or disk free now (or is over 3 GiB, where moto failed) is replaced by the
+# largest whole GiB that fits, and the
 # "s3 4B GET" column shows what one 4-byte ranged GET costs on this server, a cost real S3
 # does not have (planning with ranges makes two such reads: the compression sniff and the
 # first row for the id's column type).
@@ -100,10 +101,11 @@ for _ in $(seq 150); do curl -fsS "$S3_ENDPOINT" >/dev/null 2>&1 && break; sleep
 # The largest whole GiB whose upload fits now: moto peaked at 4.2 GiB of memory for a 1 GiB
 # object (it joins the parts in a bytearray, then copies it; a GET reads the whole object),
 # so ~4.5x the object, and 2x on disk (the parts, then the joined object); 3 GiB of memory
-# stay free for everything else on the machine.
+# stay free for everything else on the machine. 3 GiB at most: moto answered 500 to the
+# CompleteMultipartUpload of a 4 GiB object (at 12.5 GiB of memory, 8 GiB still free).
 mem_avail_gib=$(awk '/MemAvailable/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
 disk_avail_gib=$(df -Pk "$work/spool" | awk 'NR == 2 {printf "%.1f", $4 / 1048576}')
-max_gib=$(awk -v m="$mem_avail_gib" -v d="$disk_avail_gib" 'BEGIN {a = (m - 3) / 4.5; b = (d - 4) / 2.2; x = a < b ? a : b; printf "%d", x < 0 ? 0 : x}')
+max_gib=$(awk -v m="$mem_avail_gib" -v d="$disk_avail_gib" 'BEGIN {a = (m - 3) / 4.5; a = a > 3 ? 3 : a; b = (d - 4) / 2.2; x = a < b ? a : b; printf "%d", x < 0 ? 0 : x}')
 echo "free now: ${mem_avail_gib} GiB memory, ${disk_avail_gib} GiB disk; moto fits objects up to ${max_gib} GiB" >&2
 runs=()
 for size in $sizes; do
