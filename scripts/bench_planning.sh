@@ -7,13 +7,12 @@
 #   scripts/bench_planning.sh [--sizes "1 10"] [--json bench-planning.json] [--keep-data]
 # Sizes are GiB. It runs its own S3 server (moto, on a free port, spooling to a work folder)
 # so the shared one on 9000 never holds the large objects; RabbitMQ and Redis are the shared
-# ones (its own key prefix). moto joins a multipart upload in memory (about 2.5x the object)
-# and reads a whole object for any GET, even a ranged one (~4.5x the object at its peak): a size whose upload would not
-# fit the memory or disk free now (or is over 3 GiB, where moto failed) is replaced by the
-# largest whole GiB that fits, and the
-# "s3 4B GET" column shows what one 4-byte ranged GET costs on this server, a cost real S3
-# does not have (planning with ranges makes two such reads: the compression sniff and the
-# first row for the id's column type).
+# ones (its own key prefix). moto joins a multipart upload in memory and reads the whole
+# object for any GET, even a ranged one (~4.2x the object at its peak): a size that would
+# not fit the memory or disk free now, or is over 3 GiB (a 4 GiB upload got a 500), is
+# replaced by the largest whole GiB that fits. The "s3 4B GET" column is what one 4-byte
+# ranged GET costs on this server, which real S3 does not charge; planning with ranges makes
+# two GETs (the compression sniff, the first row for the id's column type).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
