@@ -24,7 +24,7 @@ while (($#)); do
     --sizes) sizes=$2; shift 2 ;;
     --json) json_out=$2; shift 2 ;;
     --keep-data) keep_data=1; shift ;;
-    -h | --help) sed -n 2,16p "$0"; exit 0 ;;
+    -h | --help) sed -n 2,15p "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
