@@ -11,6 +11,9 @@ use crate::worker::{TaskError, WorkerContext};
 /// Records looked at for a good row before giving up (all typed as text then).
 const SAMPLE_RECORDS: usize = 1000;
 
+/// Bytes of each object read for the sample.
+const SAMPLE_BYTES: u64 = 1024 * 1024;
+
 pub(super) async fn text_columns(
     ctx: &WorkerContext,
     spec: &JobSpec,
@@ -35,20 +38,19 @@ pub(super) async fn text_columns(
         carried: &spec.output.include_fields,
     };
     for object in objects {
+        // Only the object's first bytes: a server may read whatever range is asked for.
+        let end = object.size.min(SAMPLE_BYTES);
         let (raw, encoding) = ctx
             .storage
-            .open_range(&object.uri, 0, 0, Some(&object.etag))
+            .open_range(&object.uri, 0, end, Some(&object.etag))
             .await?;
-        let (reader, _) = decoded(raw, encoding.as_deref())
-            .await
-            .map_err(|e| TaskError::reading(&object.uri, e))?;
+        let Ok((reader, _)) = decoded(raw, encoding.as_deref()).await else {
+            continue;
+        };
         let mut records = RecordReader::new(reader, false, 0, 1);
         let mut looked = 0;
-        while let Some(record) = records
-            .next_record()
-            .await
-            .map_err(|e| TaskError::reading(&object.uri, e))?
-        {
+        // A record cut by the sample's end (or a compressed stream cut short) ends the look.
+        while let Ok(Some(record)) = records.next_record().await {
             if record.is_blank() {
                 continue;
             }
