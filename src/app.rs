@@ -131,12 +131,20 @@ impl Running {
     }
 }
 
+/// Chooses rustls's crypto provider for the whole process (ring). The HTTPS client and the
+/// Redis and AMQP TLS stacks bring more than one, and rustls refuses to pick one itself, so
+/// the first TLS connection would panic. Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Connects and starts `roles`; they stop when `shutdown` is cancelled.
 pub async fn start(
     settings: Settings,
     roles: Roles,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
+    install_crypto_provider();
     crate::metrics::init();
     let services = Services::connect(Arc::new(settings)).await?;
     // Checked before anything starts, so a bad template leaves nothing half-running. In

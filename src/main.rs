@@ -16,6 +16,7 @@ async fn main() {
     } else {
         logs.init();
     }
+    sluice::app::install_crypto_provider();
     let cli = sluice::cli::Cli::parse();
     match sluice::cli::run(cli).await {
         Ok(code) => std::process::exit(code),

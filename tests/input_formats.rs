@@ -355,6 +355,9 @@ async fn split_ranges_read_every_line_exactly_once() {
         .find(|e| e["error"].as_str().unwrap().contains("not valid JSON"))
         .expect("the bad line is reported");
     assert_eq!(bad["offset"], bad_offset, "{bad}");
+    // 60 rows and 12 blank lines before it; the finisher filled in the line.
+    assert_eq!(bad["line"], 73, "{bad}");
+    assert!(bad.get("piece_line").is_none(), "{bad}");
     let inputs = ran.manifest["inputs"].as_array().unwrap();
     assert_eq!(inputs[0]["read"], 61 + 2 + 12);
     // Known once the job is done, though planning never counted.
