@@ -233,36 +233,16 @@ impl Storage {
         Ok(objects)
     }
 
-    /// Streams bytes `[start, end)` of an object; with `etag`, fails with `Changed` if the
-    /// object is no longer that version.
-    pub async fn read_range(
+    /// One GET of bytes `[start, end)` (the whole object when `end <= start`, the rest of it
+    /// from `start` when `end` is `u64::MAX`); with `etag`, fails with `Changed` if the object
+    /// is no longer that version.
+    async fn get(
         &self,
         uri: &S3Uri,
         start: u64,
         end: u64,
         etag: Option<&str>,
-    ) -> Result<impl AsyncBufRead + Unpin + Send + use<>, StorageError> {
-        let mut request = self.client.get_object().bucket(&uri.bucket).key(&uri.key);
-        if end > start {
-            request = request.range(format!("bytes={}-{}", start, end - 1));
-        }
-        if let Some(etag) = etag.filter(|e| !e.is_empty()) {
-            request = request.if_match(etag);
-        }
-        let out = request.send().await.map_err(|e| classify(e, "read", uri))?;
-        Ok(out.body.into_async_read())
-    }
-
-    /// Streams bytes `[start, end)` (the whole object when `end <= start`, the rest of it from
-    /// `start` when `end` is `u64::MAX`) with the object's
-    /// `Content-Encoding`, for readers that decode compressed objects.
-    pub async fn open_range(
-        &self,
-        uri: &S3Uri,
-        start: u64,
-        end: u64,
-        etag: Option<&str>,
-    ) -> Result<(impl AsyncBufRead + Unpin + Send + use<>, Option<String>), StorageError> {
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StorageError> {
         let mut request = self.client.get_object().bucket(&uri.bucket).key(&uri.key);
         if end == u64::MAX {
             request = request.range(format!("bytes={start}-"));
@@ -272,7 +252,34 @@ impl Storage {
         if let Some(etag) = etag.filter(|e| !e.is_empty()) {
             request = request.if_match(etag);
         }
-        let out = request.send().await.map_err(|e| classify(e, "read", uri))?;
+        request.send().await.map_err(|e| classify(e, "read", uri))
+    }
+
+    /// Streams bytes `[start, end)` of an object (see `get` for the bounds and `etag`).
+    pub async fn read_range(
+        &self,
+        uri: &S3Uri,
+        start: u64,
+        end: u64,
+        etag: Option<&str>,
+    ) -> Result<impl AsyncBufRead + Unpin + Send + use<>, StorageError> {
+        Ok(self
+            .get(uri, start, end, etag)
+            .await?
+            .body
+            .into_async_read())
+    }
+
+    /// Streams bytes `[start, end)` (see `get`) with the object's `Content-Encoding`, for
+    /// readers that decode compressed objects.
+    pub async fn open_range(
+        &self,
+        uri: &S3Uri,
+        start: u64,
+        end: u64,
+        etag: Option<&str>,
+    ) -> Result<(impl AsyncBufRead + Unpin + Send + use<>, Option<String>), StorageError> {
+        let out = self.get(uri, start, end, etag).await?;
         let encoding = out.content_encoding().map(str::to_string);
         Ok((out.body.into_async_read(), encoding))
     }
@@ -288,16 +295,7 @@ impl Storage {
         if end <= start {
             return Ok(bytes::Bytes::new());
         }
-        let mut request = self
-            .client
-            .get_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .range(format!("bytes={}-{}", start, end - 1));
-        if let Some(etag) = etag.filter(|e| !e.is_empty()) {
-            request = request.if_match(etag);
-        }
-        let out = request.send().await.map_err(|e| classify(e, "read", uri))?;
+        let out = self.get(uri, start, end, etag).await?;
         let data = out
             .body
             .collect()
