@@ -54,7 +54,7 @@ echo "first row:" >&2
 echo "..." >&2
 
 step "train a sentiment classifier on the frozen encoder (20% held out), then classify every review"
-"$S3_PY" scripts/s3.py mb sluice-cache
+
 "$SLUICE_BIN" submit jobs/rotten-tomatoes-train.toml --wait
 "$S3_PY" scripts/s3.py cat s3://sluice-models/rt-sentiment/training-report.json > "$data/training-report.json"
 python3 - "$data/training-report.json" <<'PY'

@@ -83,6 +83,8 @@ async fn a_trained_head_serves_a_bulk_classify_job() {
         },
         checkpoint_every: 0,
         dropout: layout.dropout,
+        class_weights: Vec::new(),
+        selection: None,
     };
     let done = {
         let (engine, layout) = (engine.clone(), layout.clone());

@@ -107,6 +107,8 @@ async fn a_trained_head_reaches_logistic_regression_on_rotten_tomatoes() {
         },
         checkpoint_every: 0,
         dropout: layout.dropout,
+        class_weights: Vec::new(),
+        selection: None,
     };
     let mut engine = cluster.settings.engine.clone();
     engine.execution_provider = ExecutionProvider::Cpu;

@@ -65,6 +65,15 @@ fn batch(layout: &HeadLayout, rows: usize, seed: u64) -> Batch {
     }
 }
 
+/// The batch with each one-hot target scaled by its class's weight, as `class_weights` does.
+fn weighted(mut b: Batch, layout: &HeadLayout) -> Batch {
+    const WEIGHTS: [f32; 4] = [0.4, 2.5, 1.7, 0.9];
+    for (i, t) in b.targets.iter_mut().enumerate() {
+        *t *= WEIGHTS[(i % layout.classes) % 4];
+    }
+    b
+}
+
 fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
@@ -89,9 +98,17 @@ fn layouts() -> Vec<(&'static str, HeadLayout)> {
 
 #[test]
 fn the_reference_gradients_match_finite_differences() {
-    for (label, layout) in layouts() {
+    for ((label, layout), class_weights) in layouts()
+        .into_iter()
+        .flat_map(|l| [(l.clone(), false), (l, true)])
+    {
         let params = layout.initial_parameters(3);
         let b = batch(&layout, 7, 11);
+        let b = if class_weights {
+            weighted(b, &layout)
+        } else {
+            b
+        };
         let (_, grads) =
             loss_and_grads(&layout, &params, &b.features, &b.targets, b.rows, &b.masks);
         let h = 1e-3f32;
@@ -119,7 +136,10 @@ fn the_step_graph_matches_the_reference_over_many_steps() {
         weight_decay: 0.05,
         ..Default::default()
     };
-    for (label, layout) in layouts() {
+    for ((label, layout), class_weights) in layouts()
+        .into_iter()
+        .flat_map(|l| [(l.clone(), false), (l, true)])
+    {
         let model = build_step_graph(&layout, &optimizer).encode_to_vec();
         let mut session = StepSession::open(label, &model, &engine()).unwrap();
         assert!(session.contract().has_grads);
@@ -131,6 +151,11 @@ fn the_step_graph_matches_the_reference_over_many_steps() {
         // The same 4 batches again and again: the loss must fall.
         for step in 0..40u64 {
             let b = batch(&layout, 16, 100 + step % 4);
+            let b = if class_weights {
+                weighted(b, &layout)
+            } else {
+                b
+            };
             let lr = 0.03;
             let out = session
                 .step(

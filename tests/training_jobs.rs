@@ -99,8 +99,22 @@ async fn a_training_job_packages_a_classifier_that_bulk_inference_serves() {
             .expect("training report"),
     )
     .unwrap();
-    let eval = progress.eval.unwrap();
-    assert_eq!(report["eval"]["accuracy"].as_f64(), Some(eval.accuracy));
+    assert_eq!(
+        report["eval"]["accuracy"].as_f64(),
+        Some(progress.eval.unwrap().accuracy)
+    );
+    // The package holds the best epoch by macro-F1 (the default), the earliest on ties.
+    let best = progress
+        .eval_history
+        .iter()
+        .copied()
+        .reduce(|best, e| if e.macro_f1 > best.macro_f1 { e } else { best })
+        .unwrap();
+    assert_eq!(report["selected"]["rule"], "best");
+    assert_eq!(report["selected"]["metric"], "macro_f1");
+    assert_eq!(report["selected"]["step"], best.step);
+    assert_eq!(progress.best_step, Some(best.step));
+    let eval = best;
     assert_eq!(
         report["loss_curve"].as_array().unwrap().len() as u64,
         progress.total_steps
@@ -152,7 +166,7 @@ async fn a_training_job_packages_a_classifier_that_bulk_inference_serves() {
         .count();
     let accuracy = correct as f64 / output.len() as f64;
     eprintln!(
-        "held-out accuracy {accuracy:.4} from the classify job, {:.4} in the training report (F1 {:.4})",
+        "held-out accuracy {accuracy:.4} from the classify job, {:.4} for the selected epoch in the training report (F1 {:.4})",
         eval.accuracy, eval.macro_f1
     );
     // The job embeds in other batches than training did: a near-tie may flip, no more.
@@ -188,6 +202,81 @@ async fn a_training_job_packages_a_classifier_that_bulk_inference_serves() {
     ] {
         assert!(metrics.contains(wanted), "{wanted} missing");
     }
+    cluster.stop().await;
+}
+
+/// What a user reaches for with a small or skewed data set, with default settings: the
+/// feature cache's bucket did not exist, early stopping ends the run, balanced class weights,
+/// the last or the best epoch packaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_stopping_class_weights_and_a_cache_bucket_nobody_created() {
+    let mut cluster = Cluster::new(32 * 1024).await;
+    let cache_bucket = format!("{}-cache", cluster.bucket);
+    cluster.settings.training.feature_cache = format!("s3://{cache_bucket}/features/");
+    cluster.start(true).await;
+    // Skewed: 3 in 4 rows fresh.
+    let (jsonl, _) = common::rotten_tomatoes_jsonl(None);
+    let skewed: String = jsonl
+        .lines()
+        .filter(|l| l.contains("\"fresh\""))
+        .take(600)
+        .chain(jsonl.lines().filter(|l| l.contains("\"rotten\"")).take(200))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    cluster.put("skewed/reviews.jsonl", skewed).await;
+
+    let mut spec = training_spec(
+        &cluster,
+        "rt-small",
+        "skewed/reviews.jsonl",
+        "models/small/",
+    );
+    spec["training"]["epochs"] = 30.into();
+    spec["training"]["head"] = json!({"type": "linear"});
+    spec["training"]["optimizer"]["lr"] = 0.05.into();
+    spec["training"]["early_stopping"] = json!({"patience": 2, "min_delta": 0.002});
+    spec["training"]["class_weights"] = "balanced".into();
+    spec["training"]["eval"]["metric"] = "loss".into();
+    let id = cluster.submit(&spec).await;
+    let job = cluster.wait(&id, Duration::from_secs(300)).await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    let progress = job.training.unwrap();
+    let history = &progress.eval_history;
+    let best = history
+        .iter()
+        .copied()
+        .reduce(|best, e| if e.loss < best.loss - 0.002 { e } else { best })
+        .unwrap();
+    let best_index = history.iter().position(|e| e.step == best.step).unwrap();
+    eprintln!(
+        "stopped early: {} after {} of 30 epochs, best epoch {} (loss {:.4}, accuracy {:.4})",
+        progress.stopped_early,
+        history.len(),
+        best.epoch,
+        best.loss,
+        best.accuracy
+    );
+    // It ran until patience ran out after the best epoch: 2 evaluations later, or to the end.
+    assert!(progress.stopped_early, "{progress:?}");
+    assert_eq!(history.len(), best_index + 1 + 2, "{history:?}");
+    assert!(progress.step < progress.total_steps);
+    assert_eq!(progress.best_step, Some(best.step));
+    let report: Value = serde_json::from_str(
+        &cluster
+            .get_text("models/small/training-report.json")
+            .await
+            .expect("training report"),
+    )
+    .unwrap();
+    assert_eq!(report["stopped_early"], true);
+    assert_eq!(report["selected"]["step"], best.step);
+    assert_eq!(report["selected"]["metric"], "loss");
+    assert_eq!(report["class_weights"], "balanced");
+    // The cache bucket was created and holds the features.
+    let cache = S3Uri::parse(&format!("s3://{cache_bucket}/features/")).unwrap();
+    let cached = cluster.storage.list(&cache).await.unwrap();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(cached[0].uri.key.ends_with(".safetensors"));
     cluster.stop().await;
 }
 

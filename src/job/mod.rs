@@ -39,8 +39,8 @@ pub use status::JobStatus;
 pub use task::{InputPiece, PieceLayout, ShardTask, TaskMessage};
 pub use train_progress::{ClassRows, EvalPoint, TrainingProgress};
 pub use training::{
-    DecaySpec, EvalSpec, HeadSpec, OptimizerSpec, ScheduleSpec, TrainingSpec, normalize_label,
-    spelled,
+    ClassWeightRule, ClassWeights, DecaySpec, EarlyStopping, EvalMetric, EvalSpec, HeadSpec,
+    OptimizerSpec, ScheduleSpec, Select, TrainingSpec, normalize_label, spelled,
 };
 pub use validate::{parse_json_spec, parse_json_spec_within, parse_toml_spec};
 

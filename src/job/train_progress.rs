@@ -25,6 +25,14 @@ pub struct TrainingProgress {
     pub eval_history: Vec<EvalPoint>,
     /// Step of the latest committed checkpoint.
     pub checkpoint_step: Option<u64>,
+    /// Step of the best evaluation so far by `training.eval.metric` (tracked when the job
+    /// selects the best or stops early): the weights `select = "best"` packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_step: Option<u64>,
+    /// Set when the run ended before its last epoch because `training.early_stopping`'s
+    /// patience ran out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_early: bool,
     /// Steps per second of the worker now running it.
     pub steps_per_second: Option<f64>,
     pub eta_seconds: Option<f64>,

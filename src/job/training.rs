@@ -53,6 +53,121 @@ pub struct TrainingSpec {
     #[serde(default = "default_keep_checkpoints")]
     #[schemars(range(min = 1, max = 1000))]
     pub keep_checkpoints: usize,
+    /// Which weights the package keeps: the best evaluated epoch end (by `eval.metric`) or
+    /// the last step's.
+    #[serde(default)]
+    pub select: Select,
+    /// Stop before `epochs` when `eval.metric` has not improved for `patience` evaluations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Per-class loss weights: `"balanced"` (n_rows / (n_classes · n_rows_of_class), as
+    /// scikit-learn's `compute_class_weight`), or a table of label → weight (unlisted labels
+    /// weigh 1). Left out: every row weighs 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<ClassWeights>,
+}
+
+/// Which weights a training job's package keeps.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Select {
+    /// The epoch end whose evaluation scored best on `eval.metric` (the earliest on ties).
+    #[default]
+    Best,
+    /// The last step's weights.
+    Last,
+}
+
+/// The evaluation figure that picks the best epoch and drives early stopping.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalMetric {
+    /// Mean of the per-class F1 scores: not fooled by a majority class.
+    #[default]
+    MacroF1,
+    Accuracy,
+    /// Mean cross-entropy on the evaluation data (lower is better).
+    Loss,
+}
+
+impl EvalMetric {
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalMetric::MacroF1 => "macro_f1",
+            EvalMetric::Accuracy => "accuracy",
+            EvalMetric::Loss => "loss",
+        }
+    }
+
+    /// Whether a larger value is better.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, EvalMetric::Loss)
+    }
+}
+
+/// Early stopping: evaluations (one per epoch) without an improvement larger than
+/// `min_delta` before the run ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    #[schemars(range(min = 1, max = 10000))]
+    pub patience: u64,
+    /// The smallest change of `eval.metric` that counts as an improvement (absolute, in the
+    /// metric's own units: 0.001 is a tenth of a point of accuracy).
+    #[serde(default)]
+    pub min_delta: f64,
+}
+
+/// Per-class loss weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum ClassWeights {
+    /// `"balanced"`.
+    Rule(ClassWeightRule),
+    /// Label → weight; unlisted labels weigh 1.
+    Table(std::collections::BTreeMap<String, f64>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeightRule {
+    Balanced,
+}
+
+impl ClassWeights {
+    /// One weight per class of `labels`, given each class's row count in the training part.
+    /// Balanced weights average 1 over the training rows, so the loss keeps its scale.
+    pub fn resolve(&self, labels: &[String], counts: &[u64]) -> Vec<f32> {
+        match self {
+            ClassWeights::Rule(ClassWeightRule::Balanced) => {
+                let rows: u64 = counts.iter().sum();
+                let present = counts.iter().filter(|&&n| n > 0).count().max(1);
+                counts
+                    .iter()
+                    .map(|&n| {
+                        if n == 0 {
+                            1.0
+                        } else {
+                            (rows as f64 / (present as f64 * n as f64)) as f32
+                        }
+                    })
+                    .collect()
+            }
+            ClassWeights::Table(table) => labels
+                .iter()
+                .map(|label| {
+                    table
+                        .iter()
+                        .find(|(k, _)| normalize_label(k) == normalize_label(label))
+                        .map_or(1.0, |(_, &w)| w as f32)
+                })
+                .collect(),
+        }
+    }
 }
 
 fn default_min_rows_per_label() -> u64 {
@@ -120,6 +235,9 @@ pub struct EvalSpec {
     /// Format of `uri` (the input's format when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<InputFormat>,
+    /// The figure that picks the best epoch (`select = "best"`) and drives early stopping.
+    #[serde(default)]
+    pub metric: EvalMetric,
 }
 
 fn default_eval_fraction() -> f64 {
@@ -132,6 +250,7 @@ impl Default for EvalSpec {
             fraction: default_eval_fraction(),
             uri: None,
             format: None,
+            metric: EvalMetric::default(),
         }
     }
 }
@@ -345,6 +464,54 @@ impl TrainingSpec {
                 format!("{} is out of range 1-10000", self.epochs),
             );
         }
+        if let Some(stop) = &self.early_stopping {
+            if !(1..=10_000).contains(&stop.patience) {
+                return err(
+                    "training.early_stopping.patience",
+                    format!(
+                        "{} is out of range 1-10000 (evaluations, one per epoch)",
+                        stop.patience
+                    ),
+                );
+            }
+            if !(stop.min_delta.is_finite() && stop.min_delta >= 0.0) {
+                return err(
+                    "training.early_stopping.min_delta",
+                    format!("{} must be a finite number >= 0", stop.min_delta),
+                );
+            }
+        }
+        if let Some(weights) = &self.class_weights {
+            if self.step_graph.is_some() {
+                return err(
+                    "training.class_weights",
+                    "needs the built-in step graph (a custom training.step_graph takes one-hot targets); leave one of them out".into(),
+                );
+            }
+            if let ClassWeights::Table(table) = weights {
+                for (label, &weight) in table {
+                    if !self
+                        .labels
+                        .iter()
+                        .any(|l| normalize_label(l) == normalize_label(label))
+                    {
+                        return err(
+                            "training.class_weights",
+                            format!(
+                                "\"{label}\" is not one of training.labels {:?}",
+                                self.labels
+                            ),
+                        );
+                    }
+                    if !(weight.is_finite() && weight > 0.0 && weight <= 1e6) {
+                        return err(
+                            "training.class_weights",
+                            format!("weight of \"{label}\" is {weight}; it must be in (0, 1e6]"),
+                        );
+                    }
+                }
+            }
+        }
         if self.keep_checkpoints == 0 || self.keep_checkpoints > 1000 {
             return err(
                 "training.keep_checkpoints",
@@ -459,6 +626,79 @@ mod tests {
         v["training"]["optimizer"]["eps"] = 1e-50.into();
         assert_eq!(field_of(v), "training.optimizer.eps");
         assert_eq!(1e-50f64 as f32, 0.0);
+    }
+
+    #[test]
+    fn selection_early_stopping_and_class_weights_are_read_and_checked() {
+        let spec = parse_json_spec(training_json().to_string().as_bytes()).unwrap();
+        let training = spec.training.unwrap();
+        assert_eq!(training.select, Select::Best);
+        assert_eq!(training.eval.metric, EvalMetric::MacroF1);
+        assert_eq!(training.early_stopping, None);
+        assert_eq!(training.class_weights, None);
+
+        let mut v = training_json();
+        v["training"]["select"] = "last".into();
+        v["training"]["eval"] = serde_json::json!({"metric": "loss"});
+        v["training"]["early_stopping"] = serde_json::json!({"patience": 2, "min_delta": 0.001});
+        v["training"]["class_weights"] = "balanced".into();
+        let training = parse_json_spec(v.to_string().as_bytes())
+            .unwrap()
+            .training
+            .unwrap();
+        assert_eq!(training.select, Select::Last);
+        assert_eq!(training.eval.metric, EvalMetric::Loss);
+        assert_eq!(training.early_stopping.unwrap().patience, 2);
+        assert_eq!(
+            training.class_weights,
+            Some(ClassWeights::Rule(ClassWeightRule::Balanced))
+        );
+
+        let mut v = training_json();
+        v["training"]["class_weights"] = serde_json::json!({"rotten": 3.0});
+        let training = parse_json_spec(v.to_string().as_bytes())
+            .unwrap()
+            .training
+            .unwrap();
+        let labels = training.labels.clone();
+        assert_eq!(
+            training.class_weights.unwrap().resolve(&labels, &[10, 10]),
+            vec![1.0, 3.0]
+        );
+
+        for (field, value) in [
+            ("early_stopping", serde_json::json!({"patience": 0})),
+            (
+                "early_stopping",
+                serde_json::json!({"patience": 2, "min_delta": -1.0}),
+            ),
+            ("class_weights", serde_json::json!({"stale": 2.0})),
+            ("class_weights", serde_json::json!({"fresh": 0.0})),
+            ("class_weights", serde_json::json!("uniform")),
+            ("select", serde_json::json!("first")),
+        ] {
+            let mut v = training_json();
+            v["training"][field] = value;
+            let f = field_of(v);
+            assert!(f.starts_with(&format!("training.{field}")), "{field}: {f}");
+        }
+        let mut v = training_json();
+        v["training"]["class_weights"] = "balanced".into();
+        v["training"]["step_graph"] = "s3://graphs/step.onnx".into();
+        assert_eq!(field_of(v), "training.class_weights");
+    }
+
+    #[test]
+    fn balanced_weights_follow_scikit_learn_and_average_one() {
+        // compute_class_weight("balanced", classes=[0, 1, 2], y) with counts 60, 30, 10.
+        let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let w = ClassWeights::Rule(ClassWeightRule::Balanced).resolve(&labels, &[60, 30, 10]);
+        let expected = [100.0 / 180.0, 100.0 / 90.0, 100.0 / 30.0];
+        for (got, want) in w.iter().zip(expected) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{w:?}");
+        }
+        let mean = (60.0 * w[0] + 30.0 * w[1] + 10.0 * w[2]) / 100.0;
+        assert!((mean - 1.0).abs() < 1e-6);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::runner::TrainState;
 const FORMAT: &str = "sluice.checkpoint.v1";
 const PARAM: &str = "param.";
 const LOSS_CURVE: &str = "curve.loss";
+const BEST: &str = "best.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -33,6 +34,21 @@ pub struct Checkpoint {
     pub rng: ChaCha8Rng,
     /// Mean loss of every step so far (the curve a resumed job keeps drawing).
     pub losses: Vec<f32>,
+    /// The best evaluated epoch end so far, when the job selects or stops early by it.
+    pub best: Option<Best>,
+    /// Evaluations since `best` last improved (what early stopping counts).
+    pub stale: u64,
+}
+
+/// The best evaluated epoch end so far and its weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Best {
+    pub step: u64,
+    /// Epochs completed at that step.
+    pub epoch: u64,
+    /// The selection metric's value there.
+    pub score: f64,
+    pub params: Tensors,
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -56,6 +72,11 @@ pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
     for (name, t) in &checkpoint.state.opt {
         owned.push((name.clone(), t.shape.clone(), f32_bytes(&t.data)));
     }
+    if let Some(best) = &checkpoint.best {
+        for (name, t) in &best.params {
+            owned.push((format!("{BEST}{name}"), t.shape.clone(), f32_bytes(&t.data)));
+        }
+    }
     owned.push((
         LOSS_CURVE.into(),
         vec![checkpoint.losses.len()],
@@ -70,7 +91,7 @@ pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let rng = &checkpoint.rng;
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("step".to_string(), checkpoint.state.step.to_string()),
         ("epoch".to_string(), checkpoint.epoch.to_string()),
@@ -78,7 +99,17 @@ pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, CheckpointError> {
         ("rng.seed".to_string(), hex::encode(rng.get_seed())),
         ("rng.stream".to_string(), rng.get_stream().to_string()),
         ("rng.word_pos".to_string(), rng.get_word_pos().to_string()),
+        ("stale".to_string(), checkpoint.stale.to_string()),
     ]);
+    if let Some(best) = &checkpoint.best {
+        metadata.insert("best.step".into(), best.step.to_string());
+        metadata.insert("best.epoch".into(), best.epoch.to_string());
+        // Bit-exact, so a resumed run compares against the very same number.
+        metadata.insert(
+            "best.score".into(),
+            format!("{:016x}", best.score.to_bits()),
+        );
+    }
     safetensors::serialize(views, Some(metadata)).map_err(|e| corrupt(e.to_string()))
 }
 
@@ -117,6 +148,7 @@ pub fn decode(what: &str, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let mut params = Tensors::new();
     let mut opt = Tensors::new();
     let mut losses = Vec::new();
+    let mut best_params = Tensors::new();
     for (name, view) in tensors.tensors() {
         if view.dtype() != Dtype::F32 {
             return Err(corrupt(format!(
@@ -137,6 +169,8 @@ pub fn decode(what: &str, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
             losses = tensor.data;
         } else if let Some(param) = name.strip_prefix(PARAM) {
             params.insert(param.to_string(), tensor);
+        } else if let Some(param) = name.strip_prefix(BEST) {
+            best_params.insert(param.to_string(), tensor);
         } else {
             opt.insert(name, tensor);
         }
@@ -144,6 +178,34 @@ pub fn decode(what: &str, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     if params.is_empty() {
         return Err(corrupt("holds no parameters".into()));
     }
+    let best = match meta.get("best.step") {
+        None => None,
+        Some(_) => {
+            let score = meta
+                .get("best.score")
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .map(f64::from_bits)
+                .ok_or_else(|| corrupt("metadata `best.score` missing or malformed".into()))?;
+            if best_params.len() != params.len() {
+                return Err(corrupt(format!(
+                    "holds {} best parameters for {} parameters",
+                    best_params.len(),
+                    params.len()
+                )));
+            }
+            Some(Best {
+                step: number("best.step")? as u64,
+                epoch: number("best.epoch")? as u64,
+                score,
+                params: best_params,
+            })
+        }
+    };
+    // Checkpoints written before early stopping existed have no count: nothing was stale.
+    let stale = match meta.get("stale") {
+        Some(_) => number("stale")? as u64,
+        None => 0,
+    };
     Ok(Checkpoint {
         state: TrainState {
             params,
@@ -154,6 +216,8 @@ pub fn decode(what: &str, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         cursor: number("cursor")? as u64,
         rng,
         losses,
+        best,
+        stale,
     })
 }
 
@@ -197,10 +261,24 @@ mod tests {
             cursor: 7,
             rng: rng.clone(),
             losses: vec![0.9, 0.7, 0.5],
+            best: None,
+            stale: 0,
         };
         let bytes = encode(&checkpoint).unwrap();
         let mut back = decode("mem", &bytes).unwrap();
         assert_eq!(back, checkpoint);
+        let with_best = Checkpoint {
+            best: Some(Best {
+                step: 100,
+                epoch: 1,
+                score: 0.1 + 0.2,
+                params: layout.initial_parameters(2),
+            }),
+            stale: 1,
+            ..checkpoint.clone()
+        };
+        let again = decode("mem", &encode(&with_best).unwrap()).unwrap();
+        assert_eq!(again, with_best);
         let continued: Vec<u32> = (0..5).map(|_| back.rng.random()).collect();
         let expected: Vec<u32> = (0..5).map(|_| rng.random()).collect();
         assert_eq!(continued, expected);

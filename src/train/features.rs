@@ -282,9 +282,7 @@ impl Pending {
             labels: data.labels,
             origins: data.origins,
         };
-        storage
-            .put(&cache, encode(&set)?, "application/octet-stream")
-            .await?;
+        store(storage, &cache, encode(&set)?).await;
         Ok((
             set,
             CacheOutcome {
@@ -292,6 +290,30 @@ impl Pending {
                 seconds: started.elapsed().as_secs_f64(),
             },
         ))
+    }
+}
+
+/// Stores features in the cache, creating its bucket when missing. The cache only saves
+/// time, so a write that fails (no permission to create the bucket, S3 trouble) is logged
+/// and the job goes on with the features it has; returns whether they were stored.
+async fn store(storage: &Storage, cache: &S3Uri, bytes: Vec<u8>) -> bool {
+    const TYPE: &str = "application/octet-stream";
+    let result = match storage.put(cache, bytes.clone(), TYPE).await {
+        Err(StorageError::NoSuchBucket { bucket, .. }) => {
+            tracing::info!(cache = %cache, %bucket, "creating the feature cache bucket");
+            match storage.create_bucket(&bucket).await {
+                Ok(()) => storage.put(cache, bytes, TYPE).await,
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(cache = %cache, error = %e, "features not cached; the job goes on, and the next job with this data embeds it again");
+            false
+        }
     }
 }
 
@@ -325,6 +347,10 @@ pub async fn lookup_or_read(
             }
         },
         Err(StorageError::NotFound { .. }) => {}
+        // Created on the first write: a missing cache bucket is an empty cache.
+        Err(StorageError::NoSuchBucket { bucket, .. }) => {
+            tracing::info!(cache = %uri, %bucket, "feature cache bucket does not exist yet; it is created when the features are stored")
+        }
         Err(e) => return Err(e.into()),
     }
     let data = read_labeled(storage, objects, format, text_field, label_field).await?;

@@ -94,8 +94,9 @@ pub fn logits(layout: &HeadLayout, params: &Tensors, features: &[f32], rows: usi
     forward(layout, params, features, rows, &[]).logits
 }
 
-/// Mean softmax cross-entropy of the batch and its gradient for every parameter; `masks`
-/// are the dropout keep-masks of the hidden layers (empty for none).
+/// Mean softmax cross-entropy of the batch and its gradient for every parameter; `targets`
+/// are one-hot rows, each optionally scaled by its class weight; `masks` are the dropout
+/// keep-masks of the hidden layers (empty for none).
 pub fn loss_and_grads(
     layout: &HeadLayout,
     params: &Tensors,
@@ -118,10 +119,14 @@ pub fn loss_and_grads(
         let row = &logits[r * classes..(r + 1) * classes];
         let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+        // Targets may be one-hot rows scaled by a class weight: d/dz of -Σ t log softmax(z)
+        // is softmax(z) · Σ t - t.
+        let mass: f64 = targets[r * classes..(r + 1) * classes].iter().sum();
         for c in 0..classes {
             let log_p = row[c] - max - sum.ln();
             loss -= targets[r * classes + c] * log_p;
-            upstream[r * classes + c] = (log_p.exp() - targets[r * classes + c]) / rows as f64;
+            upstream[r * classes + c] =
+                (log_p.exp() * mass - targets[r * classes + c]) / rows as f64;
         }
     }
     loss /= rows as f64;

@@ -6,7 +6,8 @@
 //! - inputs `param.<name>` (float, static shape): the parameters;
 //! - inputs `opt.<slot>.<name>` (float, static shape): optimiser state, zeros at the start;
 //! - input `batch.features` (float `[batch, features]`) and `batch.targets` (float
-//!   `[batch, classes]`, one-hot);
+//!   `[batch, classes]`, one-hot; with class weights, each row scaled by its class's weight,
+//!   which the built-in graph's loss and gradient honour);
 //! - input `step` (float scalar): the 1-based number of this update;
 //! - input `lr` (float scalar): this step's learning rate (sluice applies the schedule);
 //! - optional inputs `dropout.<i>` (float `[batch, width]`): keep-masks already scaled by
@@ -155,7 +156,8 @@ pub fn build_step_graph(layout: &HeadLayout, optimizer: &AdamW) -> ModelProto {
     let mean = b.op("ReduceMean", &[&per_row], vec![int("keepdims", 0)]);
     let loss = b.op("Neg", &[&mean], vec![]);
 
-    // d loss / d logits = (softmax - targets) / batch.
+    // d loss / d logits = (softmax · Σ targets - targets) / batch: one-hot targets scaled
+    // by the class weight w give w · (softmax - one-hot), the weighted loss's gradient.
     let batch_size = b.op("Shape", &[&x], vec![int("start", 0), int("end", 1)]);
     let batch_size = b.op(
         "Cast",
@@ -163,7 +165,14 @@ pub fn build_step_graph(layout: &HeadLayout, optimizer: &AdamW) -> ModelProto {
         vec![int("to", data_type::FLOAT as i64)],
     );
     let probs = b.op("Exp", &[&log_probs], vec![]);
-    let diff = b.sub(&probs, &targets);
+    let row_axis = b.ints(&[1]);
+    let weight = b.op(
+        "ReduceSum",
+        &[&targets, &row_axis],
+        vec![int("keepdims", 1)],
+    );
+    let scaled = b.mul(&probs, &weight);
+    let diff = b.sub(&scaled, &targets);
     let mut upstream = b.div(&diff, &batch_size);
 
     let layers = layout.layers();

@@ -10,8 +10,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Best, Checkpoint};
 use super::error::TrainError;
+use super::eval::EvalMetrics;
 use super::head::Tensors;
 use super::runner::{StepBatch, StepSession};
 
@@ -73,6 +74,68 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Dropout probability of the `dropout.*` masks (0 for none).
     pub dropout: f32,
+    /// Loss weight per class (its one-hot target is scaled by it); empty: all 1.
+    pub class_weights: Vec<f32>,
+    /// Tracking of the best epoch end and early stopping; `None`: neither.
+    pub selection: Option<Selection>,
+}
+
+/// Which evaluation figure is best, and when a run stops early.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub metric: Metric,
+    /// Evaluations without improvement before the run ends; `None`: run every epoch.
+    pub patience: Option<u64>,
+    /// The smallest change that counts as an improvement.
+    pub min_delta: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    MacroF1,
+    Accuracy,
+    Loss,
+}
+
+impl Selection {
+    fn score(&self, m: &EvalMetrics) -> f64 {
+        match self.metric {
+            Metric::MacroF1 => m.macro_f1,
+            Metric::Accuracy => m.accuracy,
+            Metric::Loss => m.loss,
+        }
+    }
+
+    fn improves(&self, score: f64, best: f64) -> bool {
+        match self.metric {
+            Metric::Loss => score < best - self.min_delta,
+            _ => score > best + self.min_delta,
+        }
+    }
+
+    /// Folds the evaluation of the epoch end `at` into its best-so-far and stale count.
+    fn record(&self, at: &mut Checkpoint, metrics: &EvalMetrics) {
+        let score = self.score(metrics);
+        let better = match &at.best {
+            None => true,
+            Some(best) => self.improves(score, best.score),
+        };
+        if better {
+            at.best = Some(Best {
+                step: at.state.step,
+                epoch: at.epoch,
+                score,
+                params: at.state.params.clone(),
+            });
+            at.stale = 0;
+        } else {
+            at.stale += 1;
+        }
+    }
+
+    fn exhausted(&self, at: &Checkpoint) -> bool {
+        self.patience.is_some_and(|p| at.stale >= p)
+    }
 }
 
 impl TrainConfig {
@@ -86,6 +149,11 @@ pub trait Observer {
     /// After every step.
     fn on_step(&mut self, _progress: &StepProgress) -> Flow {
         Flow::Continue
+    }
+    /// At each epoch end, before its checkpoint: the evaluation of `at`, if the observer
+    /// evaluates (selection and early stopping need it).
+    fn on_epoch_end(&mut self, _at: &Checkpoint) -> Result<Option<EvalMetrics>, TrainError> {
+        Ok(None)
     }
     /// A checkpoint to keep (write it, record it); an error stops the run.
     fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Flow, TrainError>;
@@ -110,7 +178,7 @@ pub struct StepProgress {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
-    /// Every epoch done; the final state.
+    /// Every epoch done, or stopped early by the selection's patience; the final state.
     Completed(Checkpoint),
     /// The observer stopped it; the last state reached (a checkpoint only if one was
     /// taken at this step).
@@ -134,6 +202,8 @@ pub fn fresh_start(
             rng
         },
         losses: Vec::new(),
+        best: None,
+        stale: 0,
     })
 }
 
@@ -183,6 +253,10 @@ pub fn train(
     let per_epoch = config.steps_per_epoch(rows);
     let total = per_epoch * config.epochs;
     let mut at = start;
+    // Resumed from the checkpoint where patience ran out: the run had already ended.
+    if config.selection.as_ref().is_some_and(|s| s.exhausted(&at)) {
+        return Ok(Finish::Completed(at));
+    }
     let keep = 1.0 - config.dropout;
     let mut features = Vec::new();
     let mut targets = Vec::new();
@@ -196,7 +270,9 @@ pub fn train(
             targets.resize(batch_rows.len() * classes, 0.0);
             for (i, &row) in batch_rows.iter().enumerate() {
                 features.extend_from_slice(&data.features[row * data.dim..(row + 1) * data.dim]);
-                targets[i * classes + data.labels[row]] = 1.0;
+                let label = data.labels[row];
+                targets[i * classes + label] =
+                    config.class_weights.get(label).copied().unwrap_or(1.0);
             }
             let dropout = masks_spec
                 .iter()
@@ -249,6 +325,14 @@ pub fn train(
                 lr,
             };
             let mut flow = observer.on_step(&progress);
+            let mut exhausted = false;
+            if at.cursor == 0
+                && let Some(metrics) = observer.on_epoch_end(&at)?
+                && let Some(selection) = &config.selection
+            {
+                selection.record(&mut at, &metrics);
+                exhausted = selection.exhausted(&at);
+            }
             let due = at.cursor == 0
                 || (config.checkpoint_every > 0
                     && at.state.step.is_multiple_of(config.checkpoint_every));
@@ -257,6 +341,9 @@ pub fn train(
             }
             if flow == Flow::Stop {
                 return Ok(Finish::Stopped(at));
+            }
+            if exhausted {
+                return Ok(Finish::Completed(at));
             }
             if at.cursor == 0 {
                 break;

@@ -6,12 +6,13 @@ use prost::Message;
 
 use super::super::{TaskError, WorkerContext};
 use super::{Ended, report};
-use crate::job::ModelManifest;
 use crate::job::{JobStatus, TrainingProgress};
+use crate::job::{ModelManifest, Select};
 use crate::metrics;
 use crate::state::{JobRecord, Lease, Transition, now_ms};
 use crate::train::checkpoint::Checkpoint;
 use crate::train::curves::{self, EvalMark};
+use crate::train::head::Tensors;
 use crate::train::package::{ClassifierPackage, write_classifier_package};
 use crate::train::{HeadLayout, build_inference_graph};
 
@@ -87,6 +88,15 @@ async fn write_curves(ctx: &WorkerContext, trained: &Trained<'_>) -> Result<(), 
     Ok(())
 }
 
+/// The weights the package keeps: the best evaluated epoch end's, or the last step's.
+fn selected_params<'a>(trained: &'a Trained<'_>) -> &'a Tensors {
+    let training = trained.job.spec.training.as_ref().expect("checked");
+    match (&trained.done.best, training.select) {
+        (Some(best), Select::Best) => &best.params,
+        _ => &trained.done.state.params,
+    }
+}
+
 /// Exports the head and writes the package (encoder + head + labels + report).
 async fn write_package(
     ctx: &WorkerContext,
@@ -95,7 +105,7 @@ async fn write_package(
 ) -> Result<ModelManifest, TaskError> {
     let spec = &trained.job.spec;
     let training = spec.training.as_ref().expect("checked");
-    let head = build_inference_graph(trained.layout, &trained.done.state.params).encode_to_vec();
+    let head = build_inference_graph(trained.layout, selected_params(trained)).encode_to_vec();
     let manifest = write_classifier_package(
         &ctx.storage,
         &ClassifierPackage {

@@ -1,5 +1,5 @@
 //! What a running training job does between steps, on its training thread: publish
-//! progress (Redis, metrics), evaluate at epoch ends, write checkpoints to S3 and commit them
+//! progress (Redis, metrics), evaluate at epoch ends (the trainer keeps the best), write checkpoints to S3 and commit them
 //! under the job's lease (fencing), keep the last K, and stop when told to. The writes go
 //! through the job's `Writer` task; the thread waits for each.
 
@@ -14,7 +14,7 @@ use crate::metrics;
 use crate::settings::EngineSettings;
 use crate::state::now_ms;
 use crate::train::checkpoint::{self, Checkpoint};
-use crate::train::eval::evaluate;
+use crate::train::eval::{EvalMetrics, evaluate};
 use crate::train::trainer::{Dataset, Flow, Observer, StepProgress};
 use crate::train::{HeadLayout, TrainError};
 
@@ -137,7 +137,7 @@ impl JobObserver {
         }
     }
 
-    fn evaluate(&mut self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+    fn evaluate(&mut self, checkpoint: &Checkpoint) -> Result<EvalMetrics, TrainError> {
         let metrics = evaluate(
             &self.layout,
             &checkpoint.state.params,
@@ -183,7 +183,7 @@ impl JobObserver {
             loss = point.loss,
             "evaluated"
         );
-        Ok(())
+        Ok(metrics)
     }
 }
 
@@ -234,12 +234,19 @@ impl Observer for JobObserver {
         }
     }
 
+    fn on_epoch_end(&mut self, at: &Checkpoint) -> Result<Option<EvalMetrics>, TrainError> {
+        if self.flags.lease_lost.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.evaluate(at).map(Some)
+    }
+
     fn on_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<Flow, TrainError> {
         if self.flags.lease_lost.load(Ordering::Relaxed) {
             return Ok(Flow::Stop);
         }
-        if checkpoint.cursor == 0 {
-            self.evaluate(checkpoint)?;
+        if let Some(best) = &checkpoint.best {
+            self.progress.best_step = Some(best.step);
         }
         if !self.save(checkpoint) {
             return Ok(Flow::Stop);

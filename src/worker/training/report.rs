@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::job::{TrainingProgress, TrainingSpec};
+use crate::job::{Select, TrainingProgress, TrainingSpec};
 use crate::state::JobRecord;
 use crate::train::checkpoint::Checkpoint;
 
@@ -58,6 +58,10 @@ pub fn build(
             "features_seconds": progress.features_seconds,
         },
         "steps": done.state.step,
+        "selected": selected(training, progress, done),
+        "early_stopping": training.early_stopping,
+        "stopped_early": progress.stopped_early,
+        "class_weights": training.class_weights,
         "eval": progress.eval,
         "eval_history": progress.eval_history,
         "final_loss": done.losses.last(),
@@ -68,5 +72,24 @@ pub fn build(
         "execution_provider": provider,
         "seconds_last_run": elapsed.as_secs_f64(),
         "started_ms": job.started_ms,
+    })
+}
+
+/// Which weights the package holds, and the evaluation that picked them.
+fn selected(
+    training: &TrainingSpec,
+    progress: &TrainingProgress,
+    done: &Checkpoint,
+) -> serde_json::Value {
+    let (rule, step) = match (&done.best, training.select) {
+        (Some(best), Select::Best) => ("best", best.step),
+        _ => ("last", done.state.step),
+    };
+    let eval = progress.eval_history.iter().find(|e| e.step == step);
+    serde_json::json!({
+        "rule": rule,
+        "metric": training.eval.metric.name(),
+        "step": step,
+        "eval": eval,
     })
 }

@@ -43,7 +43,7 @@ pub async fn execute(
     };
     let (graph_name, graph) = step_graph(ctx, training, &layout).await?;
     let resume_from = resume_point(ctx, &job.id).await?;
-    let config = train_config(training);
+    let config = train_config(training, &data.classes);
     check_resume_fits(resume_from.as_ref(), &config, training, data.train.rows())?;
     let progress = first_progress(job, training, &config, &data, resume_from.as_ref());
     let start_step = resume_from.as_ref().map_or(0, |c| c.state.step);
@@ -340,7 +340,16 @@ async fn after_training(
         Finish::Completed(_) if flags.cancelled.load(Ordering::Relaxed) => {
             Ok(ControlFlow::Break(Ended::Abandoned))
         }
-        Finish::Completed(at) => Ok(ControlFlow::Continue((at, observer.progress))),
+        Finish::Completed(at) => {
+            let mut progress = observer.progress;
+            let epochs = job.spec.training.as_ref().map_or(0, |t| t.epochs);
+            progress.stopped_early = at.epoch < epochs;
+            progress.best_step = at.best.as_ref().map(|b| b.step);
+            if progress.stopped_early {
+                tracing::info!(job_id = %job.id, epoch = at.epoch, epochs, best_step = ?progress.best_step, "stopped early: the evaluation metric stopped improving");
+            }
+            Ok(ControlFlow::Continue((at, progress)))
+        }
     }
 }
 

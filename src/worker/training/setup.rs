@@ -1,8 +1,8 @@
 //! What a training spec means for the trainer: head, schedule, optimiser, a fitting step graph.
 
 use super::super::TaskError;
-use crate::job::{DecaySpec, TrainingSpec};
-use crate::train::trainer::{Decay, Schedule, TrainConfig};
+use crate::job::{ClassRows, DecaySpec, EvalMetric, Select, TrainingSpec};
+use crate::train::trainer::{Decay, Metric, Schedule, Selection, TrainConfig};
 use crate::train::{AdamW, HeadLayout, StepSession};
 
 /// The head described by the spec, on features of `input_dim`.
@@ -15,7 +15,10 @@ pub fn head_layout(training: &TrainingSpec, input_dim: usize) -> HeadLayout {
     }
 }
 
-pub fn train_config(training: &TrainingSpec) -> TrainConfig {
+/// The trainer's settings; `classes` gives each label's training rows (for balanced class
+/// weights).
+pub fn train_config(training: &TrainingSpec, classes: &[ClassRows]) -> TrainConfig {
+    let counts: Vec<u64> = classes.iter().map(|c| c.train_rows).collect();
     TrainConfig {
         batch_size: training.batch_size,
         epochs: training.epochs,
@@ -31,7 +34,32 @@ pub fn train_config(training: &TrainingSpec) -> TrainConfig {
         },
         checkpoint_every: training.checkpoint_every,
         dropout: training.head.dropout(),
+        class_weights: training
+            .class_weights
+            .as_ref()
+            .map(|w| w.resolve(&training.labels, &counts))
+            .unwrap_or_default(),
+        selection: selection(training),
     }
+}
+
+/// Best-epoch tracking, when the package keeps the best or the run may stop early.
+fn selection(training: &TrainingSpec) -> Option<Selection> {
+    if training.select == Select::Last && training.early_stopping.is_none() {
+        return None;
+    }
+    Some(Selection {
+        metric: match training.eval.metric {
+            EvalMetric::MacroF1 => Metric::MacroF1,
+            EvalMetric::Accuracy => Metric::Accuracy,
+            EvalMetric::Loss => Metric::Loss,
+        },
+        patience: training.early_stopping.as_ref().map(|e| e.patience),
+        min_delta: training
+            .early_stopping
+            .as_ref()
+            .map_or(0.0, |e| e.min_delta),
+    })
 }
 
 pub fn adamw(training: &TrainingSpec) -> AdamW {
