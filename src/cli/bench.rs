@@ -1,6 +1,7 @@
 //! `sluice bench`: texts/s of the same texts through raw ONNX Runtime (the limit), the sluice
 //! engine, whole jobs with one and two workers, and the usual Python pipeline, all measured in
-//! one run and printed as ratios to raw ONNX Runtime.
+//! one run and printed as ratios to raw ONNX Runtime; then the pipeline ceiling (whole jobs
+//! around a free model, `bench_ceiling`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,6 +10,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use super::bench_accounting::{self, AccountingCost};
+use super::bench_ceiling::{self, CeilingFigure};
 use super::bench_job::{jsonl, whole_job};
 use super::model_push::{PushOptions, manifest_for_dir};
 use crate::engine::{
@@ -36,6 +38,13 @@ pub struct BenchOptions {
     /// Only raw ONNX Runtime, the engine and Python: no services needed.
     #[arg(long)]
     pub engine_only: bool,
+    /// Only the pipeline ceiling (whole jobs around a free model; needs the services, not
+    /// ONNX Runtime).
+    #[arg(long)]
+    pub ceiling_only: bool,
+    /// Rows of each pipeline-ceiling job (the news sentences, cycled); 0 skips the ceiling.
+    #[arg(long, default_value_t = 50_000)]
+    pub ceiling_rows: usize,
     /// Write the figures as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -56,14 +65,33 @@ pub struct Figure {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub texts: usize,
+    /// The pipeline ceiling: whole jobs around a free model (empty when not run).
+    pub ceiling: Vec<CeilingFigure>,
     pub real_tokens: usize,
     pub intra_op_threads: usize,
     pub figures: Vec<Figure>,
-    pub accounting: AccountingCost,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounting: Option<AccountingCost>,
 }
 
 pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Report> {
     let texts = news_sentences(&options.news_csv, options.texts)?;
+    if options.ceiling_only {
+        let ceiling =
+            bench_ceiling::ceiling(&settings, &options.model_dir, &texts, options.ceiling_rows)
+                .await?;
+        bench_ceiling::print(&ceiling);
+        let report = Report {
+            texts: texts.len(),
+            ceiling,
+            real_tokens: 0,
+            intra_op_threads: settings.engine.intra_op_threads,
+            figures: Vec::new(),
+            accounting: None,
+        };
+        write_report(&options, &report)?;
+        return Ok(report);
+    }
     let push_options = PushOptions {
         name: Some("bench".into()),
         max_length: 256,
@@ -215,10 +243,16 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
         Some(raw_padding),
         None,
     ));
+    let ceiling = if options.engine_only || options.ceiling_rows == 0 {
+        Vec::new()
+    } else {
+        bench_ceiling::ceiling(&settings, &options.model_dir, &texts, options.ceiling_rows).await?
+    };
     let raw_seconds = raw_first.min(raw_last);
     let raw_rate = texts.len() as f64 / raw_seconds;
     let report = Report {
         texts: texts.len(),
+        ceiling,
         real_tokens,
         intra_op_threads: settings.engine.intra_op_threads,
         figures: figures
@@ -235,7 +269,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
                 }
             })
             .collect(),
-        accounting,
+        accounting: Some(accounting),
     };
     println!(
         "{:<58} {:>9} {:>8} {:>9} {:>9}",
@@ -252,13 +286,23 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
             f.peak_rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
         );
     }
-    report.accounting.print();
+    if let Some(accounting) = &report.accounting {
+        accounting.print();
+    }
+    if !report.ceiling.is_empty() {
+        bench_ceiling::print(&report.ceiling);
+    }
+    write_report(&options, &report)?;
+    Ok(report)
+}
+
+fn write_report(options: &BenchOptions, report: &Report) -> anyhow::Result<()> {
     if let Some(out) = &options.out {
-        std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+        std::fs::write(out, serde_json::to_vec_pretty(report)?)
             .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("results written to {}", out.display());
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Times `session.run` alone over pre-tokenized batches of all rows sorted by token count;

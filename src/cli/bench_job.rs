@@ -126,7 +126,7 @@ pub(super) async fn whole_job(
 }
 
 /// Submits a job and waits for it to succeed.
-async fn run_job(
+pub(super) async fn run_job(
     services: &Services,
     submitter: &Submitter,
     spec: &JobSpec,

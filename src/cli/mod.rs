@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_accounting;
+mod bench_ceiling;
 mod bench_job;
 pub mod client;
 mod model_push;

@@ -121,6 +121,7 @@ pub async fn run(
         counts,
         ids,
     } = writer;
+    let mut committing = Instant::now();
     let part_key = part.uri().clone();
     part.finish().await?;
     let rows: u64 = counts.iter().map(|c| c.written).sum();
@@ -165,6 +166,7 @@ pub async fn run(
             .sum(),
     };
     let outcome = ctx.state.commit_shard(&job.id, &commit).await?;
+    observe_stage(Stage::Commit, &mut committing);
     if !outcome.newly_committed
         && outcome.status != JobStatus::Running
         && !ctx.state.is_shard_committed(&job.id, task.shard).await?
