@@ -32,8 +32,9 @@ case $json_out in /*) ;; *) json_out=$root/$json_out ;; esac
 source scripts/env.sh
 eval "$(scripts/assets.sh 2>/dev/null)"
 
-step "build sluice"
-cargo build --quiet
+step "build sluice (release profile: benches time the optimised build)"
+cargo build --release --quiet --bin sluice
+SLUICE_BIN=$SLUICE_RELEASE_BIN
 
 work=$SLUICE_CACHE/bench-planning/$$
 mkdir -p "$work/spool"

@@ -3,6 +3,8 @@
 export SLUICE_CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
 SLUICE_BIN=$CARGO_TARGET_DIR/debug/sluice
+# Benches run the optimised build (`cargo build --release`, profile.release).
+SLUICE_RELEASE_BIN=$CARGO_TARGET_DIR/release/sluice
 S3_PY=$SLUICE_CACHE/venv-services/bin/python
 
 # `step NAME` prints a heading with the seconds since the script started.

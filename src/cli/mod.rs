@@ -4,7 +4,9 @@
 
 mod bench;
 mod bench_accounting;
+mod bench_ceiling;
 mod bench_job;
+mod bench_texts;
 pub mod client;
 mod model_push;
 mod progress;

@@ -51,11 +51,34 @@ pub(super) fn embed_blocking(
     stop: &AtomicBool,
     truncate: bool,
 ) -> Result<(Vec<RowOutput>, EmbedStats), EngineError> {
+    let tokenized = tokenize_timed(tokenizer, texts, config.max_length, truncate);
+    embed_tokenized(backend, config, budget, tokenized, stop)
+}
+
+/// `tokenize::tokenize`, timed under the `tokenize` stage.
+pub(super) fn tokenize_timed(
+    tokenizer: &Tokenizer,
+    texts: &[String],
+    max_length: usize,
+    truncate: bool,
+) -> tokenize::Tokenized {
     let tokenizing = Instant::now();
-    let tokenized = tokenize::tokenize(tokenizer, texts, config.max_length, truncate);
+    let tokenized = tokenize::tokenize(tokenizer, texts, max_length, truncate);
     metrics::STAGE_SECONDS
         .with(metrics::Stage::Tokenize)
         .observe(tokenizing.elapsed().as_secs_f64());
+    tokenized
+}
+
+/// `embed_blocking` for texts tokenized already (on the engine's tokenizer pool): batches
+/// by length under the budget, runs, pools; results in input order.
+pub(super) fn embed_tokenized(
+    backend: &mut dyn InferenceBackend,
+    config: &EngineConfig,
+    budget: &mut Budget,
+    tokenized: tokenize::Tokenized,
+    stop: &AtomicBool,
+) -> Result<(Vec<RowOutput>, EmbedStats), EngineError> {
     let encodings = &tokenized.encodings;
     let lengths: Vec<usize> = encodings.iter().map(tokenizers::Encoding::len).collect();
     let order: Vec<usize> = length_order(&lengths)

@@ -68,18 +68,40 @@ impl Embedder {
             dimension: manifest.dimension,
             max_length: manifest.max_length,
         };
-        // Capacity 1: one request waits while one runs, so the model never idles between
-        // chunks and memory stays bounded.
+        // Capacity 1: one request waits while the tokenizer thread prepares the next and the
+        // engine runs the current one, so the model never idles between requests and memory
+        // stays bounded.
         let (requests, receiver) = mpsc::channel::<Request>(1);
-        let name = format!(
-            "sluice-engine-{}",
-            &manifest.model_sha256()[..8.min(manifest.model_sha256().len())]
-        );
+        // A rendezvous: the tokenizer thread is at most one request ahead of the engine.
+        let (ready, prepared) = std::sync::mpsc::sync_channel(0);
+        let sha = &manifest.model_sha256()[..8.min(manifest.model_sha256().len())];
         let alive = Arc::new(AtomicBool::new(true));
         let guard = AliveGuard(alive.clone());
+        let threads = settings.tokenize_threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("sluice-tokenize-{i}"))
+            .build()
+            .expect("starting the tokenizer pool");
+        let prep_guard = AliveGuard(alive.clone());
+        let prep_tokenizer = tokenizer.clone();
+        let max_length = config.max_length;
+        std::thread::Builder::new()
+            .name(format!("sluice-prep-{sha}"))
+            .spawn(move || {
+                super::prep::run(
+                    receiver,
+                    ready,
+                    prep_tokenizer,
+                    max_length,
+                    pool,
+                    prep_guard,
+                )
+            })
+            .expect("spawning the engine's tokenizer thread");
         let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || run(receiver, backend, head, tokenizer, config, guard))
+            .name(format!("sluice-engine-{sha}"))
+            .spawn(move || run(prepared, backend, head, tokenizer, config, guard))
             .expect("spawning the engine thread");
         Self {
             requests,
@@ -180,6 +202,18 @@ impl Embedder {
         stop: Arc<AtomicBool>,
         truncate: bool,
     ) -> Result<Vec<RowOutput>, EngineError> {
+        self.send_rows(texts, stop, truncate).await?.wait().await
+    }
+
+    /// The first half of `embed_rows`: queues the request (waiting while the engine's queue
+    /// is full) and returns its reply to await later, so a caller can queue the next
+    /// request while this one runs. Requests are served in the order sent.
+    pub async fn send_rows(
+        &self,
+        texts: Vec<String>,
+        stop: Arc<AtomicBool>,
+        truncate: bool,
+    ) -> Result<RowsReply, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request {
@@ -192,6 +226,16 @@ impl Embedder {
             })
             .await
             .map_err(|_| EngineError::Stopped)?;
-        answer.await.map_err(|_| EngineError::Stopped)?
+        Ok(RowsReply(answer))
+    }
+}
+
+/// The answer to a queued `send_rows` request.
+pub struct RowsReply(oneshot::Receiver<Result<Vec<RowOutput>, EngineError>>);
+
+impl RowsReply {
+    /// One `RowOutput` per text, in input order (see `Embedder::embed_rows`).
+    pub async fn wait(self) -> Result<Vec<RowOutput>, EngineError> {
+        self.0.await.map_err(|_| EngineError::Stopped)?
     }
 }

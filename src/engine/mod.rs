@@ -1,6 +1,6 @@
 //! The inference engine: a model on its own OS thread behind a cloneable async handle.
-//! Tokenization, length-ordered batching, ONNX Runtime and pooling all run on that thread,
-//! never on tokio's.
+//! Tokenization runs on a tokenizer thread with a small pool of its own, one request ahead;
+//! length-ordered batching, ONNX Runtime and pooling on the engine thread; never on tokio's.
 
 mod batcher;
 mod embed;
@@ -9,6 +9,7 @@ mod limits;
 mod load;
 mod ort_backend;
 mod pooling;
+mod prep;
 mod request;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -19,7 +20,7 @@ mod tokenize;
 
 pub use batcher::{BatchPlan, Budget, length_order, next_batch, plan_batches};
 pub use embed::pad_batch;
-pub use handle::Embedder;
+pub use handle::{Embedder, RowsReply};
 pub use limits::{
     PositionLimit, check_max_length, position_limit_from_config, position_limit_from_onnx,
 };
@@ -104,4 +105,9 @@ pub struct EmbedStats {
     /// Rows that reached the model, and those of them whose output was not finite.
     pub rows_run: usize,
     pub non_finite: usize,
+}
+
+/// Counts a panic of an engine thread (the engine or its tokenizer thread).
+fn metrics_panic() {
+    crate::metrics::ENGINE_PANICS.inc();
 }

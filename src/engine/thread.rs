@@ -1,22 +1,26 @@
-//! The engine thread: warms the model up, then serves requests one at a time until every
-//! handle is gone; a panic fails its request and ends the thread.
+//! The engine thread: warms the model up, then serves requests (tokenized already by the
+//! tokenizer thread) one at a time until every handle is gone; a panic fails its request and
+//! ends the thread.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use tokenizers::Tokenizer;
-use tokio::sync::mpsc;
 
 use super::batcher::Budget;
-use super::embed::{classify, embed_blocking, mostly_non_finite};
+use super::embed::{classify, embed_blocking, embed_tokenized, mostly_non_finite};
+use super::prep::Prepared;
 use super::request::{AliveGuard, EngineConfig, Request};
-use super::{EngineError, InferenceBackend, OrtHead, RowOutput, tokenize};
+use super::tokenize::{self, Tokenized};
+use super::{EngineError, InferenceBackend, OrtHead, RowOutput};
 use crate::metrics;
 
-/// The thread's whole life: warm up, then serve requests until every handle is gone.
+/// The thread's whole life: warm up, then serve requests until the tokenizer thread ends
+/// (every handle gone). `tokenizer` is only for the warm-up.
 pub(super) fn run(
-    mut receiver: mpsc::Receiver<Request>,
+    receiver: Receiver<Prepared>,
     backend: Box<dyn InferenceBackend>,
     head: Option<OrtHead>,
     tokenizer: Tokenizer,
@@ -33,11 +37,11 @@ pub(super) fn run(
         tracing::warn!(panic = %tokenize::panic_message(&*panic),
             "engine warm-up panicked; the first request will tell");
     }
-    while let Some(request) = receiver.blocking_recv() {
+    while let Ok(Prepared { request, tokenized }) = receiver.recv() {
         let Request {
             texts,
             stop,
-            truncate,
+            truncate: _,
             reply,
             span,
             dispatch,
@@ -51,12 +55,10 @@ pub(super) fn run(
             serve(
                 backend.as_mut(),
                 head.as_mut(),
-                &tokenizer,
                 &config,
                 &mut budget,
-                &texts,
+                tokenized,
                 &stop,
-                truncate,
             )
         }));
         match served {
@@ -66,7 +68,7 @@ pub(super) fn run(
                 let message = tokenize::panic_message(&*panic);
                 tracing::error!(panic = %message, rows = texts.len(),
                     "the engine thread panicked; it stops, and its model is loaded again for the next request");
-                metrics::ENGINE_PANICS.inc();
+                super::metrics_panic();
                 guard.0.store(false, Ordering::Release);
                 let _ = reply.send(Err(EngineError::Panicked(message)));
                 break;
@@ -74,20 +76,16 @@ pub(super) fn run(
         }
     }
 }
-/// Embeds (and with a head, classifies) one request's texts: every row answered, in order.
-#[allow(clippy::too_many_arguments)]
+/// Embeds (and with a head, classifies) one request's rows: every row answered, in order.
 fn serve(
     backend: &mut dyn InferenceBackend,
     head: Option<&mut OrtHead>,
-    tokenizer: &Tokenizer,
     config: &EngineConfig,
     budget: &mut Budget,
-    texts: &[String],
+    tokenized: Tokenized,
     stop: &AtomicBool,
-    truncate: bool,
 ) -> Result<Vec<RowOutput>, EngineError> {
-    let (mut rows, mut stats) =
-        embed_blocking(backend, tokenizer, config, budget, texts, stop, truncate)?;
+    let (mut rows, mut stats) = embed_tokenized(backend, config, budget, tokenized, stop)?;
     if let Some(head) = head {
         stats.non_finite += classify(head, &mut rows, config.dimension)?;
         mostly_non_finite(&stats, stats.rows_run)?;

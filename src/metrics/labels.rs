@@ -103,7 +103,7 @@ label!(
 );
 label!(
     /// A stage of a shard's pipeline.
-    Stage { Read = "read", Tokenize = "tokenize", Run = "run", Pool = "pool", Write = "write" }
+    Stage { Read = "read", Tokenize = "tokenize", Run = "run", Pool = "pool", Write = "write", Commit = "commit" }
 );
 label!(
     /// Tokens the model saw: real ones, or padding up to the longest row of the batch.

@@ -19,6 +19,9 @@ pub struct EngineSettings {
     pub max_batch_rows: usize,
     /// Most padded tokens (rows × longest row) in one inference batch.
     pub max_batch_tokens: usize,
+    /// Threads of the engine's own tokenizer pool (never tokio's): the next request is
+    /// tokenized there while the model runs the current one.
+    pub tokenize_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -40,6 +43,9 @@ impl Default for EngineSettings {
             inter_op_threads: 1,
             max_batch_rows: 32,
             max_batch_tokens: 32 * 128,
+            tokenize_threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(4),
         }
     }
 }

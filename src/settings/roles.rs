@@ -126,6 +126,13 @@ pub struct WorkerSettings {
     /// Rows parsed and sent to the engine at once; the engine sorts each chunk by length, so
     /// larger chunks pad less (1024 measured ~7% faster than 256 on MiniLM-L6, 2 cores).
     pub chunk_rows: usize,
+    /// Chunks buffered between a shard's stages (read → engine → write), so S3 reads and
+    /// part writes overlap the engine's work. 0 runs the stages one after another (the
+    /// serial pipeline, same output bytes, for comparison and debugging).
+    pub pipeline_depth: usize,
+    /// Rows the engine orders by token length at once: whole chunks, gathered until this
+    /// many rows (at least one chunk), so batches pad less than one chunk alone would.
+    pub sort_window_rows: usize,
     /// How often one worker looks for stalled jobs whose queued work was lost.
     pub sweep_interval_secs: u64,
     /// A job with no sign of life (progress, commit) for this long has its missing work
@@ -225,6 +232,8 @@ impl Default for WorkerSettings {
             model_cache_dir: cache,
             shutdown_grace_secs: 30,
             chunk_rows: 1024,
+            pipeline_depth: 2,
+            sort_window_rows: 4096,
             sweep_interval_secs: 30,
             stall_after_secs: 300,
             shard_lease_ttl_secs: 30,

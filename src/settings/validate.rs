@@ -53,6 +53,12 @@ impl Settings {
                 "shard_heartbeat_secs must be at least 1 and shard_lease_ttl_secs at least twice shard_heartbeat_secs",
             );
         }
+        if self.worker.sort_window_rows == 0 {
+            return invalid("worker.sort_window_rows", "must be at least 1");
+        }
+        if self.engine.tokenize_threads == 0 {
+            return invalid("engine.tokenize_threads", "must be at least 1");
+        }
         if self.engine.max_batch_rows == 0 {
             return invalid("engine.max_batch_rows", "must be at least 1");
         }

@@ -15,6 +15,8 @@ mod plan;
 pub mod shard;
 mod shard_input;
 mod shard_lease;
+mod shard_pipeline;
+mod shard_stages;
 pub mod sweep;
 pub mod training;
 

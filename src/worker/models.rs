@@ -131,6 +131,18 @@ impl ModelCache {
         Ok(embedder)
     }
 
+    /// Serves `embedder` for `package` from now on, as if loaded from it (benches run the
+    /// worker's path around an engine of their own this way). Fails like `get` when the
+    /// package's manifest cannot be read.
+    pub async fn preload(&self, package: &S3Uri, embedder: Embedder) -> Result<(), TaskError> {
+        let manifest = self.manifest(package).await?;
+        self.loaded
+            .lock()
+            .await
+            .insert(manifest.cache_key(), embedder);
+        Ok(())
+    }
+
     /// Lets go of every loaded model and joins their engine threads, waiting at most `wait`
     /// (shards still running after the drain keep theirs). Returns how many did not end.
     pub async fn shutdown(&self, wait: Duration) -> usize {

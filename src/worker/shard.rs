@@ -5,19 +5,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use super::ids::{IdLog, ids_part_uri};
-use super::output::{FinishedRow, OutputPart, Values, Writer, errors_part_uri};
-use super::shard_input::{Item, PieceReader, Place};
+use super::output::{OutputPart, Values, Writer, errors_part_uri};
+use super::shard_input::Place;
 use super::{TaskError, WorkerContext, finish};
-use crate::engine::{Embedder, EngineError};
+use crate::engine::Embedder;
 use crate::job::accounting::PieceCounts;
 use crate::job::{JobStatus, PieceLayout, ShardTask, Task};
 use crate::metrics::{self, Stage};
 use crate::state::{JobRecord, ShardCommit, StateStore};
-use crate::storage::records::{RecordLimits, RowFields, raw_string};
 
 /// How a shard task ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +97,10 @@ pub async fn run(
         stop: &stop,
     };
     let processed = run.process(&mut writer).await;
+    if processed.is_err() {
+        // Whatever the engine still holds for this shard need not run.
+        stop.store(true, Ordering::Relaxed);
+    }
     watcher.abort();
     match processed {
         Ok(true) => {}
@@ -119,6 +121,7 @@ pub async fn run(
         counts,
         ids,
     } = writer;
+    let mut committing = Instant::now();
     let part_key = part.uri().clone();
     part.finish().await?;
     let rows: u64 = counts.iter().map(|c| c.written).sum();
@@ -163,6 +166,7 @@ pub async fn run(
             .sum(),
     };
     let outcome = ctx.state.commit_shard(&job.id, &commit).await?;
+    observe_stage(Stage::Commit, &mut committing);
     if !outcome.newly_committed
         && outcome.status != JobStatus::Running
         && !ctx.state.is_shard_committed(&job.id, task.shard).await?
@@ -228,177 +232,15 @@ fn check_package(job: &JobRecord, embedder: &Embedder) -> Result<(), TaskError> 
     }
 }
 
-/// A row waiting for the model, with where it came from.
-struct Pending {
-    piece: usize,
-    place: Place,
-    id: Box<RawValue>,
-    text: String,
-    /// `output.include_fields` values, in that order.
-    carried: Vec<Box<RawValue>>,
-}
-
-/// What one shard's processing needs, borrowed for its duration.
-struct ShardRun<'a> {
-    ctx: &'a WorkerContext,
-    job: &'a JobRecord,
-    task: &'a ShardTask,
-    embedder: &'a Embedder,
-    shutdown: &'a CancellationToken,
-    stop: &'a Arc<AtomicBool>,
-}
-
-impl ShardRun<'_> {
-    /// Reads, embeds and writes every row; false when the job stopped running meanwhile.
-    /// Every non-blank record ends written or failed, every blank line skipped: the counts
-    /// per piece are what the finisher reconciles with the plan.
-    async fn process(&self, writer: &mut Writer) -> Result<bool, TaskError> {
-        let (ctx, task) = (self.ctx, self.task);
-        let spec = &self.job.spec;
-        let chunk_rows = ctx.settings.worker.chunk_rows;
-        let limits = RecordLimits {
-            max_record_bytes: task.max_record_bytes,
-            max_record_lines: task.max_record_lines,
-        };
-        let fields = RowFields {
-            text: &spec.input.text_field,
-            id: spec.input.id_field.as_deref(),
-            carried: &spec.output.include_fields,
-        };
-        let mut chunk: Vec<Pending> = Vec::with_capacity(chunk_rows);
-        let mut read_started = Instant::now();
-        for (index, piece) in task.pieces.iter().enumerate() {
-            let mut reader = PieceReader::open(ctx, spec, piece, limits, &fields).await?;
-            let key = piece
-                .uri
-                .strip_prefix("s3://")
-                .and_then(|r| r.split_once('/'));
-            let key = key.map_or(piece.uri.as_str(), |(_, key)| key);
-            while let Some(item) = reader.next(&fields).await? {
-                let (place, row) = match item {
-                    Item::Blank => {
-                        writer.counts[index].skipped += 1;
-                        continue;
-                    }
-                    Item::Failed {
-                        place,
-                        reason,
-                        excerpt,
-                    } => {
-                        writer.counts[index].read += 1;
-                        writer.counts[index].failed += 1;
-                        writer.row_error(&piece.uri, place, reason, excerpt);
-                        continue;
-                    }
-                    Item::Row(place, row) => (place, row),
-                };
-                writer.counts[index].read += 1;
-                let id = match row.id {
-                    Some(id) => {
-                        writer.ids.push(&id);
-                        id
-                    }
-                    None => raw_string(&default_id(key, place)),
-                };
-                chunk.push(Pending {
-                    piece: index,
-                    place,
-                    id,
-                    text: row.text,
-                    carried: row.carried,
-                });
-                if chunk.len() >= chunk_rows {
-                    observe_stage(Stage::Read, &mut read_started);
-                    if !self.embed_chunk(writer, &mut chunk).await? {
-                        return Ok(false);
-                    }
-                    read_started = Instant::now();
-                }
-            }
-        }
-        if !chunk.is_empty() {
-            observe_stage(Stage::Read, &mut read_started);
-            if !self.embed_chunk(writer, &mut chunk).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Embeds one chunk and appends it to the part; rows the model cannot answer go to the
-    /// errors part. False when the job stopped running.
-    async fn embed_chunk(
-        &self,
-        writer: &mut Writer,
-        chunk: &mut Vec<Pending>,
-    ) -> Result<bool, TaskError> {
-        let (ctx, job, task, embedder, shutdown) =
-            (self.ctx, self.job, self.task, self.embedder, self.shutdown);
-        // Cancellation and shutdown are honoured between chunks, so a cancel stops the job
-        // within one chunk's inference.
-        if shutdown.is_cancelled() {
-            return Err(TaskError::Interrupted);
-        }
-        if ctx.state.status(&job.id).await? != JobStatus::Running {
-            return Ok(false);
-        }
-        let mut pending = std::mem::take(chunk);
-        // Rows count as in flight from when they are read, not only once embedded: a shard
-        // of one chunk would otherwise show none until its commit removes them again.
-        ctx.state
-            .set_live_rows(
-                &job.id,
-                task.shard,
-                writer.processed() + pending.len() as u64,
-            )
-            .await?;
-        let texts: Vec<String> = pending
-            .iter_mut()
-            .map(|p| std::mem::take(&mut p.text))
-            .collect();
-        let outputs = match embedder
-            .embed_rows(texts, self.stop.clone(), job.spec.truncate)
-            .await
-        {
-            Ok(outputs) => outputs,
-            Err(EngineError::Cancelled) if shutdown.is_cancelled() => {
-                return Err(TaskError::Interrupted);
-            }
-            Err(EngineError::Cancelled) => return Ok(false),
-            Err(e @ EngineError::Model(_)) => {
-                return Err(TaskError::permanent(format!(
-                    "model package {}: {e}",
-                    job.spec.model
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let mut write_started = Instant::now();
-        let mut answered = Vec::with_capacity(pending.len());
-        for (row, output) in pending.into_iter().zip(outputs) {
-            match output.result {
-                Ok(values) => answered.push(FinishedRow {
-                    piece: row.piece,
-                    place: row.place,
-                    id: row.id,
-                    carried: row.carried,
-                    values,
-                    truncated: output.truncated,
-                }),
-                Err(reason) => {
-                    writer.counts[row.piece].failed += 1;
-                    let uri = &task.pieces[row.piece].uri;
-                    writer.row_error(uri, row.place, reason, row.id.get().to_string());
-                }
-            }
-        }
-        writer.write_rows(answered).await?;
-        observe_stage(Stage::Write, &mut write_started);
-        ctx.state
-            .set_live_rows(&job.id, task.shard, writer.processed())
-            .await?;
-        Ok(true)
-    }
+/// What one shard's processing needs, borrowed for its duration (the stages in
+/// `shard_stages`, driven by `shard_pipeline`).
+pub(super) struct ShardRun<'a> {
+    pub(super) ctx: &'a WorkerContext,
+    pub(super) job: &'a JobRecord,
+    pub(super) task: &'a ShardTask,
+    pub(super) embedder: &'a Embedder,
+    pub(super) shutdown: &'a CancellationToken,
+    pub(super) stop: &'a Arc<AtomicBool>,
 }
 
 /// Raises `stop` once the job leaves `running` (cancelled, failed) or the worker shuts down,
@@ -427,7 +269,7 @@ async fn watch_for_stop(
 
 /// A row's id without an id field: `<object key>:<line>` (the row number for Parquet), or
 /// `<object key>@<byte offset>` where the line is not known.
-fn default_id(key: &str, place: Place) -> String {
+pub(super) fn default_id(key: &str, place: Place) -> String {
     match (place.line, place.offset) {
         (Some(line), _) => format!("{key}:{line}"),
         (None, Some(offset)) => format!("{key}@{offset}"),
@@ -436,7 +278,7 @@ fn default_id(key: &str, place: Place) -> String {
 }
 
 /// Records the time since `started` under `stage`.
-fn observe_stage(stage: Stage, started: &mut Instant) {
+pub(super) fn observe_stage(stage: Stage, started: &mut Instant) {
     metrics::STAGE_SECONDS
         .with(stage)
         .observe(started.elapsed().as_secs_f64());

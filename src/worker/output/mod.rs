@@ -251,6 +251,21 @@ pub(super) struct RowError<'a> {
     record: String,
 }
 
+/// One line of the errors part: the row's place, why it failed, and the start of its record.
+pub(super) fn error_line(uri: &str, place: Place, reason: String, excerpt: String) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&RowError {
+        uri,
+        line: place.line,
+        offset: place.offset,
+        piece_line: place.piece_line,
+        error: reason,
+        record: excerpt,
+    })
+    .expect("row error serialises");
+    out.push(b'\n');
+    out
+}
+
 pub(super) struct Writer {
     pub(super) part: OutputPart,
     /// Lines of the errors part, one JSON object each.
@@ -262,21 +277,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn row_error(&mut self, uri: &str, place: Place, reason: String, excerpt: String) {
-        let mut out = serde_json::to_vec(&RowError {
-            uri,
-            line: place.line,
-            offset: place.offset,
-            piece_line: place.piece_line,
-            error: reason,
-            record: excerpt,
-        })
-        .expect("row error serialises");
-        out.push(b'\n');
-        self.errors.push(out);
-    }
-
-    pub(super) fn processed(&self) -> u64 {
-        self.counts.iter().map(|c| c.written + c.failed).sum()
+        self.errors.push(error_line(uri, place, reason, excerpt));
     }
 
     /// Appends answered rows to the part and counts each as written, or as failed (with a
