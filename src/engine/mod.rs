@@ -9,6 +9,7 @@ mod limits;
 mod load;
 mod ort_backend;
 mod pooling;
+mod probe;
 mod request;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -21,10 +22,12 @@ pub use batcher::{BatchPlan, Budget, length_order, next_batch, plan_batches};
 pub use embed::pad_batch;
 pub use handle::Embedder;
 pub use limits::{
-    PositionLimit, check_max_length, position_limit_from_config, position_limit_from_onnx,
+    PositionLimit, check_max_length, external_data_files, position_limit_from_config,
+    position_limit_from_onnx,
 };
 pub use load::{check_positions, load_tokenizer};
 pub use ort_backend::{ModelSource, OrtBackend, OrtHead, init_runtime, open_session};
+pub use probe::{PROBE_TEXT, graph_dimension, verify};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
