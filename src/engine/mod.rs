@@ -11,6 +11,7 @@ mod ort_backend;
 mod pooling;
 mod probe;
 mod request;
+mod tensor;
 #[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]
@@ -28,6 +29,10 @@ pub use limits::{
 pub use load::{check_positions, load_tokenizer};
 pub use ort_backend::{ModelSource, OrtBackend, OrtHead, init_runtime, open_session};
 pub use probe::{PROBE_TEXT, graph_dimension, verify};
+pub use tensor::{
+    ClassifierOutputs, Element, InputPlan, Port, PortType, RowFeed, TensorEngine, TensorModel,
+    TensorPlan, check_mapping, feed_row,
+};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
