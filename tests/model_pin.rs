@@ -49,9 +49,11 @@ async fn a_tokenizer_pushed_again_mid_job_fails_the_job_instead_of_mixing_packag
         &S3Uri::parse(&cluster.model_uri).unwrap(),
         &PushOptions {
             name: Some("all-MiniLM-L6-v2".into()),
-            max_length: 256,
-            dimension: 384,
+            max_length: Some(256),
+            dimension: Some(384),
             precision: "int8".into(),
+            engine: cluster.settings.engine.clone(),
+            ..Default::default()
         },
     )
     .await

@@ -127,9 +127,11 @@ async fn fp32_minilm_l3_matches_the_python_reference() {
     let model = cluster.uri("models/l3/");
     let options = PushOptions {
         name: Some("paraphrase-MiniLM-L3-v2".into()),
-        max_length: 128,
-        dimension: 384,
+        max_length: Some(128),
+        dimension: Some(384),
         precision: "fp32".into(),
+        engine: cluster.settings.engine.clone(),
+        ..Default::default()
     };
     sluice::cli::push(
         &cluster.storage,

@@ -102,11 +102,16 @@ pub async fn run(settings: Settings, options: BenchOptions) -> anyhow::Result<Re
     }
     let push_options = PushOptions {
         name: Some("bench".into()),
-        max_length: 256,
-        dimension: 384,
+        max_length: Some(256),
+        dimension: Some(384),
         precision: "int8".into(),
+        engine: settings.engine.clone(),
+        ..Default::default()
     };
-    let manifest = manifest_for_dir(&options.model_dir, &push_options)?;
+    let model_dir = options.model_dir.clone();
+    let manifest = tokio::task::spawn_blocking(move || manifest_for_dir(&model_dir, &push_options))
+        .await??
+        .manifest;
     eprintln!(
         "{} {}, {} intra-op threads",
         texts.len(),

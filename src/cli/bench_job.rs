@@ -36,9 +36,11 @@ pub(super) async fn whole_job(
         &model,
         &PushOptions {
             name: Some("bench".into()),
-            max_length: 256,
-            dimension: 384,
+            max_length: Some(256),
+            dimension: Some(384),
             precision: "int8".into(),
+            engine: settings.engine.clone(),
+            ..Default::default()
         },
     )
     .await?;

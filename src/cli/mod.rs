@@ -8,6 +8,7 @@ mod bench_ceiling;
 mod bench_job;
 mod bench_texts;
 pub mod client;
+mod model_config;
 mod model_push;
 mod progress;
 pub mod results;
@@ -19,7 +20,7 @@ use clap::{Parser, Subcommand};
 
 pub use bench::{BenchOptions, Report};
 pub use client::{Client, ClientError};
-pub use model_push::{PushOptions, push};
+pub use model_push::{PushOptions, Pushed, push};
 
 use crate::app::{self, Roles};
 use crate::job::{Pool, parse_json_spec, parse_toml_spec};
@@ -154,17 +155,26 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
     /// Upload DIR (model.onnx + tokenizer.json [+ sluice-model.toml]) as a package at URI.
+    /// Settings left out are read from the model's own files (config.json, modules.json,
+    /// 1_Pooling/config.json, tokenizer files); the model runs one text before upload.
     Push {
         dir: PathBuf,
         uri: String,
         #[arg(long)]
         name: Option<String>,
-        /// Tokens per row after truncation (used when DIR has no sluice-model.toml).
-        #[arg(long, default_value_t = 256)]
-        max_length: usize,
-        /// Embedding size (used when DIR has no sluice-model.toml).
-        #[arg(long, default_value_t = 384)]
-        dimension: usize,
+        /// Tokens per row after truncation; default: the model's position limit.
+        #[arg(long)]
+        max_length: Option<usize>,
+        /// Embedding size; default: config.json's hidden_size or the graph's output.
+        #[arg(long)]
+        dimension: Option<usize>,
+        /// mean, cls, last_token or none; default: the sentence-transformers pooling config.
+        #[arg(long)]
+        pooling: Option<crate::job::Pooling>,
+        /// L2-normalise embeddings (true/false); default: whether modules.json has a
+        /// Normalize module (true without a modules.json).
+        #[arg(long)]
+        normalize: Option<bool>,
         /// Weight precision of model.onnx: fp32, fp16 or int8.
         #[arg(long, default_value = "fp32")]
         precision: String,
@@ -344,6 +354,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     name,
                     max_length,
                     dimension,
+                    pooling,
+                    normalize,
                     precision,
                 },
         } => {
@@ -357,9 +369,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 name,
                 max_length,
                 dimension,
+                pooling,
+                normalize,
                 precision,
+                engine: settings.engine.clone(),
             };
-            let manifest = push(&storage, &dir, &target, &options).await?;
+            let Pushed { manifest, warnings } = push(&storage, &dir, &target, &options).await?;
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
             eprintln!(
                 "pushed {} (model sha256 {}) to {}",
                 manifest.name,

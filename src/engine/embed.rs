@@ -102,7 +102,14 @@ pub(super) fn embed_tokenized(
         let plan = next_batch(&order, position, &lengths, budget.rows, budget.tokens);
         let rows = plan.rows.len();
         let seq = plan.seq_len.max(1);
-        let batch = pad_batch(&plan, seq, encodings);
+        let mut batch = pad_batch(&plan, seq, encodings);
+        if config.pad_id != 0 {
+            for (id, &mask) in batch.input_ids.iter_mut().zip(&batch.attention_mask) {
+                if mask == 0 {
+                    *id = config.pad_id;
+                }
+            }
+        }
         let started = Instant::now();
         let hidden = match backend.hidden_states(&batch) {
             Ok(hidden) => hidden,
@@ -244,6 +251,7 @@ mod tests {
             pooling: Pooling::Mean,
             normalize: false,
             dimension: 2,
+            pad_id: 0,
             max_length: 8,
         };
         let go = AtomicBool::new(false);
@@ -306,6 +314,7 @@ mod tests {
             pooling: Pooling::Mean,
             normalize: false,
             dimension: 2,
+            pad_id: 0,
             max_length: 8,
         };
         let mut backend = SmallMemoryBackend {

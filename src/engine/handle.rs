@@ -66,6 +66,7 @@ impl Embedder {
             pooling: manifest.pooling,
             normalize: manifest.normalize,
             dimension: manifest.dimension,
+            pad_id: manifest.pad_id.map_or(0, i64::from),
             max_length: manifest.max_length,
         };
         // Capacity 1: one request waits while the tokenizer thread prepares the next and the

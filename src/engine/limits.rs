@@ -1,5 +1,6 @@
 //! How many token positions a model has, read from its ONNX graph or its config.json, so a
-//! package whose `max_length` the model cannot run is refused at push and at load.
+//! package whose `max_length` the model cannot run is refused at push and at load; and which
+//! external-data files the graph's weights live in.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek};
@@ -41,17 +42,44 @@ pub fn check_max_length(max_length: usize, limit: &PositionLimit) -> Result<(), 
 /// when the graph has neither (the model takes any length, or names them otherwise).
 /// Reads only the tensors' headers: weights are skipped, not loaded.
 pub fn position_limit_from_onnx(path: &Path) -> io::Result<Option<PositionLimit>> {
+    let initializers = scan(path)?;
+    let file_name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
+    let shapes: Vec<(String, Vec<i64>)> =
+        initializers.into_iter().map(|i| (i.name, i.dims)).collect();
+    Ok(limit_of(&shapes, &file_name))
+}
+
+/// The files (paths relative to the model's folder, as the graph writes them) holding the
+/// weights of initializers stored as ONNX external data (`model.onnx_data` for models over
+/// 2 GB), each once, in first-use order. Empty for a self-contained model.
+pub fn external_data_files(path: &Path) -> io::Result<Vec<String>> {
+    let mut files: Vec<String> = Vec::new();
+    for location in scan(path)?.into_iter().filter_map(|i| i.location) {
+        if !files.contains(&location) {
+            files.push(location);
+        }
+    }
+    Ok(files)
+}
+
+fn scan(path: &Path) -> io::Result<Vec<Initializer>> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     let mut scanner = Scanner {
         reader: BufReader::with_capacity(64 * 1024, file),
     };
-    let initializers = scanner.model(size)?;
-    let file_name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into(),
-    );
-    Ok(limit_of(&initializers, &file_name))
+    scanner.model(size)
+}
+
+/// What the scan keeps of one initializer.
+struct Initializer {
+    name: String,
+    dims: Vec<i64>,
+    /// `external_data` `location`, when the weights live in another file.
+    location: Option<String>,
 }
 
 /// Picks the limit out of the initializers' names and shapes.
@@ -149,6 +177,8 @@ const MODEL_GRAPH: u64 = 7;
 const GRAPH_INITIALIZER: u64 = 5;
 const TENSOR_DIMS: u64 = 1;
 const TENSOR_NAME: u64 = 8;
+/// `TensorProto.external_data`: `StringStringEntryProto { key = 1, value = 2 }`.
+const TENSOR_EXTERNAL_DATA: u64 = 13;
 
 fn malformed(what: &str) -> io::Error {
     io::Error::new(
@@ -215,8 +245,8 @@ impl<R: Read + Seek> Scanner<R> {
         }
     }
 
-    /// Every initializer's name and dims.
-    fn model(&mut self, size: u64) -> io::Result<Vec<(String, Vec<i64>)>> {
+    /// Every initializer's name, dims and external-data location.
+    fn model(&mut self, size: u64) -> io::Result<Vec<Initializer>> {
         let mut left = size;
         let mut initializers = Vec::new();
         while left > 0 {
@@ -231,7 +261,7 @@ impl<R: Read + Seek> Scanner<R> {
         Ok(initializers)
     }
 
-    fn graph(&mut self, mut left: u64, out: &mut Vec<(String, Vec<i64>)>) -> io::Result<()> {
+    fn graph(&mut self, mut left: u64, out: &mut Vec<Initializer>) -> io::Result<()> {
         while left > 0 {
             let (number, wire, len) = self.field(&mut left)?;
             if number == GRAPH_INITIALIZER && wire == LEN {
@@ -244,8 +274,29 @@ impl<R: Read + Seek> Scanner<R> {
         Ok(())
     }
 
-    fn tensor(&mut self, mut left: u64) -> io::Result<(String, Vec<i64>)> {
-        let (mut name, mut dims) = (String::new(), Vec::new());
+    fn string(&mut self, len: u64, left: &mut u64) -> io::Result<String> {
+        let mut bytes = vec![0u8; len as usize];
+        self.reader.read_exact(&mut bytes)?;
+        *left -= len;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// One `external_data` entry: its key and value.
+    fn entry(&mut self, mut left: u64) -> io::Result<(String, String)> {
+        let (mut key, mut value) = (String::new(), String::new());
+        while left > 0 {
+            let (number, wire, len) = self.field(&mut left)?;
+            match (number, wire) {
+                (1, LEN) if len <= 64 * 1024 => key = self.string(len, &mut left)?,
+                (2, LEN) if len <= 64 * 1024 => value = self.string(len, &mut left)?,
+                _ => self.skip_value(wire, len, &mut left)?,
+            }
+        }
+        Ok((key, value))
+    }
+
+    fn tensor(&mut self, mut left: u64) -> io::Result<Initializer> {
+        let (mut name, mut dims, mut location) = (String::new(), Vec::new(), None);
         while left > 0 {
             let (number, wire, len) = self.field(&mut left)?;
             match (number, wire) {
@@ -258,16 +309,22 @@ impl<R: Read + Seek> Scanner<R> {
                         dims.push(self.varint(&mut packed)? as i64);
                     }
                 }
-                (TENSOR_NAME, LEN) if len <= 64 * 1024 => {
-                    let mut bytes = vec![0u8; len as usize];
-                    self.reader.read_exact(&mut bytes)?;
+                (TENSOR_NAME, LEN) if len <= 64 * 1024 => name = self.string(len, &mut left)?,
+                (TENSOR_EXTERNAL_DATA, LEN) => {
                     left -= len;
-                    name = String::from_utf8_lossy(&bytes).into_owned();
+                    let (key, value) = self.entry(len)?;
+                    if key == "location" {
+                        location = Some(value);
+                    }
                 }
                 _ => self.skip_value(wire, len, &mut left)?,
             }
         }
-        Ok((name, dims))
+        Ok(Initializer {
+            name,
+            dims,
+            location,
+        })
     }
 }
 
@@ -360,6 +417,74 @@ mod tests {
         // Not a protobuf at all.
         std::fs::write(&path, b"\xff\xff\xff").unwrap();
         assert!(position_limit_from_onnx(&path).is_err());
+    }
+
+    /// Just the fields the scan reads, external data included (absent from the training
+    /// graphs' `TensorProto`).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ExternalTensor {
+        #[prost(int64, repeated, tag = "1")]
+        dims: Vec<i64>,
+        #[prost(string, tag = "8")]
+        name: String,
+        #[prost(message, repeated, tag = "13")]
+        external_data: Vec<crate::train::onnx::StringStringEntryProto>,
+        #[prost(int32, tag = "14")]
+        data_location: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ExternalGraph {
+        #[prost(message, repeated, tag = "5")]
+        initializer: Vec<ExternalTensor>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ExternalModel {
+        #[prost(message, optional, tag = "7")]
+        graph: Option<ExternalGraph>,
+    }
+
+    #[test]
+    fn lists_external_data_files_once() {
+        use crate::train::onnx::StringStringEntryProto;
+        let dir = tempfile::tempdir().unwrap();
+        let tensor = |name: &str, file: Option<&str>| ExternalTensor {
+            dims: vec![4, 4],
+            name: name.into(),
+            external_data: file
+                .into_iter()
+                .flat_map(|file| {
+                    [("location", file), ("offset", "0")].map(|(key, value)| {
+                        StringStringEntryProto {
+                            key: key.into(),
+                            value: value.into(),
+                        }
+                    })
+                })
+                .collect(),
+            data_location: i32::from(file.is_some()),
+        };
+        let write = |initializer: Vec<ExternalTensor>| {
+            let model = ExternalModel {
+                graph: Some(ExternalGraph { initializer }),
+            };
+            let path = dir.path().join("model.onnx");
+            std::fs::write(&path, model.encode_to_vec()).unwrap();
+            path
+        };
+        let path = write(vec![
+            tensor("a", Some("model.onnx_data")),
+            tensor("b", None),
+            tensor("c", Some("model.onnx_data")),
+            tensor("d", Some("extra.bin")),
+        ]);
+        assert_eq!(
+            external_data_files(&path).unwrap(),
+            vec!["model.onnx_data".to_string(), "extra.bin".to_string()]
+        );
+        let path = write(vec![tensor("b", None)]);
+        assert!(external_data_files(&path).unwrap().is_empty());
     }
 
     #[test]

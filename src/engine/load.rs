@@ -20,10 +20,11 @@ impl Embedder {
         settings: &EngineSettings,
     ) -> Result<Self, EngineError> {
         check_positions(&dir.join(MODEL_FILE), manifest.max_length)?;
-        let backend = OrtBackend::load(
+        let backend = OrtBackend::load_for(
             &dir.join(MODEL_FILE),
             &manifest.names,
             manifest.dimension,
+            manifest.pooling,
             settings,
         )?;
         let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE), manifest.max_length)?;

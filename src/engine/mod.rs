@@ -10,7 +10,9 @@ mod load;
 mod ort_backend;
 mod pooling;
 mod prep;
+mod probe;
 mod request;
+mod tensor;
 #[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]
@@ -22,10 +24,16 @@ pub use batcher::{BatchPlan, Budget, length_order, next_batch, plan_batches};
 pub use embed::pad_batch;
 pub use handle::{Embedder, RowsReply};
 pub use limits::{
-    PositionLimit, check_max_length, position_limit_from_config, position_limit_from_onnx,
+    PositionLimit, check_max_length, external_data_files, position_limit_from_config,
+    position_limit_from_onnx,
 };
 pub use load::{check_positions, load_tokenizer};
 pub use ort_backend::{ModelSource, OrtBackend, OrtHead, init_runtime, open_session};
+pub use probe::{PROBE_TEXT, graph_dimension, verify};
+pub use tensor::{
+    ClassifierOutputs, Element, InputPlan, Port, PortType, RowFeed, TensorEngine, TensorModel,
+    TensorPlan, check_mapping, feed_row,
+};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {

@@ -12,7 +12,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, ValueType};
 
 use super::{EngineError, InferenceBackend, TokenBatch};
-use crate::job::IoNames;
+use crate::job::{IoNames, Pooling};
 use crate::settings::{EngineSettings, ExecutionProvider};
 
 static RUNTIME: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -68,6 +68,9 @@ pub struct OrtBackend {
     token_type_ids: Option<String>,
     output: String,
     dimension: usize,
+    /// The output is one vector per row (`[rows, dimension]`, `Pooling::None`) rather than
+    /// token states.
+    sentence_output: bool,
     provider: &'static str,
 }
 
@@ -188,12 +191,26 @@ fn is_out_of_memory(message: &str) -> bool {
 }
 
 impl OrtBackend {
+    /// A token-state model (`[rows, seq, dimension]`), pooled by the engine.
     pub fn load(
         model: &Path,
         names: &IoNames,
         dimension: usize,
         settings: &EngineSettings,
     ) -> Result<Self, EngineError> {
+        Self::load_for(model, names, dimension, Pooling::Mean, settings)
+    }
+
+    /// Like `load`; with `Pooling::None` the output read is the model's own
+    /// `[rows, dimension]` sentence vector.
+    pub fn load_for(
+        model: &Path,
+        names: &IoNames,
+        dimension: usize,
+        pooling: Pooling,
+        settings: &EngineSettings,
+    ) -> Result<Self, EngineError> {
+        let rank = if pooling == Pooling::None { 2 } else { 3 };
         let env = runtime(settings)?;
         let (session, provider) = build_session(env, &ModelSource::File(model), settings)?;
         tracing::info!(provider, model = %model.display(), "ONNX Runtime session ready");
@@ -234,14 +251,16 @@ impl OrtBackend {
                     outputs.join(", ")
                 )));
             }
-            // Token states are the `[batch, seq, dimension]` output; exported models often
-            // carry others (pooled vectors, masks) before it.
+            // Token states are the `[batch, seq, dimension]` output (a sentence vector the
+            // `[batch, dimension]` one); exported models often carry others (pooled vectors,
+            // masks) before it.
             None => session
                 .outputs()
                 .iter()
                 .find(|o| match o.dtype() {
                     ValueType::Tensor { shape, .. } => {
-                        shape.len() == 3 && (shape[2] == dimension as i64 || shape[2] < 0)
+                        shape.len() == rank
+                            && (shape[rank - 1] == dimension as i64 || shape[rank - 1] < 0)
                     }
                     _ => false,
                 })
@@ -258,6 +277,7 @@ impl OrtBackend {
             token_type_ids,
             output,
             dimension,
+            sentence_output: rank == 2,
             provider,
         })
     }
@@ -301,7 +321,11 @@ impl InferenceBackend for OrtBackend {
             .map_err(|e| {
                 EngineError::Inference(format!("reading output `{}`: {e}", self.output))
             })?;
-        let expected = [batch.rows as i64, batch.seq as i64, self.dimension as i64];
+        let expected = if self.sentence_output {
+            vec![batch.rows as i64, self.dimension as i64]
+        } else {
+            vec![batch.rows as i64, batch.seq as i64, self.dimension as i64]
+        };
         if shape[..] != expected[..] {
             return Err(EngineError::Model(format!(
                 "output `{}` has shape {:?}, expected {:?} (is `dimension` in the package right?)",

@@ -1,9 +1,11 @@
-//! Turning token vectors into one sentence vector: mean under the attention mask or the
-//! first token, then optional L2 normalisation.
+//! Turning token vectors into one sentence vector: mean under the attention mask, the first
+//! or the last unmasked token, or the model's own sentence vector; then optional L2
+//! normalisation.
 
 use crate::job::Pooling;
 
-/// `hidden` is `[rows, seq, dim]` row-major; `mask` is `[rows, seq]`.
+/// `hidden` is `[rows, seq, dim]` row-major (`[rows, dim]` for `Pooling::None`); `mask` is
+/// `[rows, seq]`.
 pub fn pool(
     hidden: &[f32],
     mask: &[i64],
@@ -18,6 +20,17 @@ pub fn pool(
             let mut out = vec![0f32; dim];
             match pooling {
                 Pooling::Cls => out.copy_from_slice(&hidden[r * seq * dim..r * seq * dim + dim]),
+                Pooling::None => out.copy_from_slice(&hidden[r * dim..(r + 1) * dim]),
+                Pooling::LastToken => {
+                    // Rows are padded on the right: the last unmasked position is the last
+                    // token (an all-masked row falls back to the first).
+                    let t = (0..seq)
+                        .rev()
+                        .find(|&t| mask[r * seq + t] != 0)
+                        .unwrap_or(0);
+                    let base = (r * seq + t) * dim;
+                    out.copy_from_slice(&hidden[base..base + dim]);
+                }
                 Pooling::Mean => {
                     let mut count = 0f32;
                     for t in 0..seq {
@@ -57,6 +70,18 @@ mod tests {
         let out = pool(&hidden, &mask, 1, 3, 2, Pooling::Mean, true);
         let norm: f32 = out[0].iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn last_token_and_none() {
+        // 2 rows, 3 tokens, dim 1; row 0 has two real tokens, row 1 three.
+        let hidden = [1.0, 2.0, 9.0, 4.0, 5.0, 6.0];
+        let mask = [1, 1, 0, 1, 1, 1];
+        let out = pool(&hidden, &mask, 2, 3, 1, Pooling::LastToken, false);
+        assert_eq!(out, vec![vec![2.0], vec![6.0]]);
+        // Already one vector per row: [2, 2].
+        let out = pool(&[3.0, 4.0, 1.0, 0.0], &mask, 2, 3, 2, Pooling::None, true);
+        assert_eq!(out, vec![vec![0.6, 0.8], vec![1.0, 0.0]]);
     }
 
     #[test]

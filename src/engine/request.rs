@@ -17,6 +17,8 @@ pub(super) struct EngineConfig {
     pub(super) pooling: Pooling,
     pub(super) normalize: bool,
     pub(super) dimension: usize,
+    /// Id written at padded positions (the package's `pad_id`, else 0).
+    pub(super) pad_id: i64,
     /// The package's `max_length`, named when a row is refused for it.
     pub(super) max_length: usize,
 }

@@ -104,6 +104,7 @@ pub fn manifest() -> ModelManifest {
         pooling: Pooling::Mean,
         normalize: false,
         dimension: 2,
+        pad_id: None,
         labels: Vec::new(),
         names: IoNames::default(),
         files: BTreeMap::from([

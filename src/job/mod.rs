@@ -16,6 +16,7 @@ pub mod schema;
 mod spec;
 mod status;
 mod task;
+mod tensor_spec;
 mod train_progress;
 mod training;
 mod validate;
@@ -37,6 +38,7 @@ pub use spec::{
 };
 pub use status::JobStatus;
 pub use task::{InputPiece, PieceLayout, ShardTask, TaskMessage};
+pub use tensor_spec::{InputFields, TensorSpec};
 pub use train_progress::{ClassRows, EvalPoint, TrainingProgress};
 pub use training::{
     ClassWeightRule, ClassWeights, DecaySpec, EarlyStopping, EvalMetric, EvalSpec, HeadSpec,

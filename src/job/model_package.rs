@@ -30,6 +30,10 @@ pub struct ModelManifest {
     pub normalize: bool,
     /// Embedding size, checked against the model's output.
     pub dimension: usize,
+    /// Token id that pads a batch's shorter rows (the tokenizer's pad token); 0 when absent.
+    /// Padded positions are masked, so it matters only to models that read them anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_id: Option<u32>,
     /// Class names of a classifier package, in the head's output order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
@@ -51,13 +55,44 @@ pub enum ModelTask {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Pooling {
     /// Mean of the token vectors under the attention mask (sentence-transformers' default).
     #[default]
     Mean,
     /// The first token's vector.
     Cls,
+    /// The last token under the attention mask (decoder-style embedders such as Qwen or
+    /// e5-mistral; rows are padded on the right).
+    LastToken,
+    /// The model's output already is one vector per row (`[rows, dimension]`): taken as is.
+    None,
+}
+
+impl Pooling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::LastToken => "last_token",
+            Pooling::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mean" => Ok(Pooling::Mean),
+            "cls" => Ok(Pooling::Cls),
+            "last_token" => Ok(Pooling::LastToken),
+            "none" => Ok(Pooling::None),
+            other => Err(format!(
+                "unknown pooling `{other}` (expected mean, cls, last_token or none)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -198,6 +233,7 @@ mod tests {
             pooling: Pooling::Mean,
             normalize: true,
             dimension: 384,
+            pad_id: None,
             labels: Vec::new(),
             names: IoNames::default(),
             files,

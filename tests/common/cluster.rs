@@ -56,9 +56,11 @@ impl Cluster {
         let model_uri = format!("s3://{bucket}/models/minilm/");
         let options = PushOptions {
             name: Some("all-MiniLM-L6-v2".into()),
-            max_length: 256,
-            dimension: 384,
+            max_length: Some(256),
+            dimension: Some(384),
             precision: "int8".into(),
+            engine: settings.engine.clone(),
+            ..Default::default()
         };
         sluice::cli::push(
             &storage,
