@@ -75,6 +75,11 @@ async fn the_l3_package_compresses_past_the_gate_and_serves_an_embed_job() {
     eprintln!("L3 compression report: {report:#}");
     assert_eq!(report["gate"]["passed"], true, "{report}");
     assert_eq!(report["sample"]["rows"], 300);
+    // 3 layers × Q, K, V, attention output, feed-forward up; the feed-forward down
+    // projections (after GELU) and the attention products stay float.
+    let rewrite = &report["method"]["graphs"][0]["rewrite"];
+    assert_eq!(rewrite["matmuls_quantized"], 15, "{report}");
+    assert_eq!(rewrite["left_in_float"], 9, "{report}");
     let cosine = report["agreement"]["mean_cosine"].as_f64().unwrap();
     assert!((0.99..=1.0).contains(&cosine), "{report}");
     let float_rate = report["float"]["figures"]["rows_per_second"]
@@ -182,7 +187,8 @@ async fn a_trained_classifier_compresses_within_its_accuracy_gate() {
         &cluster,
         &cluster.uri("models/rt-l3/"),
         "models/rt-l3-int8/",
-        json!({"sample_rows": 300, "speed_rounds": 3, "gate": {"min_cosine": 0.98, "max_accuracy_drop": 2.0}}),
+        // One row is 0.33 points of 300: allow three label changes.
+        json!({"sample_rows": 300, "speed_rounds": 3, "gate": {"max_accuracy_drop": 1.0}}),
     );
     let id = cluster.submit(&spec).await;
     let job = cluster.wait(&id, Duration::from_secs(120)).await;
@@ -196,7 +202,7 @@ async fn a_trained_classifier_compresses_within_its_accuracy_gate() {
     let int8 = report["int8"]["figures"]["accuracy_percent"]
         .as_f64()
         .unwrap();
-    assert!(float > 60.0 && float - int8 <= 2.0, "{report}");
+    assert!(float > 60.0 && float - int8 <= 1.0, "{report}");
     assert!(report["agreement"]["label_changes"].as_u64().is_some());
     let manifest = cluster
         .get_text("models/rt-l3-int8/sluice-model.toml")

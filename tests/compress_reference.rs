@@ -16,7 +16,11 @@ fn compare(per_channel: bool) -> serde_json::Value {
         &bytes,
         &assets.l3_dir,
         "model.onnx",
-        QuantizeOptions { per_channel },
+        // Everything onnxruntime quantizes, GELU outputs included.
+        QuantizeOptions {
+            per_channel,
+            after_gelu: true,
+        },
     )
     .unwrap();
     // 3 layers × (Q, K, V, attention output, two feed-forward); the attention products

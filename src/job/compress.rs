@@ -13,6 +13,10 @@ pub struct CompressSpec {
     /// (`false`, onnxruntime's default). Per column keeps closer to the float model.
     #[serde(default)]
     pub per_channel: bool,
+    /// Also quantize the MatMuls that read a GELU's output (a transformer's feed-forward
+    /// down-projection). Off by default: their long-tailed inputs lose the most precision.
+    #[serde(default)]
+    pub quantize_after_gelu: bool,
     /// Rows of the input (the first ones, in object and line order) embedded by both
     /// models for the gate and the speed figures.
     #[serde(default = "default_sample_rows")]
@@ -70,6 +74,7 @@ impl Default for CompressSpec {
     fn default() -> Self {
         Self {
             per_channel: false,
+            quantize_after_gelu: false,
             sample_rows: default_sample_rows(),
             speed_rounds: default_speed_rounds(),
             gate: GateSpec::default(),

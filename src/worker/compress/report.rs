@@ -67,6 +67,7 @@ pub fn build(inputs: &Inputs<'_>) -> Value {
         "method": {
             "quantization": "dynamic int8 (MatMul/Gemm weights symmetric int8, activations through DynamicQuantizeLinear, MatMulInteger)",
             "per_channel": inputs.spec.per_channel,
+            "quantize_after_gelu": inputs.spec.quantize_after_gelu,
             "graphs": inputs.graphs.iter().map(|(file, s)| json!({"file": file, "rewrite": s})).collect::<Vec<_>>(),
         },
         "sample": {"uri": inputs.sample_uri, "rows": inputs.sample_rows, "speed_rounds": inputs.spec.speed_rounds},

@@ -54,6 +54,7 @@ pub async fn execute(
         let (manifest, name) = (manifest.clone(), spec.name.clone());
         let options = QuantizeOptions {
             per_channel: settings.per_channel,
+            after_gelu: settings.quantize_after_gelu,
         };
         let (from, to) = (source_dir.clone(), int8_dir.clone());
         tokio::task::spawn_blocking(move || files::quantize(&manifest, &name, &from, &to, options))
