@@ -6,6 +6,7 @@ pub mod app;
 pub mod backoff;
 pub mod broker;
 pub mod cli;
+pub mod compress;
 pub mod engine;
 pub mod events;
 pub mod health;

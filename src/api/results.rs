@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{JobPath, checked_id};
 use super::openapi::ObjectStream;
 use super::{ApiContext, ApiError, auth};
-use crate::job::{JobKind, JobStatus};
+use crate::job::JobStatus;
 use crate::state::JobRecord;
 use crate::uri::S3Uri;
 
@@ -179,9 +179,10 @@ async fn finished_job(
     checked_id(id)?;
     let job = ctx.state.get(id).await?;
     caller.may_see(id, &job.spec)?;
-    if job.spec.kind == JobKind::Training {
+    if job.spec.kind.writes_package() {
         return Err(ApiError::Conflict(format!(
-            "job {id} is a training job: its output is a model package at {}, not result parts",
+            "job {id} is a {} job: its output is a model package at {}, not result parts",
+            job.spec.kind.as_str(),
             job.spec.output_uri()
         )));
     }

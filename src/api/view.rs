@@ -18,6 +18,10 @@ pub struct JobView {
     /// Training jobs: step, epoch, loss, evaluation, ETA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainingProgress>,
+    /// Compression jobs: the stage reached, then the report (both models' quality and
+    /// speed on the sample, the gate's verdict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<serde_json::Value>,
     pub timings: Timings,
     pub error: Option<String>,
     /// Folder holding the parts, `_manifest.json` and `_SUCCESS` (training: the model
@@ -92,7 +96,9 @@ impl JobView {
         let output = job.spec.output_uri();
         let manifest = match job.spec.kind {
             crate::job::JobKind::Inference => output.join("_manifest.json"),
-            crate::job::JobKind::Training => output.join(crate::job::MANIFEST_FILE),
+            crate::job::JobKind::Training | crate::job::JobKind::Compress => {
+                output.join(crate::job::MANIFEST_FILE)
+            }
         };
         Self {
             id: job.id,
@@ -115,6 +121,7 @@ impl JobView {
                 fraction,
             },
             training: job.training,
+            compression: job.compression,
             timings: Timings {
                 created_ms: job.created_ms,
                 started_ms: job.started_ms,

@@ -4,6 +4,7 @@
 pub mod accounting;
 mod allowance;
 mod columns;
+mod compress;
 mod error;
 mod event;
 mod format;
@@ -23,6 +24,7 @@ mod validate;
 
 pub use allowance::{Allowance, LocationRefused};
 pub use columns::{ColumnType, OutputColumns};
+pub use compress::{CompressSpec, GateSpec};
 pub use error::SpecError;
 pub use event::{EventCounts, FINAL_EVENTS, JobEvent, SubmissionReply};
 pub use format::{InputFormat, OutputCompression, OutputFormat};

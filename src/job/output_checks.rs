@@ -3,7 +3,7 @@
 
 use super::error::SpecError;
 use super::format::OutputFormat;
-use super::spec::{JobKind, JobSpec};
+use super::spec::JobSpec;
 
 /// Keys every output row already has (embed: `id`, `embedding`; classify: `id`, `label`,
 /// `probabilities`); a carried field of the same name would shadow one of them.
@@ -12,7 +12,7 @@ pub const RESERVED_COLUMNS: [&str; 4] = ["id", "embedding", "label", "probabilit
 /// The output section's cross-field rules; the first problem found is reported.
 pub(super) fn check_output(spec: &JobSpec) -> Result<(), SpecError> {
     let output = &spec.output;
-    if spec.kind == JobKind::Training {
+    if spec.kind.writes_package() {
         let set = [
             ("output.format", output.format != OutputFormat::Jsonl),
             ("output.compression", output.compression.is_some()),
@@ -21,7 +21,10 @@ pub(super) fn check_output(spec: &JobSpec) -> Result<(), SpecError> {
         if let Some((field, _)) = set.iter().find(|(_, on)| *on) {
             return Err(SpecError::new(
                 field,
-                "only applies to kind = \"inference\" jobs (a training job writes a model package)",
+                format!(
+                    "only applies to kind = \"inference\" jobs (a {} job writes a model package)",
+                    spec.kind.as_str()
+                ),
             ));
         }
     }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::compress::CompressSpec;
 use super::format::{InputFormat, OutputCompression, OutputFormat};
 use super::training::TrainingSpec;
 
@@ -33,6 +34,9 @@ pub struct JobSpec {
     /// Required for `kind = "training"`, refused otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainingSpec>,
+    /// `kind = "compress"` only (optional there: every setting has a default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<CompressSpec>,
     #[serde(default)]
     pub pool: Pool,
     /// 0 (lowest) to 9 (highest); higher-priority tasks are delivered first.
@@ -68,6 +72,9 @@ pub enum JobKind {
     Inference,
     /// Train a classifier head on a frozen encoder; the result is a model package.
     Training,
+    /// Quantize a float model package to int8 and write it only if it keeps its quality on
+    /// a sample of the input (`[compress]`); the result is a model package.
+    Compress,
 }
 
 impl From<JobKind> for crate::metrics::JobKind {
@@ -75,6 +82,7 @@ impl From<JobKind> for crate::metrics::JobKind {
         match kind {
             JobKind::Inference => Self::Inference,
             JobKind::Training => Self::Training,
+            JobKind::Compress => Self::Compress,
         }
     }
 }
@@ -84,7 +92,14 @@ impl JobKind {
         match self {
             JobKind::Inference => "inference",
             JobKind::Training => "training",
+            JobKind::Compress => "compress",
         }
+    }
+
+    /// Kinds whose result is a model package written by one leased task (training,
+    /// compression), not output parts written by shards.
+    pub fn writes_package(self) -> bool {
+        !matches!(self, JobKind::Inference)
     }
 }
 

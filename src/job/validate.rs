@@ -103,7 +103,20 @@ impl JobSpec {
             ));
         }
         self.validate_input_format()?;
+        if self.compress.is_some() && self.kind != JobKind::Compress {
+            return Err(SpecError::new(
+                "compress",
+                "only applies to kind = \"compress\" jobs",
+            ));
+        }
         match (self.kind, &self.training) {
+            (JobKind::Compress, Some(_)) => {
+                return Err(SpecError::new(
+                    "training",
+                    "only applies to kind = \"training\" jobs",
+                ));
+            }
+            (JobKind::Compress, None) => self.validate_compress(output)?,
             (JobKind::Inference, Some(_)) => {
                 return Err(SpecError::new(
                     "training",
@@ -203,6 +216,18 @@ impl JobSpec {
                 ));
             }
         }
+        if self.kind == JobKind::Compress && self.input.delimiter.is_some() {
+            return Err(SpecError::new(
+                "input.delimiter",
+                "compression jobs read comma-separated CSV or TSV; convert the sample or use format = \"tsv\"",
+            ));
+        }
+        if self.kind == JobKind::Compress && self.input.format == InputFormat::Parquet {
+            return Err(SpecError::new(
+                "input.format",
+                "compression jobs read their sample as JSONL, CSV or TSV; export it as JSONL",
+            ));
+        }
         if self.kind == JobKind::Training && self.input.delimiter.is_some() {
             return Err(SpecError::new(
                 "input.delimiter",
@@ -216,6 +241,32 @@ impl JobSpec {
             ));
         }
         Ok(())
+    }
+
+    /// A compression job's own checks: its settings, a task it cannot take, and an output
+    /// that would overwrite the source package.
+    fn validate_compress(&self, output: &S3Uri) -> Result<(), SpecError> {
+        if self.task != Task::Embed {
+            return Err(SpecError::new(
+                "task",
+                "does not apply to compression jobs (the package's own task is kept)",
+            ));
+        }
+        if matches!(&self.input.label_field, Some(f) if f.trim().is_empty()) {
+            return Err(SpecError::new("input.label_field", "must not be empty"));
+        }
+        let model = self.model_uri();
+        let output = output.as_prefix();
+        if model.contains(&output) || output.contains(&model) {
+            return Err(SpecError::new(
+                "output.uri",
+                format!(
+                    "`{}` overlaps the source package `{}`: write the int8 package to a folder of its own",
+                    self.output.uri, self.model
+                ),
+            ));
+        }
+        self.compress.clone().unwrap_or_default().validate()
     }
 
     pub fn model_uri(&self) -> S3Uri {

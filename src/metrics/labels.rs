@@ -73,7 +73,7 @@ macro_rules! label {
 
 label!(
     /// What kind of job.
-    JobKind { Inference = "inference", Training = "training" }
+    JobKind { Inference = "inference", Training = "training", Compress = "compress" }
 );
 label!(
     /// Which front door a job came through.

@@ -78,6 +78,9 @@ pub struct JobRecord {
     pub swept_ms: Option<u64>,
     /// Training jobs, once training has started.
     pub training: Option<TrainingProgress>,
+    /// Compression jobs: the stage reached, then the compression report (quality and speed
+    /// of both models, the gate's verdict).
+    pub compression: Option<serde_json::Value>,
 }
 
 impl JobRecord {
@@ -138,6 +141,10 @@ impl JobRecord {
             training: fields
                 .remove("training")
                 .and_then(|json| read_training(id, &json)),
+            // Shown, never acted on: unreadable reads as absent.
+            compression: fields
+                .remove("compression")
+                .and_then(|json| serde_json::from_str(&json).ok()),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! tasks, and acks only once their output and state are durable; failures go to the retry
 //! ladder or the dead-letter queue; shutdown drains in-flight work.
 
+mod compress;
 mod disposition;
 mod error;
 mod error_lines;
@@ -327,6 +328,7 @@ async fn plan_job(ctx: &WorkerContext, job_id: &str) -> Result<(), TaskError> {
     let job = ctx.state.get(job_id).await?;
     match job.spec.kind {
         crate::job::JobKind::Training => training::plan::run(ctx, &job).await,
+        crate::job::JobKind::Compress => compress::plan::run(ctx, &job).await,
         _ => plan::run(ctx, &job).await,
     }
 }

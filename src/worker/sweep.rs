@@ -67,7 +67,8 @@ pub async fn sweep_once(ctx: &WorkerContext) -> Result<(), TaskError> {
                 tracing::warn!(job_id = %id, error = %e, "cannot check the job's shard leases");
             }
         }
-        let training = job.spec.kind == JobKind::Training && job.status == JobStatus::Running;
+        // Compression jobs run under the same lease as training jobs.
+        let training = job.spec.kind.writes_package() && job.status == JobStatus::Running;
         // A training job is alive while its lease is held; once the lease has expired, it
         // needs a worker again.
         let stall = if training {

@@ -17,6 +17,8 @@ mod writer;
 
 pub use plan::requeue_train;
 
+use std::sync::atomic::Ordering;
+
 use tokio_util::sync::CancellationToken;
 
 use self::lease::{Held, Watch};
@@ -120,7 +122,18 @@ async fn run_watched(
     let watch = Watch::new(ctx, held, shutdown);
     let done = watch.done.clone();
     let watcher = tokio::spawn(watch.run());
-    let execute = run::execute(ctx, job, &held.lease, held.flags.clone());
+    let execute = async {
+        if job.spec.kind == crate::job::JobKind::Compress {
+            let stop = held.flags.raised.clone();
+            return match super::compress::execute(ctx, job, &held.lease, stop).await? {
+                super::compress::Compressed::Succeeded => Ok(Ended::Succeeded),
+                // Nothing to save: a shut-down run starts over on its next owner.
+                _ if held.flags.shutdown.load(Ordering::Relaxed) => Ok(Ended::HandedBack),
+                super::compress::Compressed::Stopped => Ok(Ended::Abandoned),
+            };
+        }
+        run::execute(ctx, job, &held.lease, held.flags.clone()).await
+    };
     let result = panics::guarded(metrics::TaskKind::Train, execute).await;
     done.cancel();
     let _ = watcher.await;
