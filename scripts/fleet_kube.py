@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Turns the rendered Kubernetes base into what `podman kube play` can run on one machine.
+
+    fleet_kube.py play RENDERED OUT --image IMG --tokens TOKENS_TOML --amqp URL --redis URL
+                       --s3-endpoint URL --s3-key KEY --s3-secret SECRET
+    fleet_kube.py probes OUT        # one line per probe: POD CONTAINER KIND PORT PATH
+    fleet_kube.py grace OUT         # one line per Deployment: POD terminationGracePeriodSeconds
+
+What `play` changes, and nothing else: keeps the ConfigMap, the Secrets and the API, CPU
+worker and ingest Deployments (the GPU worker asks for nvidia.com/gpu, which podman cannot
+grant); drops what kube play ignores or cannot run (Namespace, ServiceAccount, Services, PDB,
+KEDA ScaledObjects, ServiceMonitor, PrometheusRule); points the images at the local build,
+one replica each; fills the Secrets' placeholders with the compose stack's services and a
+real token; and sets the S3 endpoint in sluice.toml to the stack's S3 (the base is for AWS).
+Probes, ports, env, envFrom, mounts, security contexts and grace periods stay as rendered.
+"""
+
+import argparse
+import sys
+
+import yaml
+
+RUN_KINDS = {"ConfigMap", "Secret", "Deployment"}
+SKIP_DEPLOYMENTS = {"sluice-worker-gpu"}
+
+
+def load(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def play(args):
+    out = []
+    dropped = []
+    for doc in load(args.rendered):
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind not in RUN_KINDS or name in SKIP_DEPLOYMENTS:
+            dropped.append(f"{kind}/{name}")
+            continue
+        doc["metadata"].pop("namespace", None)
+        if kind == "Deployment":
+            doc["spec"]["replicas"] = 1
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                c["image"] = args.image
+        elif kind == "Secret" and name == "sluice-secrets":
+            doc["stringData"] = {
+                "SLUICE__AMQP__URL": args.amqp,
+                "SLUICE__REDIS__URL": args.redis,
+                "SLUICE__S3__ACCESS_KEY_ID": args.s3_key,
+                "SLUICE__S3__SECRET_ACCESS_KEY": args.s3_secret,
+            }
+        elif kind == "Secret" and name == "sluice-api-tokens":
+            with open(args.tokens) as f:
+                doc["stringData"] = {"tokens.toml": f.read()}
+        elif kind == "ConfigMap" and name.startswith("sluice-config"):
+            toml = doc["data"]["sluice.toml"]
+            for old, new in (('endpoint = ""', f'endpoint = "{args.s3_endpoint}"'),
+                             ("force_path_style = false", "force_path_style = true")):
+                if old not in toml:
+                    sys.exit(f"sluice.toml in ConfigMap {name}: `{old}` not found; "
+                             "update fleet_kube.py to the new settings file")
+                toml = toml.replace(old, new, 1)
+            doc["data"]["sluice.toml"] = toml
+        out.append(doc)
+    with open(args.out, "w") as f:
+        yaml.safe_dump_all(out, f, sort_keys=False)
+    print(f"kept {', '.join(d['kind'] + '/' + d['metadata']['name'] for d in out)}")
+    print(f"left to the offline validators: {', '.join(dropped)}")
+
+
+def deployments(path):
+    return [d for d in load(path) if d["kind"] == "Deployment"]
+
+
+def probes(args):
+    for d in deployments(args.out):
+        pod = d["metadata"]["name"]
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            named = {p["name"]: p["containerPort"] for p in c.get("ports", []) if "name" in p}
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                get = (c.get(kind) or {}).get("httpGet")
+                if get:
+                    port = get["port"]
+                    print(pod, c["name"], kind, named.get(port, port), get["path"])
+
+
+def grace(args):
+    for d in deployments(args.out):
+        print(d["metadata"]["name"], d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("play")
+    a.add_argument("rendered")
+    a.add_argument("out")
+    for opt in ("--image", "--tokens", "--amqp", "--redis", "--s3-endpoint", "--s3-key", "--s3-secret"):
+        a.add_argument(opt, required=True)
+    sub.add_parser("probes").add_argument("out")
+    sub.add_parser("grace").add_argument("out")
+    args = p.parse_args()
+    {"play": play, "probes": probes, "grace": grace}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
