@@ -7,6 +7,8 @@
 #   scripts/fleet_check.sh            # everything (as root: installs podman & co. with apt)
 #   FLEET_KEEP=1 scripts/fleet_check.sh   # leave the stack and pods running afterwards
 #   FLEET_CUDA=0 scripts/fleet_check.sh   # skip the CUDA image (~2 GB of NVIDIA wheels)
+#   FLEET_NOCACHE=1 scripts/fleet_check.sh  # also time a rebuild of every layer (cargo cache warm)
+#   FLEET_ROWS=8000                       # rows of the generated job input
 #
 # Not part of .ci/run: a cold run compiles sluice in release inside a container (tens of
 # minutes on two cores) and downloads the Debian base; warm runs take a few minutes.
@@ -57,12 +59,15 @@ print_table() {
 secs_since() { echo $(( $(date +%s) - $1 )); }
 size_of() { podman image inspect --format '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}'; }
 
-cleanup() {
+cleanup() { # by name and label, so a stack left by an earlier run (FLEET_KEEP=1) goes too
   if [ "${FLEET_KEEP:-0}" = 1 ]; then log "FLEET_KEEP=1: stack and pods left running"; return; fi
-  [ -f "$work/kube.yaml" ] && podman kube down "$work/kube.yaml" >/dev/null 2>&1 || true
-  [ -f "$work/compose.yaml" ] && podman-compose -p "$project" -f "$work/compose.yaml" down -v \
-    > "$logs/compose-down.log" 2>&1 || true
+  podman pod rm -f -t 70 sluice-api-pod-0 sluice-ingest-pod-0 sluice-worker-cpu-pod-0 >/dev/null 2>&1 || true
+  podman secret rm sluice-secrets sluice-api-tokens >/dev/null 2>&1 || true
   podman rm -f fleet-smoke >/dev/null 2>&1 || true
+  local ids
+  ids=$(podman ps -aq --filter "label=io.podman.compose.project=$project")
+  if [ -n "$ids" ]; then podman rm -f -t 10 $ids >/dev/null 2>&1 || true; fi
+  podman volume ls -q | grep "^${project}_" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -131,16 +136,18 @@ t_first=$(secs_since "$t0")
 t0=$(date +%s)
 build cpu-build-nochange.log -f docker/Dockerfile --target runtime -t "$SLUICE_IMAGE" || die "CPU image rebuild"
 t_nochange=$(secs_since "$t0")
-# Every layer again (apt, pip, COPY), cargo with its cache mounts warm: what a source change
-# costs minus compiling the crate itself.
-t0=$(date +%s)
-build cpu-build-nocache.log --no-cache -f docker/Dockerfile --target runtime -t "$SLUICE_IMAGE" \
-  || die "CPU image rebuild without layer cache: $logs/cpu-build-nocache.log"
-t_nocache=$(secs_since "$t0")
+# FLEET_NOCACHE=1: every layer again (apt, pip, COPY), cargo with its cache mounts warm.
+t_nocache=skipped
+if [ "${FLEET_NOCACHE:-0}" = 1 ]; then
+  t0=$(date +%s)
+  build cpu-build-nocache.log --no-cache -f docker/Dockerfile --target runtime -t "$SLUICE_IMAGE" \
+    || die "CPU image rebuild without layer cache: $logs/cpu-build-nocache.log"
+  t_nocache=$(secs_since "$t0")s
+fi
 build model-init-build.log -f docker/Dockerfile --target model-init -t "$SLUICE_MODEL_INIT_IMAGE" \
   || die "model-init image: $logs/model-init-build.log"
 row "image sluice (CPU)" ok "$(size_of "$SLUICE_IMAGE"); model-init $(size_of "$SLUICE_MODEL_INIT_IMAGE")"
-row "build times" ok "this run ($cold) ${t_first}s; no change ${t_nochange}s; all layers, cargo cache warm ${t_nocache}s"
+row "build times" ok "this run ($cold) ${t_first}s; again, no change ${t_nochange}s; all layers, cargo cache warm: ${t_nocache}"
 version=$(podman run --rm "$SLUICE_IMAGE" --version)
 row "sluice --version" ok "$version"
 
@@ -232,7 +239,7 @@ s3() { # s3 ARGS...: scripts/s3.py against the stack's published S3 port
     -v "$repo/scripts/s3.py:/opt/s3.py:ro" -v "$work:/work" localhost/sluice-moto:local \
     python /opt/s3.py "$@"
 }
-rows=${FLEET_ROWS:-6000}
+rows=${FLEET_ROWS:-8000}
 $PY - "$work/input.jsonl" "$rows" <<'PY'
 import json, random, sys
 random.seed(18)
@@ -374,16 +381,27 @@ kubectl kustomize deploy/k8s/base > "$work/rendered.yaml"
 $PY scripts/fleet_kube.py play "$work/rendered.yaml" "$work/kube.yaml" --image "$SLUICE_IMAGE" \
   --tokens "$work/tokens.toml" --amqp amqp://sluice:sluice-dev-password@rabbitmq:5672/%2f \
   --redis redis://redis:6379/ --s3-endpoint http://minio:9000 --s3-key "$S3_USER" \
-  --s3-secret "$S3_SECRET" > "$work/kube-transform.txt"
+  --s3-secret "$S3_SECRET" --host-port-base $((base + 8100)) > "$work/kube-transform.txt"
+for f in "$work"/kube.yaml.secret-*.json; do
+  name=${f##*.secret-}; name=${name%.json}
+  podman secret rm "$name" >/dev/null 2>&1 || true
+  podman secret create "$name" "$f" >/dev/null
+done
 t0=$(date +%s)
 podman kube play --network "$net" "$work/kube.yaml" > "$logs/kube-play.log" 2>&1 || die "kube play: $logs/kube-play.log"
-pod_ip() { podman inspect --format "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$1-pod-$2"; }
+# kube play names a Deployment's pod DEPLOYMENT-pod-0 and its containers POD-CONTAINER; the
+# address is the pod's (its infra container's) on the stack's network.
+pod_ip() {
+  local infra
+  infra=$(podman pod inspect --format '{{.InfraContainerID}}' "$1-pod-0") &&
+    podman inspect --format "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$infra"
+}
 probes_ok=0 probes_all=0 probe_fail=""
 for _ in $(seq 60); do
   probes_ok=0 probes_all=0 probe_fail=""
   while read -r pod container kind port path; do
     probes_all=$((probes_all + 1))
-    ip=$(podman inspect --format "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "${pod}-pod-${container}" 2>/dev/null || true)
+    ip=$(pod_ip "$pod" 2>/dev/null || true)
     if [ -n "$ip" ] && curl -fsS -o /dev/null -m 3 "http://$ip:$port$path"; then
       probes_ok=$((probes_ok + 1))
     else
@@ -396,7 +414,7 @@ done
 row "kube play: pods" "$([ "$probes_ok" = "$probes_all" ] && echo ok || echo FAIL)" \
   "api, worker-cpu, ingest; $probes_ok/$probes_all httpGet probes answer on the manifests' ports ($(secs_since "$t0") s)${probe_fail:+; failing:$probe_fail}"
 
-api_ip=$(podman inspect --format "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" sluice-api-pod-api)
+api_ip=$(pod_ip sluice-api)
 t0=$(date +%s)
 id=$(SLUICE__API__URL=http://$api_ip:8080 SLUICE__API__CLIENT_TOKEN=$token submit "$(job_spec kube)")
 if [ -n "$id" ] && SLUICE__API__URL=http://$api_ip:8080 SLUICE__API__CLIENT_TOKEN=$token wait_job "$id" 900 \
@@ -408,13 +426,13 @@ fi
 
 step "kube down drains the worker within its grace period"
 grace=$($PY scripts/fleet_kube.py grace "$work/kube.yaml" | awk '$1 == "sluice-worker-cpu" {print $2}')
-stop_timeout=$(podman inspect --format '{{.Config.StopTimeout}}' sluice-worker-cpu-pod-worker)
+stop_timeout=$(podman inspect --format '{{.Config.StopTimeout}}' sluice-worker-cpu-pod-0-worker)
 id=$(SLUICE__API__URL=http://$api_ip:8080 SLUICE__API__CLIENT_TOKEN=$token submit "$(job_spec drained)")
 for _ in $(seq 300); do
   [ "$(SLUICE__API__URL=http://$api_ip:8080 SLUICE__API__CLIENT_TOKEN=$token rows_done "$id")" -gt 0 ] && break
   sleep 0.5
 done
-podman logs -f sluice-worker-cpu-pod-worker > "$logs/kube-worker.log" 2>&1 &
+podman logs -f sluice-worker-cpu-pod-0-worker > "$logs/kube-worker.log" 2>&1 &
 logs_pid=$!
 t0=$(date +%s)
 podman kube down "$work/kube.yaml" > "$logs/kube-down.log" 2>&1 || true

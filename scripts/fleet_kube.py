@@ -2,7 +2,8 @@
 """Turns the rendered Kubernetes base into what `podman kube play` can run on one machine.
 
     fleet_kube.py play RENDERED OUT --image IMG --tokens TOKENS_TOML --amqp URL --redis URL
-                       --s3-endpoint URL --s3-key KEY --s3-secret SECRET
+                       --s3-endpoint URL --s3-key KEY --s3-secret SECRET --host-port-base N
+                       # also writes OUT.secret-NAME.json for `podman secret create NAME`
     fleet_kube.py probes OUT        # one line per probe: POD CONTAINER KIND PORT PATH
     fleet_kube.py grace OUT         # one line per Deployment: POD terminationGracePeriodSeconds
 
@@ -13,9 +14,17 @@ KEDA ScaledObjects, ServiceMonitor, PrometheusRule); points the images at the lo
 one replica each; fills the Secrets' placeholders with the compose stack's services and a
 real token; and sets the S3 endpoint in sluice.toml to the stack's S3 (the base is for AWS).
 Probes, ports, env, envFrom, mounts, security contexts and grace periods stay as rendered.
+
+Two podman 4.3 quirks are worked around here. kube play publishes every containerPort on
+the host (0.0.0.0:9464 for each pod would collide): each port gets hostIP 127.0.0.1 and a
+hostPort from --host-port-base on. And it stores a Secret of the YAML as the YAML text but
+reads envFrom/secret volumes as a flat JSON map of base64 values: the Secrets are written
+in that form beside OUT, for `podman secret create`, and left out of OUT.
 """
 
 import argparse
+import base64
+import json
 import sys
 
 import yaml
@@ -32,6 +41,8 @@ def load(path):
 def play(args):
     out = []
     dropped = []
+    secrets = {}
+    host_port = int(args.host_port_base)
     for doc in load(args.rendered):
         kind, name = doc["kind"], doc["metadata"]["name"]
         if kind not in RUN_KINDS or name in SKIP_DEPLOYMENTS:
@@ -42,16 +53,24 @@ def play(args):
             doc["spec"]["replicas"] = 1
             for c in doc["spec"]["template"]["spec"]["containers"]:
                 c["image"] = args.image
-        elif kind == "Secret" and name == "sluice-secrets":
-            doc["stringData"] = {
-                "SLUICE__AMQP__URL": args.amqp,
-                "SLUICE__REDIS__URL": args.redis,
-                "SLUICE__S3__ACCESS_KEY_ID": args.s3_key,
-                "SLUICE__S3__SECRET_ACCESS_KEY": args.s3_secret,
-            }
-        elif kind == "Secret" and name == "sluice-api-tokens":
-            with open(args.tokens) as f:
-                doc["stringData"] = {"tokens.toml": f.read()}
+                for port in c.get("ports", []):
+                    port["hostIP"] = "127.0.0.1"
+                    port["hostPort"] = host_port
+                    host_port += 1
+        elif kind == "Secret":
+            data = dict(doc.get("stringData") or {})
+            if name == "sluice-secrets":
+                data = {
+                    "SLUICE__AMQP__URL": args.amqp,
+                    "SLUICE__REDIS__URL": args.redis,
+                    "SLUICE__S3__ACCESS_KEY_ID": args.s3_key,
+                    "SLUICE__S3__SECRET_ACCESS_KEY": args.s3_secret,
+                }
+            elif name == "sluice-api-tokens":
+                with open(args.tokens) as f:
+                    data = {"tokens.toml": f.read()}
+            secrets[name] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+            continue
         elif kind == "ConfigMap" and name.startswith("sluice-config"):
             toml = doc["data"]["sluice.toml"]
             for old, new in (('endpoint = ""', f'endpoint = "{args.s3_endpoint}"'),
@@ -62,9 +81,13 @@ def play(args):
                 toml = toml.replace(old, new, 1)
             doc["data"]["sluice.toml"] = toml
         out.append(doc)
+    for name, data in secrets.items():
+        with open(f"{args.out}.secret-{name}.json", "w") as f:
+            json.dump(data, f)
     with open(args.out, "w") as f:
         yaml.safe_dump_all(out, f, sort_keys=False)
-    print(f"kept {', '.join(d['kind'] + '/' + d['metadata']['name'] for d in out)}")
+    kept = [d["kind"] + "/" + d["metadata"]["name"] for d in out] + [f"Secret/{n}" for n in secrets]
+    print(f"kept {', '.join(kept)}")
     print(f"left to the offline validators: {', '.join(dropped)}")
 
 
@@ -95,7 +118,8 @@ def main():
     a = sub.add_parser("play")
     a.add_argument("rendered")
     a.add_argument("out")
-    for opt in ("--image", "--tokens", "--amqp", "--redis", "--s3-endpoint", "--s3-key", "--s3-secret"):
+    for opt in ("--image", "--tokens", "--amqp", "--redis", "--s3-endpoint", "--s3-key", "--s3-secret",
+                "--host-port-base"):
         a.add_argument(opt, required=True)
     sub.add_parser("probes").add_argument("out")
     sub.add_parser("grace").add_argument("out")
