@@ -34,7 +34,7 @@ net=${project}_default
 base=${FLEET_PORT_BASE:-30000}
 export SLUICE_API_PORT=$((base + 8080)) SLUICE_S3_PORT=$((base + 9000)) \
   SLUICE_S3_CONSOLE_PORT=$((base + 9001)) SLUICE_AMQP_PORT=$((base + 5672)) \
-  SLUICE_RABBITMQ_UI_PORT=$((base + 15672 - 10000)) SLUICE_PROMETHEUS_PORT=$((base + 9090)) \
+  SLUICE_RABBITMQ_UI_PORT=$((base + 5673)) SLUICE_PROMETHEUS_PORT=$((base + 9090)) \
   SLUICE_GRAFANA_PORT=$((base + 3000))
 export SLUICE_IMAGE=localhost/sluice:local SLUICE_MODEL_INIT_IMAGE=localhost/sluice-model-init:local \
   SLUICE_CUDA_IMAGE=localhost/sluice:local-cuda
@@ -181,7 +181,22 @@ step "compose stack under podman-compose"
 cleanup
 : > "$work/empty.env"
 # --env-file: the variables set here, not whatever docker/.env a developer has.
-docker-compose "${compose_files[@]}" --env-file "$work/empty.env" config > "$work/compose.yaml"
+docker-compose "${compose_files[@]}" --env-file "$work/empty.env" config > "$work/merged.yaml"
+# podman-compose 1.0.3 fails on a service's `networks:` written as a mapping (with aliases,
+# which it ignores anyway): give it the list of network names. And it pops "CMD" off a
+# health check's list in place, so a service's second replica gets a broken one: give it
+# the same command as one shell line.
+$PY - "$work/merged.yaml" "$work/compose.yaml" <<'PY'
+import shlex, sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+for svc in doc["services"].values():
+    if isinstance(svc.get("networks"), dict):
+        svc["networks"] = list(svc["networks"])
+    test = (svc.get("healthcheck") or {}).get("test")
+    if isinstance(test, list) and test[0] == "CMD":
+        svc["healthcheck"]["test"] = shlex.join(test[1:])
+yaml.safe_dump(doc, open(sys.argv[2], "w"), sort_keys=False)
+PY
 compose() { podman-compose -p "$project" -f "$work/compose.yaml" "$@" >> "$logs/compose.log" 2>&1; }
 : > "$logs/compose.log"
 healthy() { # healthy CONTAINER TIMEOUT_S: runs the compose health check until it passes
@@ -212,7 +227,8 @@ for _ in $(seq 60); do
   podman exec fleet-smoke curl -fsS -o /dev/null http://localhost:9464/readyz 2>/dev/null && break
   sleep 1
 done
-ort=$(podman logs fleet-smoke 2>&1 | grep -m1 'ONNX Runtime loaded' | grep -o 'library=[^ ]*' || true)
+ort=$(podman logs fleet-smoke 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -m1 'ONNX Runtime loaded' \
+  | grep -o 'library=[^ ]*' || true)
 t0=$(date +%s)
 podman stop -t 60 fleet-smoke >/dev/null
 code=$(podman inspect --format '{{.State.ExitCode}}' fleet-smoke)
