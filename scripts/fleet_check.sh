@@ -252,8 +252,8 @@ export SLUICE__API__URL=http://127.0.0.1:$SLUICE_API_PORT
 s3() { # s3 ARGS...: scripts/s3.py against the stack's published S3 port
   podman run --rm --network host -e "S3_ENDPOINT=http://127.0.0.1:$SLUICE_S3_PORT" \
     -e "AWS_ACCESS_KEY_ID=$S3_USER" -e "AWS_SECRET_ACCESS_KEY=$S3_SECRET" \
-    -v "$repo/scripts/s3.py:/opt/s3.py:ro" -v "$work:/work" localhost/sluice-moto:local \
-    python /opt/s3.py "$@"
+    -v "$repo/scripts/s3.py:/opt/s3.py:ro" -v "$work:/work" --entrypoint python \
+    localhost/sluice-moto:local /opt/s3.py "$@"
 }
 rows=${FLEET_ROWS:-8000}
 $PY - "$work/input.jsonl" "$rows" <<'PY'

@@ -19,7 +19,9 @@ Two podman 4.3 quirks are worked around here. kube play publishes every containe
 the host (0.0.0.0:9464 for each pod would collide): each port gets hostIP 127.0.0.1 and a
 hostPort from --host-port-base on. And it stores a Secret of the YAML as the YAML text but
 reads envFrom/secret volumes as a flat JSON map of base64 values: the Secrets are written
-in that form beside OUT, for `podman secret create`, and left out of OUT.
+in that form beside OUT, for `podman secret create`, and left out of OUT. A Secret mounted
+as a volume (the API's tokens file) crashes podman 4.3's kube play: it becomes a ConfigMap
+of the same name and content, mounted at the same path.
 """
 
 import argparse
@@ -31,6 +33,7 @@ import yaml
 
 RUN_KINDS = {"ConfigMap", "Secret", "Deployment"}
 SKIP_DEPLOYMENTS = {"sluice-worker-gpu"}
+SECRET_VOLUMES = set()
 
 
 def load(path):
@@ -43,7 +46,13 @@ def play(args):
     dropped = []
     secrets = {}
     host_port = int(args.host_port_base)
-    for doc in load(args.rendered):
+    docs = load(args.rendered)
+    for doc in docs:
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] not in SKIP_DEPLOYMENTS:
+            for vol in doc["spec"]["template"]["spec"].get("volumes", []):
+                if "secret" in vol:
+                    SECRET_VOLUMES.add(vol["secret"]["secretName"])
+    for doc in docs:
         kind, name = doc["kind"], doc["metadata"]["name"]
         if kind not in RUN_KINDS or name in SKIP_DEPLOYMENTS:
             dropped.append(f"{kind}/{name}")
@@ -51,6 +60,9 @@ def play(args):
         doc["metadata"].pop("namespace", None)
         if kind == "Deployment":
             doc["spec"]["replicas"] = 1
+            for vol in doc["spec"]["template"]["spec"].get("volumes", []):
+                if "secret" in vol:
+                    vol["configMap"] = {"name": vol.pop("secret")["secretName"]}
             for c in doc["spec"]["template"]["spec"]["containers"]:
                 c["image"] = args.image
                 for port in c.get("ports", []):
@@ -70,6 +82,11 @@ def play(args):
                 with open(args.tokens) as f:
                     data = {"tokens.toml": f.read()}
             secrets[name] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+            if name in SECRET_VOLUMES:
+                # podman 4.3 panics on a secret volume (VolumeFromSecret): the same files as a
+                # ConfigMap of the same name, mounted at the same path.
+                out.append({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": name}, "data": data})
             continue
         elif kind == "ConfigMap" and name.startswith("sluice-config"):
             toml = doc["data"]["sluice.toml"]
