@@ -19,9 +19,11 @@ async fn push_l3(cluster: &Cluster) -> String {
     let model = cluster.uri("models/l3/");
     let options = PushOptions {
         name: Some("paraphrase-MiniLM-L3-v2".into()),
-        max_length: 128,
-        dimension: 384,
+        max_length: Some(128),
+        dimension: Some(384),
         precision: "fp32".into(),
+        engine: cluster.settings.engine.clone(),
+        ..Default::default()
     };
     sluice::cli::push(
         &cluster.storage,
