@@ -94,9 +94,11 @@ pub(super) async fn ceiling(
         &model,
         &PushOptions {
             name: Some("bench".into()),
-            max_length: 256,
-            dimension: 384,
+            max_length: Some(256),
+            dimension: Some(384),
             precision: "int8".into(),
+            engine: settings.engine.clone(),
+            ..Default::default()
         },
     )
     .await?;
