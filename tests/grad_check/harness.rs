@@ -87,7 +87,8 @@ impl Case {
         name.to_string()
     }
 
-    fn graph(&self) -> GraphProto {
+    /// The forward graph: parameters as inputs, the loss as output.
+    pub fn graph(&self) -> GraphProto {
         GraphProto {
             name: self.name.clone(),
             node: self.e.nodes.clone(),
@@ -105,7 +106,8 @@ impl Case {
     }
 }
 
-fn model(mut graph: GraphProto) -> Vec<u8> {
+/// A model of `graph` (Erf lowered) as bytes.
+pub fn encode(mut graph: GraphProto) -> Vec<u8> {
     lower_erf(&mut graph);
     ModelProto {
         ir_version: IR_VERSION,
@@ -157,12 +159,12 @@ fn lower_erf(graph: &mut GraphProto) {
     graph.initializer.extend(e.initializers);
 }
 
-struct Runner {
+pub struct Runner {
     session: ort::session::Session,
 }
 
 impl Runner {
-    fn open(name: &str, bytes: &[u8]) -> Self {
+    pub fn open(name: &str, bytes: &[u8]) -> Self {
         let settings = super::common::cpu_engine();
         let (session, _) = open_session(ModelSource::Memory { name, bytes }, &settings)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -198,22 +200,13 @@ impl Runner {
 /// Per parameter: max |analytic − numeric| / max |numeric|.
 pub type Errors = BTreeMap<String, f64>;
 
-/// Differentiates the case, runs both ways and returns the relative error per parameter.
-pub fn check(case: &Case) -> Errors {
-    let forward = case.graph();
-    let wrt: Vec<String> = case.params.iter().map(|p| p.0.clone()).collect();
-    let mut grads =
-        differentiate(&forward, &case.loss, &wrt).unwrap_or_else(|e| panic!("{}: {e}", case.name));
-    grads.expose("grad.");
-    let outputs: Vec<String> = wrt.iter().map(|p| format!("grad.{p}")).collect();
-    let mut backward = Runner::open(&case.name, &model(grads.graph));
-    let analytic = backward.run(&case.params, &outputs);
-
-    let mut fwd = Runner::open(&case.name, &model(forward));
+/// The loss gradient of every parameter by central differences (h = 1e-5).
+pub fn numeric_grads(case: &Case) -> Vec<Vec<f64>> {
+    let mut fwd = Runner::open(&case.name, &encode(case.graph()));
     let loss = [case.loss.clone()];
     let h = 1e-5;
-    let mut errors = Errors::new();
-    for (k, (p, _, values)) in case.params.iter().enumerate() {
+    let mut grads = Vec::new();
+    for (k, (_, _, values)) in case.params.iter().enumerate() {
         let mut numeric = Vec::with_capacity(values.len());
         for i in 0..values.len() {
             let mut at = |delta: f64| {
@@ -223,7 +216,25 @@ pub fn check(case: &Case) -> Errors {
             };
             numeric.push((at(h) - at(-h)) / (2.0 * h));
         }
-        let scale = numeric.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        grads.push(numeric);
+    }
+    grads
+}
+
+/// Differentiates the case, runs both ways and returns the relative error per parameter.
+pub fn check(case: &Case) -> Errors {
+    let forward = case.graph();
+    let wrt: Vec<String> = case.params.iter().map(|p| p.0.clone()).collect();
+    let mut grads =
+        differentiate(&forward, &case.loss, &wrt).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    grads.expose("grad.");
+    let outputs: Vec<String> = wrt.iter().map(|p| format!("grad.{p}")).collect();
+    let mut backward = Runner::open(&case.name, &encode(grads.graph));
+    let analytic = backward.run(&case.params, &outputs);
+    let numeric = numeric_grads(case);
+    let mut errors = Errors::new();
+    for (k, (p, _, _)) in case.params.iter().enumerate() {
+        let scale = numeric[k].iter().fold(0.0f64, |m, v| m.max(v.abs()));
         assert!(
             scale > 1e-9,
             "{}: the loss does not depend on {p}; the check would be vacuous",
@@ -231,7 +242,7 @@ pub fn check(case: &Case) -> Errors {
         );
         let worst = analytic[k]
             .iter()
-            .zip(&numeric)
+            .zip(&numeric[k])
             .fold(0.0f64, |m, (a, n)| m.max((a - n).abs()));
         errors.insert(p.clone(), worst / scale);
     }

@@ -307,8 +307,10 @@ pub fn differentiate(
 
     let mut e = Emitter::new(dtype, PREFIX);
     for input in &graph.input {
-        if let Some((_, dims)) = input.tensor_shape() {
-            e.ranks.insert(input.name.clone(), dims.len());
+        let tensor = input.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
+        // An input declared without a shape has no known rank.
+        if let Some(shape) = tensor.and_then(|t| t.shape.as_ref()) {
+            e.ranks.insert(input.name.clone(), shape.dim.len());
         }
     }
     for t in &graph.initializer {
