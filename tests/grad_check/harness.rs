@@ -171,7 +171,7 @@ impl Runner {
         Self { session }
     }
 
-    fn run(
+    pub fn run(
         &mut self,
         params: &[(String, Vec<i64>, Vec<f64>)],
         outputs: &[String],
