@@ -165,8 +165,15 @@ fn gather(e: &mut Emitter, n: &Node<'_>) -> Grads {
     }
     // Negative indices count from the end; ScatterND wants them in range.
     let idx = e.op("Cast", &[indices], vec![int("to", 7)]);
+    // Scalars, so a scalar index keeps its rank through the wrap-around.
     let rows = e.shape(data, Some(0), Some(1));
-    let zero = e.ints(&[0]);
+    let scalar = e.ints(&[]);
+    let rows = e.op("Reshape", &[&rows, &scalar], vec![]);
+    let zero = e.op(
+        "Constant",
+        &[],
+        vec![super::emit::tensor("value", int64_scalar(0))],
+    );
     let negative = e.op("Less", &[&idx, &zero], vec![]);
     let wrapped = e.add(&idx, &rows);
     let idx = e.op("Where", &[&negative, &wrapped, &idx], vec![]);
