@@ -9,6 +9,7 @@ pub mod curves;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod grad;
 pub mod head;
 pub mod onnx;
 pub mod package;

@@ -7,12 +7,14 @@ pub mod data_type {
     pub const FLOAT: i32 = 1;
     pub const INT64: i32 = 7;
     pub const BOOL: i32 = 9;
+    pub const DOUBLE: i32 = 11;
 }
 
 /// `AttributeProto.AttributeType` values sluice uses.
 pub mod attribute_type {
     pub const FLOAT: i32 = 1;
     pub const INT: i32 = 2;
+    pub const STRING: i32 = 3;
     pub const TENSOR: i32 = 4;
     pub const INTS: i32 = 7;
 }
@@ -89,8 +91,12 @@ pub struct AttributeProto {
     pub f: f32,
     #[prost(int64, tag = "3")]
     pub i: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
     #[prost(message, optional, tag = "5")]
     pub t: Option<TensorProto>,
+    #[prost(float, repeated, tag = "7")]
+    pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
     #[prost(int32, tag = "20")]
