@@ -137,7 +137,7 @@ fn lower_erf(graph: &mut GraphProto) {
         let z = e.mul(x, x);
         let coeff = |n: usize| {
             let fact: f64 = (1..=n).map(|k| k as f64).product();
-            let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
+            let sign = if n.is_multiple_of(2) { 1.0 } else { -1.0 };
             sign / (fact * (2 * n + 1) as f64)
         };
         let mut p = e.scalar(coeff(TERMS - 1));
